@@ -1,0 +1,38 @@
+# orderlake — the two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+ORDERLAKE_CACHE ?= $(HOME)/.cache/orderlake
+export ORDERLAKE_CACHE
+# The cargo target dir lives outside the clone so CI and fresh clones reuse the ~10 min build.
+export CARGO_TARGET_DIR ?= $(ORDERLAKE_CACHE)/target
+BIN := $(CARGO_TARGET_DIR)/debug/orderlake
+AZURITE_KEY := Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
+
+.PHONY: demo test install services-up services-down build unit it lint clean-demo
+
+install:
+	bash infra/local/install.sh
+
+services-up: install
+	bash infra/local/start.sh
+
+services-down:
+	bash infra/local/stop.sh
+
+build:
+	cargo build --bin orderlake
+
+# Runs the whole job on the local stack: sample data → Kafka → Delta on Azurite → MongoDB, then a summary.
+demo: services-up build
+	bash infra/local/demo.sh
+
+# Installs and starts what the tests need, runs every test, stops the services it started even on failure.
+test: install
+	@bash infra/local/start.sh; \
+	status=0; \
+	$(MAKE) --no-print-directory lint || status=$$?; \
+	if [ $$status -eq 0 ]; then cargo test --all-targets 2>&1 | tee $(ORDERLAKE_CACHE)/logs/test.log; status=$${PIPESTATUS[0]}; fi; \
+	bash infra/local/stop.sh; \
+	exit $$status
+
+lint:
+	cargo fmt --all -- --check

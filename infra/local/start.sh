@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Starts the local stack on 127.0.0.1: tansu (Kafka protocol), Azurite (Blob), SecantusDB (MongoDB
+# wire). Each server gets its own data dir, PID file and log under $ORDERLAKE_STACK_DIR. A server
+# that is already up (its port answers) is reused, so tests and demos can run against a running
+# stack. Prints, for each, where its log is; exits non-zero naming the log when one does not start.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=infra/local/env.sh
+. "$here/env.sh"
+
+log() { printf '[start] %s\n' "$*"; }
+mkdir -p "$ORDERLAKE_STACK_DIR"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_ready NAME PIDFILE LOG CHECK...: polls CHECK for up to 60 s.
+wait_ready() {
+  local name=$1 pidfile=$2 logf=$3; shift 3
+  for _ in $(seq 1 120); do
+    if "$@" >/dev/null 2>&1; then log "$name ready (log: $logf)"; return 0; fi
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then break; fi
+    sleep 0.5
+  done
+  log "$name did not become ready; last lines of $logf:"
+  tail -20 "$logf" >&2 || true
+  exit 1
+}
+
+start_tansu() {
+  local dir="$ORDERLAKE_STACK_DIR/tansu" logf="$ORDERLAKE_STACK_DIR/tansu.log" pidf="$ORDERLAKE_STACK_DIR/tansu.pid"
+  if port_open "$KAFKA_PORT"; then log "kafka port $KAFKA_PORT already answers: reusing it"; return; fi
+  [ -x "$TANSU_BIN" ] || { log "tansu is not installed: run infra/local/install.sh"; exit 1; }
+  mkdir -p "$dir"
+  # The sqlite path is relative: start from inside the data dir. memory:// would lose data.
+  (cd "$dir" && exec setsid "$TANSU_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine "sqlite://tansu.db" >"$logf" 2>&1 < /dev/null) &
+  echo $! >"$pidf"
+  wait_ready tansu "$pidf" "$logf" "$TANSU_BIN" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT"
+}
+
+start_azurite() {
+  local dir="$ORDERLAKE_STACK_DIR/azurite" logf="$ORDERLAKE_STACK_DIR/azurite.log" pidf="$ORDERLAKE_STACK_DIR/azurite.pid"
+  if port_open "$AZURITE_PORT"; then log "blob port $AZURITE_PORT already answers: reusing it"; return; fi
+  [ -x "$AZURITE_BIN" ] || { log "azurite is not installed: run infra/local/install.sh"; exit 1; }
+  mkdir -p "$dir"
+  setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$dir" \
+    --skipApiVersionCheck --loose --silent >"$logf" 2>&1 < /dev/null &
+  echo $! >"$pidf"
+  wait_ready azurite "$pidf" "$logf" port_open "$AZURITE_PORT"
+}
+
+start_secantus() {
+  local dir="$ORDERLAKE_STACK_DIR/secantus" logf="$ORDERLAKE_STACK_DIR/secantus.log" pidf="$ORDERLAKE_STACK_DIR/secantus.pid"
+  if port_open "$MONGO_PORT"; then log "mongodb port $MONGO_PORT already answers: reusing it"; return; fi
+  [ -x "$SECANTUS_BIN" ] || { log "secantusdb is not installed: run infra/local/install.sh"; exit 1; }
+  mkdir -p "$dir"
+  (cd "$dir" && exec setsid "$SECANTUS_BIN" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$dir/data" \
+      --enable-test-commands >"$logf" 2>&1 < /dev/null) &
+  echo $! >"$pidf"
+  wait_ready secantusdb "$pidf" "$logf" "$ORDERLAKE_VENV/bin/python" -c \
+    "import pymongo,sys; pymongo.MongoClient('mongodb://127.0.0.1:$MONGO_PORT', serverSelectionTimeoutMS=500).admin.command('ping')"
+}
+
+case "${1:-all}" in
+  all) start_tansu; start_azurite; start_secantus ;;
+  tansu) start_tansu ;;
+  azurite) start_azurite ;;
+  secantus|mongodb) start_secantus ;;
+  *) echo "usage: $0 [all|tansu|azurite|secantus]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,164 @@
+//! Command-line interface: clap definitions and dispatch to the library. Flags override the
+//! config file; each common flag also reads an `ORDERLAKE_*` environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, Settings};
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::{produce, status};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orderlake",
+    version,
+    about = "Exactly-once Kafka → Delta Lake (bronze/silver/gold) → MongoDB ingestion for order events",
+    long_about = "orderlake consumes sales events and CDC changes from Kafka in micro-batches, lands them exactly \
+once in Delta Lake tables (bronze: raw; silver: current state by key; gold: totals recomputed with Polars) \
+and publishes gold to MongoDB.\n\nQuick start against the local stack:\n  make demo\n\nTypical use:\n  \
+orderlake produce --synthetic 10000\n  orderlake run --once --lake az://lake/orders --mongodb-uri mongodb://127.0.0.1:27017\n  \
+orderlake status"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// TOML config file for batch triggers, table names, log level (see orderlake.example.toml)
+    #[arg(long, global = true, env = "ORDERLAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, host:port[,host:port] [default: 127.0.0.1:9092]
+    #[arg(long, global = true, env = "ORDERLAKE_BROKERS")]
+    pub brokers: Option<String>,
+    /// Lake root: file:///abs/path, a local path, az://container/path or abfss://container@account.dfs.core.windows.net/path [default: ./lake]
+    #[arg(long, global = true, env = "ORDERLAKE_LAKE")]
+    pub lake: Option<String>,
+    /// MongoDB connection string; when unset, publishing to MongoDB is off
+    #[arg(long, global = true, env = "ORDERLAKE_MONGODB_URI")]
+    pub mongodb_uri: Option<String>,
+    /// MongoDB database [default: orderlake]
+    #[arg(long, global = true, env = "ORDERLAKE_MONGODB_DATABASE")]
+    pub mongodb_database: Option<String>,
+    /// Consumer group id, also the pipeline id in the lake's progress markers [default: orderlake]
+    #[arg(long, global = true, env = "ORDERLAKE_GROUP")]
+    pub group: Option<String>,
+    /// Topic of flat sales events [default: shop.sales]
+    #[arg(long, global = true, env = "ORDERLAKE_SALES_TOPIC")]
+    pub sales_topic: Option<String>,
+    /// Object-store option KEY=VALUE, repeatable (e.g. azure_storage_use_emulator=true); AZURE_STORAGE_* variables are read too
+    #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume continuously (ctrl-c stops after committing the batch in hand), or with --once up to
+    /// the end offsets seen at start, then exit 0 (the scheduled-job mode)
+    Run {
+        #[arg(long)]
+        once: bool,
+    },
+    /// Publish sales events (Online Shop CSV format, keyed by TransactionNo) to a topic
+    Produce {
+        /// Topic to publish to [default: the sales topic]
+        #[arg(long)]
+        topic: Option<String>,
+        /// CSV file with the columns TransactionNo,Date,ProductNo,ProductName,Price,Quantity,CustomerNo,Country
+        #[arg(
+            long,
+            conflicts_with = "synthetic",
+            required_unless_present = "synthetic"
+        )]
+        csv: Option<PathBuf>,
+        /// Generate N realistic events instead (days, countries, cancellations, missing customers, price changes)
+        #[arg(long, value_name = "N")]
+        synthetic: Option<usize>,
+        /// Seed of the generator (same seed, same events)
+        #[arg(long, default_value_t = 42, requires = "synthetic")]
+        seed: u64,
+        /// Limit the publishing rate
+        #[arg(long, value_name = "EVENTS_PER_S")]
+        rate: Option<u32>,
+        /// Publish only if the topic holds no message yet (makes a demo safe to re-run)
+        #[arg(long)]
+        skip_if_not_empty: bool,
+        /// Write the events to this CSV file instead of publishing them
+        #[arg(long, value_name = "FILE")]
+        to_csv: Option<PathBuf>,
+    },
+    /// Show offsets and lag per partition, table versions and row counts, MongoDB progress
+    Status,
+}
+
+impl Common {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            brokers: self.brokers.clone(),
+            lake: self.lake.clone(),
+            mongodb_uri: self.mongodb_uri.clone(),
+            mongodb_database: self.mongodb_database.clone(),
+            group: self.group.clone(),
+            sales_topic: self.sales_topic.clone(),
+            storage_options: self.storage_options.clone(),
+        }
+    }
+}
+
+/// Loads the settings, so `main` can set up logging from them before running.
+pub fn settings(cli: &Cli) -> Result<Settings> {
+    Settings::load(cli.common.config.as_deref(), cli.common.overrides())
+}
+
+pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
+    match cli.command {
+        Command::Run { once } => {
+            let mut p = Pipeline::start(settings).await?;
+            let s = p.run(once).await?;
+            tracing::info!(events = s.events, batches = s.batches, "run finished");
+            Ok(())
+        }
+        Command::Produce {
+            topic,
+            csv,
+            synthetic,
+            seed,
+            rate,
+            skip_if_not_empty,
+            to_csv,
+        } => {
+            let records = match (csv, synthetic) {
+                (Some(p), _) => produce::read_csv(&p)?,
+                (None, Some(n)) => produce::synthetic(n, seed),
+                (None, None) => {
+                    return Err(Error::Config(
+                        "produce: give --csv FILE or --synthetic N".into(),
+                    ));
+                }
+            };
+            if let Some(path) = to_csv {
+                produce::write_csv(&path, &records)?;
+                eprintln!("wrote {} events to {}", records.len(), path.display());
+                return Ok(());
+            }
+            let topic = topic.unwrap_or_else(|| settings.sales_topic.clone());
+            if skip_if_not_empty && produce::topic_has_messages(&settings, &topic).await? {
+                eprintln!(
+                    "topic {topic} already holds messages: nothing published (--skip-if-not-empty)"
+                );
+                return Ok(());
+            }
+            produce::publish(&settings, &topic, &records, rate).await?;
+            Ok(())
+        }
+        Command::Status => {
+            print!("{}", status::report(&settings).await?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Settings: the TOML config file, overridden by command-line flags and their environment variables.
+//! Everything is validated here, at start, so a bad setting fails with one line naming the key and
+//! the fix instead of an obscure error in the middle of a run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// The config file as written by a user (`orderlake.example.toml` documents every key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub kafka: KafkaFile,
+    #[serde(default)]
+    pub lake: LakeFile,
+    #[serde(default)]
+    pub mongodb: MongoFile,
+    #[serde(default)]
+    pub batch: BatchFile,
+    #[serde(default)]
+    pub tables: TablesFile,
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaFile {
+    pub brokers: Option<String>,
+    pub group: Option<String>,
+    pub sales_topic: Option<String>,
+    /// Partitions for topics orderlake creates because they are missing.
+    pub partitions: Option<i32>,
+    /// Extra librdkafka settings, passed through verbatim (e.g. `"security.protocol" = "SASL_SSL"`).
+    #[serde(default)]
+    pub options: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeFile {
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub storage_options: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoFile {
+    pub uri: Option<String>,
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    pub max_records: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub max_latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesFile {
+    pub bronze: Option<String>,
+    pub silver: Option<String>,
+    pub gold: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    pub level: Option<String>,
+}
+
+/// Values given on the command line or through `ORDERLAKE_*` variables; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub brokers: Option<String>,
+    pub lake: Option<String>,
+    pub mongodb_uri: Option<String>,
+    pub mongodb_database: Option<String>,
+    pub group: Option<String>,
+    pub sales_topic: Option<String>,
+    pub storage_options: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub max_latency: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub brokers: String,
+    pub group: String,
+    pub sales_topic: String,
+    pub partitions: i32,
+    pub kafka_options: HashMap<String, String>,
+    /// Lake root, always ending in `/`.
+    pub lake: Url,
+    pub storage_options: HashMap<String, String>,
+    pub mongodb_uri: Option<String>,
+    pub mongodb_database: String,
+    pub batch: BatchSettings,
+    pub bronze_prefix: String,
+    pub silver_prefix: String,
+    pub gold_prefix: String,
+    pub log_level: String,
+    /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`).
+    pub fail_at: Option<String>,
+}
+
+fn cfg(key: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{key}: {msg}"))
+}
+
+impl Settings {
+    /// Loads the file (if any) and applies the overrides.
+    pub fn load(file: Option<&Path>, o: Overrides) -> Result<Settings> {
+        let fc = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| cfg("--config", format!("cannot read {}: {e}", p.display())))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    let msg = e.message().to_string();
+                    cfg(
+                        &format!("config file {}", p.display()),
+                        format!("{msg} (see orderlake.example.toml)"),
+                    )
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(fc, o)
+    }
+
+    pub fn from_parts(fc: FileConfig, o: Overrides) -> Result<Settings> {
+        let brokers = o
+            .brokers
+            .or(fc.kafka.brokers)
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        if brokers.trim().is_empty() {
+            return Err(cfg(
+                "--brokers / ORDERLAKE_BROKERS",
+                "is empty; give host:port[,host:port]",
+            ));
+        }
+        let group = o
+            .group
+            .or(fc.kafka.group)
+            .unwrap_or_else(|| "orderlake".into());
+        if group.is_empty() || group.contains(['/', ' ']) {
+            return Err(cfg(
+                "--group / ORDERLAKE_GROUP",
+                format!("'{group}' must be non-empty without '/' or spaces"),
+            ));
+        }
+        let sales_topic = o
+            .sales_topic
+            .or(fc.kafka.sales_topic)
+            .unwrap_or_else(|| "shop.sales".into());
+        if sales_topic.is_empty() || sales_topic.contains('/') {
+            return Err(cfg(
+                "--sales-topic / ORDERLAKE_SALES_TOPIC",
+                format!("'{sales_topic}' is not a valid topic name"),
+            ));
+        }
+        let partitions = fc.kafka.partitions.unwrap_or(3);
+        if !(1..=1000).contains(&partitions) {
+            return Err(cfg("kafka.partitions", "must be between 1 and 1000"));
+        }
+
+        let lake_raw = o.lake.or(fc.lake.uri).unwrap_or_else(|| "./lake".into());
+        let lake = parse_lake_uri(&lake_raw)?;
+
+        let mut storage_options = fc.lake.storage_options;
+        storage_options.extend(azure_env_options());
+        for kv in &o.storage_options {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| cfg("--storage-option", format!("'{kv}' is not KEY=VALUE")))?;
+            storage_options.insert(k.trim().to_string(), v.to_string());
+        }
+
+        let mongodb_uri = o.mongodb_uri.or(fc.mongodb.uri).filter(|s| !s.is_empty());
+        if let Some(u) = &mongodb_uri {
+            if !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://")) {
+                return Err(cfg(
+                    "--mongodb-uri / ORDERLAKE_MONGODB_URI",
+                    "must start with mongodb:// or mongodb+srv://",
+                ));
+            }
+        }
+        let mongodb_database = o
+            .mongodb_database
+            .or(fc.mongodb.database)
+            .unwrap_or_else(|| "orderlake".into());
+
+        let batch = BatchSettings {
+            max_records: fc.batch.max_records.unwrap_or(50_000),
+            max_bytes: fc.batch.max_bytes.unwrap_or(64 * 1024 * 1024),
+            max_latency: Duration::from_millis(fc.batch.max_latency_ms.unwrap_or(1_000)),
+        };
+        if batch.max_records == 0 {
+            return Err(cfg("batch.max_records", "must be at least 1"));
+        }
+        if batch.max_bytes < 1024 {
+            return Err(cfg("batch.max_bytes", "must be at least 1024"));
+        }
+        if batch.max_latency.is_zero() {
+            return Err(cfg("batch.max_latency_ms", "must be at least 1"));
+        }
+        let prefix = |v: Option<String>, d: &str, key: &str| -> Result<String> {
+            let p = v.unwrap_or_else(|| d.into());
+            if p.is_empty() || p.starts_with('/') || p.contains("..") {
+                return Err(cfg(
+                    key,
+                    format!("'{p}' must be a relative path inside the lake"),
+                ));
+            }
+            Ok(p.trim_end_matches('/').to_string())
+        };
+        let level = fc.log.level.unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(cfg(
+                "log.level",
+                format!("'{level}' is not one of error, warn, info, debug, trace"),
+            ));
+        }
+        Ok(Settings {
+            brokers,
+            group,
+            sales_topic,
+            partitions,
+            kafka_options: fc.kafka.options,
+            lake,
+            storage_options,
+            mongodb_uri,
+            mongodb_database,
+            batch,
+            bronze_prefix: prefix(fc.tables.bronze, "bronze", "tables.bronze")?,
+            silver_prefix: prefix(fc.tables.silver, "silver", "tables.silver")?,
+            gold_prefix: prefix(fc.tables.gold, "gold", "tables.gold")?,
+            log_level: level,
+            fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// The topics this pipeline consumes.
+    pub fn topics(&self) -> Vec<String> {
+        vec![self.sales_topic.clone()]
+    }
+
+    /// Test-only fault injection: returns an error when `stage` is the configured failure point.
+    pub fn checkpoint(&self, stage: &str) -> Result<()> {
+        match &self.fail_at {
+            Some(s) if s == stage => Err(Error::InjectedFault(stage.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Accepts `file:///abs`, a plain local path (made absolute), `az://container/path`,
+/// `abfs[s]://container@account.dfs.core.windows.net/path`.
+pub fn parse_lake_uri(raw: &str) -> Result<Url> {
+    let key = "--lake / ORDERLAKE_LAKE";
+    let mut url = if raw.contains("://") {
+        let u = Url::parse(raw).map_err(|e| cfg(key, format!("'{raw}' is not a URI: {e}")))?;
+        match u.scheme() {
+            "file" | "az" | "azure" | "abfs" | "abfss" | "adl" => u,
+            s => {
+                return Err(cfg(
+                    key,
+                    format!(
+                        "scheme '{s}' is not supported; use file:///abs/path, az://container/path or abfss://container@account.dfs.core.windows.net/path"
+                    ),
+                ));
+            }
+        }
+    } else {
+        let p = Path::new(raw);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(p)
+        };
+        Url::from_directory_path(&abs)
+            .map_err(|_| cfg(key, format!("'{raw}' is not a usable local path")))?
+    };
+    if url.scheme() != "file" && url.host_str().unwrap_or("").is_empty() {
+        return Err(cfg(
+            key,
+            format!("'{raw}' names no container; use az://<container>/<path>"),
+        ));
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// The usual Azure variables become object_store options, so `AZURE_STORAGE_ACCOUNT_NAME` /
+/// `AZURE_STORAGE_ACCOUNT_KEY` / `AZURE_STORAGE_USE_EMULATOR` work as they do for other tools.
+fn azure_env_options() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("AZURE_STORAGE_")
+                || k.starts_with("AZURE_CLIENT_")
+                || k == "AZURE_TENANT_ID"
+                || k == "AZURE_ALLOW_HTTP"
+        })
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_sensible() {
+        let s = Settings::from_parts(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(s.brokers, "127.0.0.1:9092");
+        assert_eq!(s.sales_topic, "shop.sales");
+        assert_eq!(s.mongodb_database, "orderlake");
+        assert!(s.mongodb_uri.is_none());
+        assert_eq!(s.lake.scheme(), "file");
+        assert!(s.lake.path().ends_with("/lake/"));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let fc: FileConfig = toml::from_str(
+            "[kafka]\nbrokers = \"a:1\"\ngroup = \"g1\"\n[batch]\nmax_records = 10\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            brokers: Some("b:2".into()),
+            ..Default::default()
+        };
+        let s = Settings::from_parts(fc, o).unwrap();
+        assert_eq!(s.brokers, "b:2");
+        assert_eq!(s.group, "g1");
+        assert_eq!(s.batch.max_records, 10);
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let e = toml::from_str::<FileConfig>("[kafka]\nbrokerz = \"x\"\n").unwrap_err();
+        assert!(e.message().contains("brokerz"), "{e}");
+        let bad = |o: Overrides| {
+            Settings::from_parts(FileConfig::default(), o)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad(Overrides {
+                lake: Some("s3://b/x".into()),
+                ..Default::default()
+            })
+            .contains("--lake")
+        );
+        assert!(
+            bad(Overrides {
+                mongodb_uri: Some("http://x".into()),
+                ..Default::default()
+            })
+            .contains("--mongodb-uri")
+        );
+        assert!(
+            bad(Overrides {
+                storage_options: vec!["novalue".into()],
+                ..Default::default()
+            })
+            .contains("--storage-option")
+        );
+        assert!(
+            bad(Overrides {
+                group: Some("a/b".into()),
+                ..Default::default()
+            })
+            .contains("--group")
+        );
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_shows_the_defaults() {
+        let fc: FileConfig = toml::from_str(include_str!("../orderlake.example.toml")).unwrap();
+        let s = Settings::from_parts(fc, Overrides::default()).unwrap();
+        let d = Settings::from_parts(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            (s.brokers, s.group, s.batch.max_records),
+            (d.brokers, d.group, d.batch.max_records)
+        );
+        assert_eq!(s.batch.max_latency, d.batch.max_latency);
+    }
+
+    #[test]
+    fn lake_uris() {
+        assert_eq!(
+            parse_lake_uri("az://lake/orders").unwrap().as_str(),
+            "az://lake/orders/"
+        );
+        assert_eq!(
+            parse_lake_uri("file:///tmp/x/").unwrap().as_str(),
+            "file:///tmp/x/"
+        );
+        assert!(parse_lake_uri("az:///nocontainer").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! The library's error type: one enum so callers can tell configuration mistakes (fix and restart)
+//! from service failures (retry) without parsing messages.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A setting is missing or wrong; the message names the key and the fix.
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("delta lake: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
+    #[error("polars: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+    /// Raised only by the test-only fault-injection setting, to simulate a crash at a stage boundary.
+    #[error("injected fault at stage '{0}'")]
+    InjectedFault(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,390 @@
+//! Gold: recomputed (never incremented) for exactly the keys a batch touched, from silver, then
+//! MERGEd with the bronze version applied in each table's `txn`. Recompute is idempotent, so a
+//! replay after a crash heals instead of double counting.
+
+pub mod bridge;
+pub mod totals;
+
+use std::collections::{BTreeSet, HashMap};
+
+use deltalake::datafusion::prelude::{Expr, lit};
+use deltalake::datafusion::scalar::ScalarValue;
+use deltalake::kernel::Transaction;
+use polars::prelude::*;
+
+use crate::error::Result;
+use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
+use crate::lake::read::{scan_where_in, str_lits};
+use crate::lake::schema::{self, TableSpec};
+use crate::lake::{Lake, silver, version_of};
+use crate::model::Changes;
+
+/// The keys a batch changed, by entity.
+#[derive(Debug, Default, Clone)]
+pub struct Touched {
+    pub orders: BTreeSet<String>,
+    pub products: BTreeSet<String>,
+    pub customers: BTreeSet<String>,
+}
+
+impl Touched {
+    pub fn from_changes(c: &Changes) -> Self {
+        let mut t = Touched::default();
+        t.orders.extend(c.orders.iter().map(|o| o.order_id.clone()));
+        t.orders.extend(c.items.iter().map(|i| i.order_id.clone()));
+        t.products
+            .extend(c.products.iter().map(|p| p.product_id.clone()));
+        t.customers
+            .extend(c.customers.iter().map(|c| c.customer_id.clone()));
+        t
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.products.is_empty() && self.customers.is_empty()
+    }
+}
+
+/// The recomputed gold rows (and deleted keys) of one batch; the MongoDB sink publishes these.
+pub struct GoldFrames {
+    pub order_totals: DataFrame,
+    pub order_lines: DataFrame,
+    pub customer_totals: DataFrame,
+    pub daily_sales: DataFrame,
+    pub deleted_orders: Vec<String>,
+    pub deleted_customers: Vec<String>,
+    /// `order_date`, `country` of day/country rows that no longer have any order.
+    pub deleted_days: DataFrame,
+    /// Version of each gold table the frames correspond to (the MongoDB staleness guard).
+    pub versions: HashMap<String, i64>,
+}
+
+/// The gold tables, in the order they are written.
+pub const TABLES: [(&str, &TableSpec); 5] = [
+    ("order_lines", &schema::GOLD_ORDER_LINES),
+    ("order_totals", &schema::GOLD_ORDER_TOTALS),
+    ("customer_totals", &schema::GOLD_CUSTOMER_TOTALS),
+    ("daily_sales", &schema::GOLD_DAILY_SALES),
+    ("product_sales", &schema::GOLD_PRODUCT_SALES),
+];
+
+pub fn app_id(group: &str, topic: &str) -> String {
+    format!("{group}/gold/{topic}")
+}
+
+/// Which gold tables still need the version being applied, and the `txn` to record with it.
+pub struct GoldCommit<'a> {
+    pub app_id: &'a str,
+    pub version: i64,
+    /// Effective applied version per gold table name.
+    pub applied: &'a HashMap<String, i64>,
+}
+
+impl GoldCommit<'_> {
+    fn needs(&self, table: &str) -> bool {
+        self.applied.get(table).is_none_or(|a| *a < self.version)
+    }
+}
+
+async fn read_frame(
+    lake: &Lake,
+    rel: &str,
+    spec: &TableSpec,
+    column: &str,
+    values: Vec<Expr>,
+) -> Result<DataFrame> {
+    let batches = match lake.open(rel).await? {
+        Some(t) if !values.is_empty() => scan_where_in(&t, column, values).await?,
+        _ => Vec::new(),
+    };
+    bridge::to_frame(&batches, &spec.arrow_schema())
+}
+
+fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
+    Ok(df
+        .column(c)?
+        .str()?
+        .iter()
+        .flatten()
+        .map(String::from)
+        .collect())
+}
+
+fn dates(df: &DataFrame, c: &str) -> Result<BTreeSet<i32>> {
+    let s = df.column(c)?.cast(&DataType::Int32)?;
+    Ok(s.i32()?.iter().flatten().collect())
+}
+
+fn key_frame(name: &str, keys: impl IntoIterator<Item = String>) -> Result<DataFrame> {
+    let v: Vec<String> = keys.into_iter().collect();
+    Ok(DataFrame::new(v.len(), vec![Column::new(name.into(), v)])?)
+}
+
+/// MERGEs `new` rows and deletes `gone` keys into gold table `name`, unless it already has `c.version`.
+/// Returns the table's version afterwards.
+async fn commit(
+    lake: &Lake,
+    prefix: &str,
+    name: &str,
+    spec: &TableSpec,
+    new: &DataFrame,
+    gone: &DataFrame,
+    c: &GoldCommit<'_>,
+) -> Result<i64> {
+    let rel = format!("{prefix}/{name}");
+    if !c.needs(name) || (new.height() == 0 && gone.height() == 0) {
+        return Ok(lake.open(&rel).await?.map_or(0, |t| version_of(&t) as i64));
+    }
+    let mut gone_full = gone.clone();
+    for col_spec in spec.columns {
+        if gone_full.column(col_spec.name).is_err() {
+            gone_full.with_column(Column::full_null(
+                col_spec.name.into(),
+                gone.height(),
+                &DataType::Null,
+            ))?;
+        }
+    }
+    let new_b = bridge::to_batch(new, spec)?;
+    let gone_b = bridge::to_batch(&gone_full, spec)?;
+    let flags: Vec<bool> = std::iter::repeat_n(false, new_b.num_rows())
+        .chain(std::iter::repeat_n(true, gone_b.num_rows()))
+        .collect();
+    let source = with_deleted_flag(
+        &arrow::compute::concat_batches(&new_b.schema(), [&new_b, &gone_b])?,
+        flags,
+    )?;
+    let table = lake.open_or_create(&rel, spec).await?;
+    let table = merge(
+        table,
+        &MergeSpec { spec, guard: None },
+        source,
+        vec![Transaction::new(c.app_id, c.version)],
+    )
+    .await?;
+    Ok(version_of(&table) as i64)
+}
+
+fn date_lits(days: &BTreeSet<i32>) -> Vec<Expr> {
+    days.iter()
+        .map(|d| lit(ScalarValue::Date32(Some(*d))))
+        .collect()
+}
+
+/// Recomputes every gold table for `touched` and commits what `c` says is still needed.
+pub async fn recompute(
+    lake: &Lake,
+    silver_prefix: &str,
+    gold_prefix: &str,
+    touched: &Touched,
+    c: &GoldCommit<'_>,
+    now_us: i64,
+) -> Result<GoldFrames> {
+    let sp = |t: &str| format!("{silver_prefix}/{t}");
+    let gp = |t: &str| format!("{gold_prefix}/{t}");
+    let order_lits = str_lits(&touched.orders);
+
+    let orders = read_frame(
+        lake,
+        &sp("orders"),
+        &schema::SILVER_ORDERS,
+        "order_id",
+        order_lits.clone(),
+    )
+    .await?;
+    let items = read_frame(
+        lake,
+        &sp("order_items"),
+        &schema::SILVER_ORDER_ITEMS,
+        "order_id",
+        order_lits.clone(),
+    )
+    .await?;
+    let mut product_ids = strings(&items, "product_id")?;
+    product_ids.extend(touched.products.iter().cloned());
+    let products = read_frame(
+        lake,
+        &sp("products"),
+        &schema::SILVER_PRODUCTS,
+        "product_id",
+        str_lits(&product_ids),
+    )
+    .await?;
+    let old_totals = read_frame(
+        lake,
+        &gp("order_totals"),
+        &schema::GOLD_ORDER_TOTALS,
+        "order_id",
+        order_lits.clone(),
+    )
+    .await?;
+    let old_lines = read_frame(
+        lake,
+        &gp("order_lines"),
+        &schema::GOLD_ORDER_LINES,
+        "order_id",
+        order_lits,
+    )
+    .await?;
+
+    let mut versions = HashMap::new();
+    let lines = totals::order_lines(&items, &orders, &products)?;
+    let order_totals = totals::order_totals(&orders, &lines, now_us)?;
+    let gone_lines = totals::missing_keys(&old_lines, &lines, &["item_id"])?;
+    let gone_orders = totals::missing_keys(
+        &key_frame("order_id", touched.orders.iter().cloned())?,
+        &order_totals,
+        &["order_id"],
+    )?;
+    versions.insert(
+        "order_lines".into(),
+        commit(
+            lake,
+            gold_prefix,
+            "order_lines",
+            &schema::GOLD_ORDER_LINES,
+            &lines,
+            &gone_lines,
+            c,
+        )
+        .await?,
+    );
+    versions.insert(
+        "order_totals".into(),
+        commit(
+            lake,
+            gold_prefix,
+            "order_totals",
+            &schema::GOLD_ORDER_TOTALS,
+            &order_totals,
+            &gone_orders,
+            c,
+        )
+        .await?,
+    );
+
+    // Totals of everything those orders belong to, now and before (a moved order re-totals both).
+    let mut customers = strings(&order_totals, "customer_id")?;
+    customers.extend(strings(&old_totals, "customer_id")?);
+    customers.extend(touched.customers.iter().cloned());
+    let mut days = dates(&order_totals, "order_date")?;
+    days.extend(dates(&old_totals, "order_date")?);
+    let mut products_touched = strings(&lines, "product_id")?;
+    products_touched.extend(strings(&old_lines, "product_id")?);
+    products_touched.extend(touched.products.iter().cloned());
+
+    let ot_spec = &schema::GOLD_ORDER_TOTALS;
+    let cust_orders = read_frame(
+        lake,
+        &gp("order_totals"),
+        ot_spec,
+        "customer_id",
+        str_lits(&customers),
+    )
+    .await?;
+    let customer_totals = totals::customer_totals(&cust_orders, now_us)?;
+    let gone_customers = totals::missing_keys(
+        &key_frame("customer_id", customers)?,
+        &customer_totals,
+        &["customer_id"],
+    )?;
+    versions.insert(
+        "customer_totals".into(),
+        commit(
+            lake,
+            gold_prefix,
+            "customer_totals",
+            &schema::GOLD_CUSTOMER_TOTALS,
+            &customer_totals,
+            &gone_customers,
+            c,
+        )
+        .await?,
+    );
+
+    let day_orders = read_frame(
+        lake,
+        &gp("order_totals"),
+        ot_spec,
+        "order_date",
+        date_lits(&days),
+    )
+    .await?;
+    let daily_sales = totals::daily_sales(&day_orders)?;
+    let old_days = read_frame(
+        lake,
+        &gp("daily_sales"),
+        &schema::GOLD_DAILY_SALES,
+        "order_date",
+        date_lits(&days),
+    )
+    .await?;
+    let gone_days = totals::missing_keys(&old_days, &daily_sales, &["order_date", "country"])?;
+    versions.insert(
+        "daily_sales".into(),
+        commit(
+            lake,
+            gold_prefix,
+            "daily_sales",
+            &schema::GOLD_DAILY_SALES,
+            &daily_sales,
+            &gone_days,
+            c,
+        )
+        .await?,
+    );
+
+    let product_lits = str_lits(&products_touched);
+    let product_lines = read_frame(
+        lake,
+        &gp("order_lines"),
+        &schema::GOLD_ORDER_LINES,
+        "product_id",
+        product_lits.clone(),
+    )
+    .await?;
+    let product_rows = read_frame(
+        lake,
+        &sp("products"),
+        &schema::SILVER_PRODUCTS,
+        "product_id",
+        product_lits,
+    )
+    .await?;
+    let product_sales = totals::product_sales(&product_lines, &product_rows)?;
+    let gone_products = totals::missing_keys(
+        &key_frame("product_id", products_touched)?,
+        &product_sales,
+        &["product_id"],
+    )?;
+    versions.insert(
+        "product_sales".into(),
+        commit(
+            lake,
+            gold_prefix,
+            "product_sales",
+            &schema::GOLD_PRODUCT_SALES,
+            &product_sales,
+            &gone_products,
+            c,
+        )
+        .await?,
+    );
+
+    Ok(GoldFrames {
+        deleted_orders: strings(&gone_orders, "order_id")?.into_iter().collect(),
+        deleted_customers: strings(&gone_customers, "customer_id")?
+            .into_iter()
+            .collect(),
+        deleted_days: gone_days,
+        order_totals,
+        order_lines: lines,
+        customer_totals,
+        daily_sales,
+        versions,
+    })
+}
+
+/// Silver table names, for `status`.
+pub fn silver_tables() -> impl Iterator<Item = &'static str> {
+    silver::TABLES.iter().map(|(n, _)| *n)
+}

@@ -1,0 +1,157 @@
+//! Bronze: every message as received, appended exactly once. Each commit carries one `txn` per
+//! Kafka partition (`<group>/<topic>/<partition>` → last offset written), so the lake, not the
+//! consumer group, is the truth about what has been ingested. Bronze is also the replay log
+//! that lagging layers catch up from.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::rows::{batch, date_col, int_col, long_col, str_col, ts_col};
+use super::{commit_with, schema, txn_version, version_of};
+use crate::error::{Error, Result};
+use crate::model::RawEvent;
+
+pub fn offset_app_id(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}/{topic}/{partition}")
+}
+
+/// The offsets bronze holds for `partitions` (last offset written; absent = nothing yet).
+pub async fn stored_offsets(
+    table: &DeltaTable,
+    group: &str,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> Result<HashMap<i32, i64>> {
+    let mut out = HashMap::new();
+    for p in partitions {
+        if let Some(o) = txn_version(table, &offset_app_id(group, topic, p)).await? {
+            out.insert(p, o);
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `records` (all of one topic) and their partition offsets in one commit.
+/// Returns the new table and the bronze version that holds them.
+pub async fn append(
+    table: DeltaTable,
+    group: &str,
+    records: &[RawEvent],
+    now_us: i64,
+) -> Result<(DeltaTable, u64)> {
+    let topic = &records
+        .first()
+        .ok_or_else(|| Error::Other("empty bronze append".into()))?
+        .topic;
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for r in records {
+        let e = last.entry(r.partition).or_insert(r.offset);
+        *e = (*e).max(r.offset);
+    }
+    let txns = last
+        .iter()
+        .map(|(p, o)| Transaction::new(offset_app_id(group, topic, *p), *o))
+        .collect();
+    let today = chrono::DateTime::from_timestamp_micros(now_us).map(|t| t.date_naive());
+    let b = batch(
+        &schema::BRONZE,
+        vec![
+            str_col(records.iter().map(|r| Some(r.topic.as_str()))),
+            int_col(records.iter().map(|r| Some(r.partition))),
+            long_col(records.iter().map(|r| Some(r.offset))),
+            str_col(records.iter().map(|r| r.key.as_deref())),
+            str_col(records.iter().map(|r| r.value.as_deref())),
+            ts_col(records.iter().map(|r| r.timestamp_ms.map(|t| t * 1000))),
+            ts_col(records.iter().map(|_| Some(now_us))),
+            date_col(records.iter().map(|_| today)),
+        ],
+    )?;
+    let table = table
+        .write(vec![b])
+        .with_save_mode(SaveMode::Append)
+        .with_partition_columns(schema::BRONZE.partition_by.iter().map(|s| s.to_string()))
+        .with_commit_properties(commit_with(txns))
+        .await?;
+    let v = version_of(&table);
+    Ok((table, v))
+}
+
+/// Converts bronze rows back into records (for catch-up and rebuild).
+pub fn records_from_batch(b: &RecordBatch) -> Result<Vec<RawEvent>> {
+    let col = |n: &str| {
+        b.column_by_name(n)
+            .ok_or_else(|| Error::Other(format!("bronze file lacks column {n}")))
+    };
+    let topic = col("topic")?.as_string::<i32>().clone();
+    let part = col("partition")?.as_primitive::<Int32Type>().clone();
+    let off = col("offset")?.as_primitive::<Int64Type>().clone();
+    let key = col("key")?.as_string::<i32>().clone();
+    let value = col("value")?.as_string::<i32>().clone();
+    let ts = col("kafka_timestamp")?
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone();
+    Ok((0..b.num_rows())
+        .map(|i| RawEvent {
+            topic: topic.value(i).to_string(),
+            partition: part.value(i),
+            offset: off.value(i),
+            key: key.is_valid(i).then(|| key.value(i).to_string()),
+            value: value.is_valid(i).then(|| value.value(i).to_string()),
+            timestamp_ms: ts.is_valid(i).then(|| ts.value(i) / 1000),
+        })
+        .collect())
+}
+
+/// The records bronze commits `(after, upto]` added, grouped by version in ascending order.
+/// Reads the commit files directly, so the cost is that of the range, not of the table.
+pub async fn read_commits(
+    table: &DeltaTable,
+    after: Option<u64>,
+    upto: u64,
+) -> Result<Vec<(u64, Vec<RawEvent>)>> {
+    let log = table.log_store();
+    let store = log.object_store(None);
+    let start = after.map_or(0, |a| a + 1);
+    let mut out = Vec::new();
+    for v in start..=upto {
+        let Some(bytes) = log.read_commit_entry(v).await? else {
+            return Err(Error::Other(format!(
+                "bronze commit {v} of {} is gone (log cleaned up?); run `orderlake rebuild`",
+                table.table_url()
+            )));
+        };
+        let mut recs = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let action: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| Error::Other(format!("bronze commit {v}: {e}")))?;
+            let Some(add) = action.get("add") else {
+                continue;
+            };
+            if add.get("dataChange").and_then(|d| d.as_bool()) == Some(false) {
+                continue; // compaction rewrites: the rows were already counted
+            }
+            let path = add.get("path").and_then(|p| p.as_str()).unwrap_or_default();
+            let path = Path::from_url_path(path)
+                .map_err(|e| Error::Other(format!("bronze path {path}: {e}")))?;
+            // A bronze file holds one batch of one topic: small enough to read whole.
+            let bytes = store.get(&path).await?.bytes().await?;
+            for b in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+                recs.extend(records_from_batch(&b?)?);
+            }
+        }
+        out.push((v, recs));
+    }
+    Ok(out)
+}
+
+pub fn table_name(prefix: &str, topic: &str) -> String {
+    format!("{prefix}/{topic}")
+}

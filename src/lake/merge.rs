@@ -1,0 +1,96 @@
+//! One MERGE shape for every keyed table: upsert source rows by key, optionally only when the source
+//! is newer (silver's ordering guard), and delete target rows the source marks as gone (gold
+//! recompute). The progress `txn` rides in the same commit.
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::datatypes::{Field, Schema};
+use deltalake::DeltaTable;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::Transaction;
+use std::sync::Arc;
+
+use super::commit_with;
+use super::schema::TableSpec;
+use crate::error::Result;
+
+/// Name of the extra source column that marks a key as deleted.
+pub const DELETED: &str = "__deleted";
+
+pub struct MergeSpec<'a> {
+    pub spec: &'a TableSpec,
+    /// Update a matched row only when `s.<guard> > t.<guard>` (newer source position).
+    pub guard: Option<&'static str>,
+}
+
+/// Appends a `__deleted` flag column to a batch.
+pub fn with_deleted_flag(batch: &RecordBatch, deleted: Vec<bool>) -> Result<RecordBatch> {
+    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        DELETED,
+        arrow::datatypes::DataType::Boolean,
+        false,
+    )));
+    let mut cols = batch.columns().to_vec();
+    cols.push(Arc::new(BooleanArray::from(deleted)));
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+fn quote(c: &str) -> String {
+    format!("`{c}`")
+}
+
+/// MERGE `source` into `table`. A source with a `__deleted` column deletes matched rows it flags.
+/// Source keys must be unique (callers deduplicate to the newest change per key).
+pub async fn merge(
+    table: DeltaTable,
+    m: &MergeSpec<'_>,
+    source: RecordBatch,
+    txns: Vec<Transaction>,
+) -> Result<DeltaTable> {
+    let has_deleted = source.schema().index_of(DELETED).is_ok();
+    let ctx = SessionContext::new();
+    let df = ctx.read_batch(source)?;
+    let on = m
+        .spec
+        .key
+        .iter()
+        .map(|k| format!("t.{q} = s.{q}", q = quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let mut update_pred = Vec::new();
+    if let Some(g) = m.guard {
+        update_pred.push(format!("s.{q} > t.{q}", q = quote(g)));
+    }
+    if has_deleted {
+        update_pred.push(format!("NOT s.{DELETED}"));
+    }
+    let names: Vec<&'static str> = m.spec.names().collect();
+    let mut b = table
+        .merge(df, on)
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_commit_properties(commit_with(txns));
+    if has_deleted {
+        b = b.when_matched_delete(|d| d.predicate(format!("s.{DELETED}")))?;
+    }
+    b = b.when_matched_update(|mut u| {
+        if !update_pred.is_empty() {
+            u = u.predicate(update_pred.join(" AND "));
+        }
+        for n in &names {
+            u = u.update(*n, format!("s.{}", quote(n)));
+        }
+        u
+    })?;
+    b = b.when_not_matched_insert(|mut i| {
+        if has_deleted {
+            i = i.predicate(format!("NOT s.{DELETED}"));
+        }
+        for n in &names {
+            i = i.set(*n, format!("s.{}", quote(n)));
+        }
+        i
+    })?;
+    let (table, _metrics) = b.await?;
+    Ok(table)
+}

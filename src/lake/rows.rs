@@ -1,0 +1,130 @@
+//! Turning canonical rows into Arrow record batches in each table's declared column order.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use chrono::NaiveDate;
+
+use super::schema::{self, MONEY_PRECISION, MONEY_SCALE, TableSpec};
+use crate::error::Result;
+use crate::model::{Cents, CustomerRow, DeadLetter, ItemRow, OrderRow, ProductRow};
+
+pub fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+pub fn date_from_days(days: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days as i64)
+}
+
+pub fn str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(StringArray::from_iter(v))
+}
+pub fn int_col(v: impl IntoIterator<Item = Option<i32>>) -> ArrayRef {
+    Arc::new(Int32Array::from_iter(v))
+}
+pub fn long_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter(v))
+}
+pub fn bool_col(v: impl IntoIterator<Item = Option<bool>>) -> ArrayRef {
+    Arc::new(BooleanArray::from_iter(v))
+}
+pub fn date_col(v: impl IntoIterator<Item = Option<NaiveDate>>) -> ArrayRef {
+    Arc::new(Date32Array::from_iter(
+        v.into_iter().map(|d| d.map(days_since_epoch)),
+    ))
+}
+pub fn ts_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter(v).with_timezone("UTC"))
+}
+pub fn money_col(v: impl IntoIterator<Item = Option<Cents>>) -> ArrayRef {
+    Arc::new(
+        Decimal128Array::from_iter(v.into_iter().map(|c| c.map(i128::from)))
+            .with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)
+            .expect("valid decimal(18,2)"),
+    )
+}
+
+pub fn batch(spec: &TableSpec, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
+}
+
+pub fn dead_letters(rows: &[DeadLetter], now_us: i64) -> Result<RecordBatch> {
+    batch(
+        &schema::DEAD_LETTERS,
+        vec![
+            str_col(rows.iter().map(|r| Some(r.topic.as_str()))),
+            int_col(rows.iter().map(|r| Some(r.partition))),
+            long_col(rows.iter().map(|r| Some(r.offset))),
+            str_col(rows.iter().map(|r| r.key.as_deref())),
+            str_col(rows.iter().map(|r| r.value.as_deref())),
+            str_col(rows.iter().map(|r| Some(r.error.as_str()))),
+            ts_col(rows.iter().map(|_| Some(now_us))),
+        ],
+    )
+}
+
+pub fn orders(rows: &[&OrderRow]) -> Result<RecordBatch> {
+    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
+    batch(
+        &schema::SILVER_ORDERS,
+        vec![
+            str_col(rows.iter().map(|r| Some(r.order_id.as_str()))),
+            str_col(rows.iter().map(|r| r.customer_id.as_deref())),
+            str_col(rows.iter().map(|r| r.country.as_deref())),
+            date_col(rows.iter().map(|r| r.order_date)),
+            str_col(rows.iter().map(|r| Some(r.status.as_str()))),
+            ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
+            str_col(pos.iter().map(|p| Some(p.as_str()))),
+        ],
+    )
+}
+
+pub fn items(rows: &[&ItemRow]) -> Result<RecordBatch> {
+    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
+    batch(
+        &schema::SILVER_ORDER_ITEMS,
+        vec![
+            str_col(rows.iter().map(|r| Some(r.item_id.as_str()))),
+            str_col(rows.iter().map(|r| Some(r.order_id.as_str()))),
+            str_col(rows.iter().map(|r| Some(r.product_id.as_str()))),
+            long_col(rows.iter().map(|r| Some(r.quantity))),
+            money_col(rows.iter().map(|r| r.unit_price)),
+            ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
+            str_col(pos.iter().map(|p| Some(p.as_str()))),
+        ],
+    )
+}
+
+pub fn products(rows: &[&ProductRow]) -> Result<RecordBatch> {
+    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
+    batch(
+        &schema::SILVER_PRODUCTS,
+        vec![
+            str_col(rows.iter().map(|r| Some(r.product_id.as_str()))),
+            str_col(rows.iter().map(|r| r.name.as_deref())),
+            str_col(rows.iter().map(|r| r.category.as_deref())),
+            money_col(rows.iter().map(|r| r.price)),
+            ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
+            str_col(pos.iter().map(|p| Some(p.as_str()))),
+        ],
+    )
+}
+
+pub fn customers(rows: &[&CustomerRow]) -> Result<RecordBatch> {
+    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
+    batch(
+        &schema::SILVER_CUSTOMERS,
+        vec![
+            str_col(rows.iter().map(|r| Some(r.customer_id.as_str()))),
+            str_col(rows.iter().map(|r| r.name.as_deref())),
+            str_col(rows.iter().map(|r| r.email.as_deref())),
+            str_col(rows.iter().map(|r| r.country.as_deref())),
+            ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
+            str_col(pos.iter().map(|p| Some(p.as_str()))),
+        ],
+    )
+}

@@ -1,0 +1,32 @@
+//! The `orderlake` binary: parse arguments, set up logging, hand over to the library.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = orderlake::cli::Cli::parse();
+    let settings = match orderlake::cli::settings(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("ORDERLAKE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,orderlake={}", settings.log_level)));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match orderlake::cli::execute(cli, settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(match e {
+                orderlake::Error::Config(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

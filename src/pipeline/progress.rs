@@ -1,0 +1,125 @@
+//! How far each stage of one topic has got, in bronze versions, read from the `txn` actions of
+//! the tables themselves (and MongoDB's progress document). A stage is complete up to the larger
+//! of its own marker and the batch log's, because layers are always applied in order.
+
+use std::collections::HashMap;
+
+use crate::config::Settings;
+use crate::error::Result;
+use crate::lake::{Lake, dead_letter, txn_version};
+use crate::sink::mongo::MongoSink;
+use crate::{gold, lake::silver};
+
+/// `-1` means "nothing applied yet".
+pub const NONE: i64 = -1;
+
+pub fn batches_table() -> &'static str {
+    "_orderlake/batches"
+}
+
+pub fn batches_app_id(group: &str, topic: &str) -> String {
+    format!("{group}/batches/{topic}")
+}
+
+pub fn dead_letters_app_id(group: &str, topic: &str) -> String {
+    format!("{group}/dead_letters/{topic}")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Effective applied version per lake stage: `dead_letters`, `silver/<t>`, `gold/<t>`.
+    pub lake: HashMap<String, i64>,
+    /// Every lake layer is complete up to here (the batch log's marker).
+    pub lake_done: i64,
+    /// MongoDB is confirmed up to here; `None` when publishing is off.
+    pub mongo: Option<i64>,
+}
+
+impl Progress {
+    /// The oldest bronze version some stage still lacks (exclusive lower bound of catch-up).
+    pub fn lowest(&self) -> i64 {
+        let lake = self
+            .lake
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(NONE)
+            .min(self.lake_done.max(NONE));
+        self.mongo.map_or(lake, |m| lake.min(m))
+    }
+
+    pub fn get(&self, stage: &str) -> i64 {
+        self.lake.get(stage).copied().unwrap_or(NONE)
+    }
+
+    /// Effective applied versions of the gold tables, keyed by bare table name.
+    pub fn gold(&self) -> HashMap<String, i64> {
+        gold::TABLES
+            .iter()
+            .map(|(n, _)| (n.to_string(), self.get(&format!("gold/{n}"))))
+            .collect()
+    }
+
+    pub fn mark_lake_done(&mut self, v: i64) {
+        for s in self.lake.values_mut() {
+            *s = (*s).max(v);
+        }
+        self.lake_done = self.lake_done.max(v);
+    }
+}
+
+pub fn lake_stages() -> Vec<String> {
+    let mut v = vec!["dead_letters".to_string()];
+    v.extend(silver::TABLES.iter().map(|(n, _)| format!("silver/{n}")));
+    v.extend(gold::TABLES.iter().map(|(n, _)| format!("gold/{n}")));
+    v
+}
+
+async fn marker(lake: &Lake, rel: &str, app_id: &str) -> Result<i64> {
+    Ok(match lake.open(rel).await? {
+        Some(t) => txn_version(&t, app_id).await?.unwrap_or(NONE),
+        None => NONE,
+    })
+}
+
+pub async fn load(
+    lake: &Lake,
+    s: &Settings,
+    topic: &str,
+    mongo: Option<&MongoSink>,
+) -> Result<Progress> {
+    let done = marker(lake, batches_table(), &batches_app_id(&s.group, topic)).await?;
+    let mut p = Progress {
+        lake_done: done,
+        ..Default::default()
+    };
+    let dl = marker(
+        lake,
+        &dead_letter::table_name(&s.bronze_prefix),
+        &dead_letters_app_id(&s.group, topic),
+    )
+    .await?;
+    p.lake.insert("dead_letters".into(), dl.max(done));
+    for (n, _) in silver::TABLES {
+        let v = marker(
+            lake,
+            &format!("{}/{n}", s.silver_prefix),
+            &silver::app_id(&s.group, topic),
+        )
+        .await?;
+        p.lake.insert(format!("silver/{n}"), v.max(done));
+    }
+    for (n, _) in gold::TABLES {
+        let v = marker(
+            lake,
+            &format!("{}/{n}", s.gold_prefix),
+            &gold::app_id(&s.group, topic),
+        )
+        .await?;
+        p.lake.insert(format!("gold/{n}"), v.max(done));
+    }
+    if let Some(m) = mongo {
+        p.mongo = Some(m.progress(topic).await?.unwrap_or(NONE));
+    }
+    Ok(p)
+}

@@ -1,0 +1,232 @@
+//! Bringing every layer of one topic up to a bronze version: dead letters, silver, gold, the batch
+//! log, then MongoDB. Works the same for a fresh batch (its events are in memory) and for
+//! catch-up after a crash (events are read back from bronze commits), so there is one code path
+//! to get right. Each stage only takes the bronze versions it has not applied yet.
+
+use std::time::Instant;
+
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use tracing::info;
+
+use super::progress::{self, Progress};
+use crate::config::Settings;
+use crate::decode::{Decoded, decode_sales};
+use crate::error::Result;
+use crate::gold::{self, GoldCommit, Touched};
+use crate::lake::rows::{batch, long_col, str_col, ts_col};
+use crate::lake::{Lake, bronze, commit_with, dead_letter, schema, silver};
+use crate::model::{Changes, RawEvent};
+use crate::sink::mongo::MongoSink;
+
+/// Bronze versions read back per catch-up step, bounding memory after a long outage.
+const CATCH_UP_VERSIONS: i64 = 50;
+
+pub struct Stages<'a> {
+    pub settings: &'a Settings,
+    pub lake: &'a Lake,
+    pub mongo: Option<&'a MongoSink>,
+}
+
+/// Decoded events of one bronze version.
+struct Unit {
+    version: i64,
+    events: usize,
+    decoded: Decoded,
+}
+
+fn merged<'a>(units: &'a [Unit], after: i64) -> impl Iterator<Item = &'a Unit> {
+    units.iter().filter(move |u| u.version > after)
+}
+
+fn changes_after(units: &[Unit], after: i64) -> Changes {
+    let mut c = Changes::default();
+    for u in merged(units, after) {
+        c.orders.extend(u.decoded.changes.orders.iter().cloned());
+        c.items.extend(u.decoded.changes.items.iter().cloned());
+        c.products
+            .extend(u.decoded.changes.products.iter().cloned());
+        c.customers
+            .extend(u.decoded.changes.customers.iter().cloned());
+    }
+    c
+}
+
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Stages<'_> {
+    /// Applies bronze of `topic` up to `upto` to every stage that lacks it. `fresh` carries the
+    /// events of version `upto` when the caller just wrote them.
+    pub async fn advance(
+        &self,
+        topic: &str,
+        bronze_table: &DeltaTable,
+        p: &mut Progress,
+        upto: i64,
+        fresh: Option<&[RawEvent]>,
+    ) -> Result<()> {
+        while p.lowest() < upto {
+            let after = p.lowest();
+            let end = (after + CATCH_UP_VERSIONS).min(upto);
+            let log_end = if fresh.is_some() && end == upto {
+                upto - 1
+            } else {
+                end
+            };
+            let mut raw: Vec<(i64, Vec<RawEvent>)> = Vec::new();
+            if log_end > after {
+                let from = (after >= 0).then_some(after as u64);
+                for (v, recs) in bronze::read_commits(bronze_table, from, log_end as u64).await? {
+                    raw.push((v as i64, recs));
+                }
+                info!(
+                    topic,
+                    from = after + 1,
+                    to = log_end,
+                    "catching up from bronze"
+                );
+            }
+            if let (Some(f), true) = (fresh, end == upto) {
+                raw.push((upto, f.to_vec()));
+            }
+            let now = now_us();
+            let units: Vec<Unit> = raw
+                .into_iter()
+                .map(|(version, events)| {
+                    let mut decoded = Decoded::default();
+                    decode_sales(&events, now, &mut decoded);
+                    Unit {
+                        version,
+                        events: events.len(),
+                        decoded,
+                    }
+                })
+                .collect();
+            self.apply(topic, p, &units, end).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, topic: &str, p: &mut Progress, units: &[Unit], upto: i64) -> Result<()> {
+        let s = self.settings;
+        let started = Instant::now();
+        let now = now_us();
+        let events: usize = units.iter().map(|u| u.events).sum();
+
+        // Dead letters first: silver's marker then vouches for them too.
+        let dl_after = p.get("dead_letters");
+        let dead: Vec<_> = merged(units, dl_after)
+            .flat_map(|u| u.decoded.dead.iter().cloned())
+            .collect();
+        if !dead.is_empty() {
+            let t = self
+                .lake
+                .open_or_create(
+                    &dead_letter::table_name(&s.bronze_prefix),
+                    &schema::DEAD_LETTERS,
+                )
+                .await?;
+            let txn = Transaction::new(progress::dead_letters_app_id(&s.group, topic), upto);
+            dead_letter::append(t, &dead, txn, now).await?;
+            tracing::warn!(topic, count = dead.len(), first_error = %dead[0].error, "dead-lettered undecodable events");
+        }
+        p.lake.insert("dead_letters".into(), upto.max(dl_after));
+
+        for (name, spec) in silver::TABLES {
+            let stage = format!("silver/{name}");
+            let changes = changes_after(units, p.get(&stage));
+            let txn = Transaction::new(silver::app_id(&s.group, topic), upto);
+            silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, txn).await?;
+            p.lake.insert(stage, upto);
+        }
+        let silver_done = started.elapsed();
+        s.checkpoint("after-silver")?;
+
+        // Gold covers what gold or MongoDB still lacks; tables that already have `upto` skip the commit.
+        let gold_after = gold::TABLES
+            .iter()
+            .map(|(n, _)| p.get(&format!("gold/{n}")))
+            .min()
+            .unwrap_or(progress::NONE);
+        let touched_after = p.mongo.map_or(gold_after, |m| m.min(gold_after));
+        let touched = Touched::from_changes(&changes_after(units, touched_after));
+        let applied = p.gold();
+        let app_id = gold::app_id(&s.group, topic);
+        let commit = GoldCommit {
+            app_id: &app_id,
+            version: upto,
+            applied: &applied,
+        };
+        let frames = if touched.is_empty() {
+            None
+        } else {
+            Some(
+                gold::recompute(
+                    self.lake,
+                    &s.silver_prefix,
+                    &s.gold_prefix,
+                    &touched,
+                    &commit,
+                    now,
+                )
+                .await?,
+            )
+        };
+        let gold_done = started.elapsed();
+        s.checkpoint("after-gold")?;
+
+        if p.lake_done < upto {
+            let dead_count = merged(units, p.lake_done)
+                .map(|u| u.decoded.dead.len())
+                .sum::<usize>() as i64;
+            let t = self
+                .lake
+                .open_or_create(progress::batches_table(), &schema::BATCH_LOG)
+                .await?;
+            let b = batch(
+                &schema::BATCH_LOG,
+                vec![
+                    str_col([Some(topic)]),
+                    long_col([Some(upto)]),
+                    long_col([Some(events as i64)]),
+                    long_col([Some(dead_count)]),
+                    ts_col([Some(now)]),
+                ],
+            )?;
+            let txn = Transaction::new(progress::batches_app_id(&s.group, topic), upto);
+            t.write(vec![b])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(commit_with(vec![txn]))
+                .await?;
+        }
+        p.mark_lake_done(upto);
+
+        let mut published = None;
+        if let (Some(m), Some(mv)) = (self.mongo, p.mongo) {
+            if mv < upto {
+                if let Some(f) = &frames {
+                    published = Some(m.publish(f).await?);
+                }
+                s.checkpoint("before-mongo-progress")?;
+                m.set_progress(topic, upto).await?;
+                p.mongo = Some(upto);
+            }
+        }
+        info!(
+            topic,
+            bronze_version = upto,
+            events,
+            dead_letters = merged(units, progress::NONE).map(|u| u.decoded.dead.len()).sum::<usize>(),
+            orders = touched.orders.len(),
+            silver_ms = silver_done.as_millis() as u64,
+            gold_ms = (gold_done - silver_done).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            mongo = ?published.map(|p| (p.upserted, p.deleted, p.stale)),
+            "batch committed"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks that publish gold outside the lake.
+
+pub mod mongo;

@@ -1,0 +1,8 @@
+//! Integration tests against the real local services started by `infra/local/start.sh`
+//! (tansu on :9092, Azurite on :10000, SecantusDB on :27017). One test binary so the heavy
+//! dependency tree is linked once. Every test uses its own topic, group, container and database.
+
+mod e2e;
+mod reference;
+mod restart;
+mod support;

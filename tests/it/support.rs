@@ -1,0 +1,273 @@
+//! Shared helpers: unique names, settings for a lake on Azurite or on disk, publishing, reading
+//! tables and MongoDB collections back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
+use mongodb::bson::{Bson, Document};
+use orderlake::config::{FileConfig, Overrides, Settings};
+use orderlake::decode::decimal::parse_cents;
+use orderlake::lake::{Lake, read};
+
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+pub fn brokers() -> String {
+    std::env::var("ORDERLAKE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("ORDERLAKE_TEST_MONGODB_URI")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+pub fn azurite_port() -> String {
+    std::env::var("AZURITE_PORT").unwrap_or_else(|_| "10000".into())
+}
+
+/// A name no other test (or earlier run against the same services) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!(
+        "{prefix}-{}-{t}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn python() -> PathBuf {
+    let cache = std::env::var("ORDERLAKE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orderlake"));
+    cache.join("venv/bin/python")
+}
+
+/// Storage options that reach Azurite.
+pub fn azurite_options() -> Vec<String> {
+    vec![
+        "azure_storage_account_name=devstoreaccount1".into(),
+        format!("azure_storage_account_key={AZURITE_KEY}"),
+        "azure_storage_use_emulator=true".into(),
+        "azure_allow_http=true".into(),
+    ]
+}
+
+pub fn create_container(name: &str) {
+    let out = Command::new(python())
+        .arg(repo_root().join("infra/local/azure_container.py"))
+        .arg(name)
+        .env("AZURITE_PORT", azurite_port())
+        .output()
+        .expect("run azure_container.py");
+    assert!(
+        out.status.success(),
+        "creating container {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub enum LakeKind {
+    Azurite,
+    Local(PathBuf),
+}
+
+/// Settings for a test pipeline named `name` (topic, group and Mongo database derive from it).
+pub fn settings(name: &str, lake: &LakeKind, with_mongo: bool) -> Settings {
+    let (uri, storage_options) = match lake {
+        LakeKind::Azurite => {
+            let container = name.to_lowercase().replace(['.', '_'], "-");
+            create_container(&container);
+            (format!("az://{container}/lake"), azurite_options())
+        }
+        LakeKind::Local(p) => (format!("file://{}", p.display()), vec![]),
+    };
+    let o = Overrides {
+        brokers: Some(brokers()),
+        lake: Some(uri),
+        mongodb_uri: with_mongo.then(mongodb_uri),
+        mongodb_database: Some(name.replace(['.', '-'], "_")),
+        group: Some(name.to_string()),
+        sales_topic: Some(name.to_string()),
+        storage_options,
+    };
+    let fc: FileConfig = toml::from_str(
+        "[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n",
+    )
+    .unwrap();
+    Settings::from_parts(fc, o).expect("test settings")
+}
+
+pub async fn read_table(s: &Settings, rel: &str) -> Vec<RecordBatch> {
+    let lake = Lake::new(s);
+    let t = lake
+        .open(rel)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("table {rel} exists"));
+    read::scan(&t, None).await.unwrap()
+}
+
+pub async fn table_version(s: &Settings, rel: &str) -> Option<u64> {
+    Lake::new(s)
+        .open(rel)
+        .await
+        .unwrap()
+        .map(|t| orderlake::lake::version_of(&t))
+}
+
+/// A column as strings (any string type), money as cents, dates as days, integers as i64.
+pub enum Val {
+    S(Option<String>),
+    I(Option<i64>),
+}
+
+pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Val> {
+    let mut out = Vec::new();
+    for b in batches {
+        let a = b
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("column {name}"));
+        let a = arrow::compute::cast(
+            a,
+            &match a.data_type() {
+                arrow::datatypes::DataType::Utf8View | arrow::datatypes::DataType::LargeUtf8 => {
+                    arrow::datatypes::DataType::Utf8
+                }
+                t => t.clone(),
+            },
+        )
+        .unwrap();
+        for i in 0..a.len() {
+            out.push(match a.data_type() {
+                arrow::datatypes::DataType::Utf8 => Val::S(
+                    a.is_valid(i)
+                        .then(|| a.as_string::<i32>().value(i).to_string()),
+                ),
+                arrow::datatypes::DataType::Decimal128(_, 2) => Val::I(
+                    a.is_valid(i)
+                        .then(|| a.as_primitive::<Decimal128Type>().value(i) as i64),
+                ),
+                arrow::datatypes::DataType::Date32 => Val::I(
+                    a.is_valid(i)
+                        .then(|| a.as_primitive::<Date32Type>().value(i) as i64),
+                ),
+                arrow::datatypes::DataType::Int64 => Val::I(
+                    a.is_valid(i)
+                        .then(|| a.as_primitive::<Int64Type>().value(i)),
+                ),
+                arrow::datatypes::DataType::Int32 => Val::I(
+                    a.is_valid(i)
+                        .then(|| a.as_primitive::<arrow::datatypes::Int32Type>().value(i) as i64),
+                ),
+                arrow::datatypes::DataType::Boolean => {
+                    Val::I(a.is_valid(i).then(|| a.as_boolean().value(i) as i64))
+                }
+                t => panic!("unexpected type {t} for {name}"),
+            });
+        }
+    }
+    out
+}
+
+pub fn strs(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
+    column(batches, name)
+        .into_iter()
+        .map(|v| {
+            if let Val::S(s) = v {
+                s
+            } else {
+                panic!("{name} is not a string")
+            }
+        })
+        .collect()
+}
+
+pub fn ints(batches: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
+    column(batches, name)
+        .into_iter()
+        .map(|v| {
+            if let Val::I(i) = v {
+                i
+            } else {
+                panic!("{name} is not numeric")
+            }
+        })
+        .collect()
+}
+
+/// Rows keyed by the string column `key`, each as the listed numeric columns.
+pub fn keyed(batches: &[RecordBatch], key: &str, cols: &[&str]) -> BTreeMap<String, Vec<i64>> {
+    let keys = strs(batches, key);
+    let vals: Vec<Vec<Option<i64>>> = cols.iter().map(|c| ints(batches, c)).collect();
+    let mut out = BTreeMap::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        let row = vals.iter().map(|v| v[i].unwrap_or(0)).collect();
+        assert!(
+            out.insert(k.expect("key is set"), row).is_none(),
+            "duplicate key in {key}"
+        );
+    }
+    out
+}
+
+pub async fn mongo_docs(s: &Settings, coll: &str) -> Vec<Document> {
+    use futures::TryStreamExt;
+    let client = mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap();
+    client
+        .database(&s.mongodb_database)
+        .collection::<Document>(coll)
+        .find(Document::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// A Decimal128 (or null) money field as cents.
+pub fn money(d: &Document, field: &str) -> i64 {
+    match d.get(field) {
+        Some(Bson::Decimal128(x)) => {
+            parse_cents(&x.to_string()).unwrap_or_else(|e| panic!("{field}={x}: {e}"))
+        }
+        other => panic!("{field} is not Decimal128: {other:?}"),
+    }
+}
+
+pub fn int(d: &Document, field: &str) -> i64 {
+    match d.get(field) {
+        Some(Bson::Int64(v)) => *v,
+        Some(Bson::Int32(v)) => *v as i64,
+        other => panic!("{field} is not an integer: {other:?}"),
+    }
+}
+
+/// Runs a Python check script from `tests/py/` with the venv's interpreter.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/py").join(script))
+        .args(args)
+        .env("AZURITE_PORT", azurite_port())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
