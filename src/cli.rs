@@ -70,11 +70,7 @@ pub enum Command {
         #[arg(long)]
         topic: Option<String>,
         /// CSV file with the columns TransactionNo,Date,ProductNo,ProductName,Price,Quantity,CustomerNo,Country
-        #[arg(
-            long,
-            conflicts_with = "synthetic",
-            required_unless_present = "synthetic"
-        )]
+        #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
         csv: Option<PathBuf>,
         /// Generate N realistic events instead (days, countries, cancellations, missing customers, price changes)
         #[arg(long, value_name = "N")]
@@ -123,22 +119,12 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             tracing::info!(events = s.events, batches = s.batches, "run finished");
             Ok(())
         }
-        Command::Produce {
-            topic,
-            csv,
-            synthetic,
-            seed,
-            rate,
-            skip_if_not_empty,
-            to_csv,
-        } => {
+        Command::Produce { topic, csv, synthetic, seed, rate, skip_if_not_empty, to_csv } => {
             let records = match (csv, synthetic) {
                 (Some(p), _) => produce::read_csv(&p)?,
                 (None, Some(n)) => produce::synthetic(n, seed),
                 (None, None) => {
-                    return Err(Error::Config(
-                        "produce: give --csv FILE or --synthetic N".into(),
-                    ));
+                    return Err(Error::Config("produce: give --csv FILE or --synthetic N".into()));
                 }
             };
             if let Some(path) = to_csv {
@@ -148,9 +134,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             }
             let topic = topic.unwrap_or_else(|| settings.sales_topic.clone());
             if skip_if_not_empty && produce::topic_has_messages(&settings, &topic).await? {
-                eprintln!(
-                    "topic {topic} already holds messages: nothing published (--skip-if-not-empty)"
-                );
+                eprintln!("topic {topic} already holds messages: nothing published (--skip-if-not-empty)");
                 return Ok(());
             }
             produce::publish(&settings, &topic, &records, rate).await?;

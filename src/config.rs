@@ -132,10 +132,7 @@ impl Settings {
                     .map_err(|e| cfg("--config", format!("cannot read {}: {e}", p.display())))?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| {
                     let msg = e.message().to_string();
-                    cfg(
-                        &format!("config file {}", p.display()),
-                        format!("{msg} (see orderlake.example.toml)"),
-                    )
+                    cfg(&format!("config file {}", p.display()), format!("{msg} (see orderlake.example.toml)"))
                 })?
             }
             None => FileConfig::default(),
@@ -144,30 +141,15 @@ impl Settings {
     }
 
     pub fn from_parts(fc: FileConfig, o: Overrides) -> Result<Settings> {
-        let brokers = o
-            .brokers
-            .or(fc.kafka.brokers)
-            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let brokers = o.brokers.or(fc.kafka.brokers).unwrap_or_else(|| "127.0.0.1:9092".into());
         if brokers.trim().is_empty() {
-            return Err(cfg(
-                "--brokers / ORDERLAKE_BROKERS",
-                "is empty; give host:port[,host:port]",
-            ));
+            return Err(cfg("--brokers / ORDERLAKE_BROKERS", "is empty; give host:port[,host:port]"));
         }
-        let group = o
-            .group
-            .or(fc.kafka.group)
-            .unwrap_or_else(|| "orderlake".into());
+        let group = o.group.or(fc.kafka.group).unwrap_or_else(|| "orderlake".into());
         if group.is_empty() || group.contains(['/', ' ']) {
-            return Err(cfg(
-                "--group / ORDERLAKE_GROUP",
-                format!("'{group}' must be non-empty without '/' or spaces"),
-            ));
+            return Err(cfg("--group / ORDERLAKE_GROUP", format!("'{group}' must be non-empty without '/' or spaces")));
         }
-        let sales_topic = o
-            .sales_topic
-            .or(fc.kafka.sales_topic)
-            .unwrap_or_else(|| "shop.sales".into());
+        let sales_topic = o.sales_topic.or(fc.kafka.sales_topic).unwrap_or_else(|| "shop.sales".into());
         if sales_topic.is_empty() || sales_topic.contains('/') {
             return Err(cfg(
                 "--sales-topic / ORDERLAKE_SALES_TOPIC",
@@ -185,9 +167,8 @@ impl Settings {
         let mut storage_options = fc.lake.storage_options;
         storage_options.extend(azure_env_options());
         for kv in &o.storage_options {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| cfg("--storage-option", format!("'{kv}' is not KEY=VALUE")))?;
+            let (k, v) =
+                kv.split_once('=').ok_or_else(|| cfg("--storage-option", format!("'{kv}' is not KEY=VALUE")))?;
             storage_options.insert(k.trim().to_string(), v.to_string());
         }
 
@@ -200,10 +181,7 @@ impl Settings {
                 ));
             }
         }
-        let mongodb_database = o
-            .mongodb_database
-            .or(fc.mongodb.database)
-            .unwrap_or_else(|| "orderlake".into());
+        let mongodb_database = o.mongodb_database.or(fc.mongodb.database).unwrap_or_else(|| "orderlake".into());
 
         let batch = BatchSettings {
             max_records: fc.batch.max_records.unwrap_or(50_000),
@@ -222,19 +200,13 @@ impl Settings {
         let prefix = |v: Option<String>, d: &str, key: &str| -> Result<String> {
             let p = v.unwrap_or_else(|| d.into());
             if p.is_empty() || p.starts_with('/') || p.contains("..") {
-                return Err(cfg(
-                    key,
-                    format!("'{p}' must be a relative path inside the lake"),
-                ));
+                return Err(cfg(key, format!("'{p}' must be a relative path inside the lake")));
             }
             Ok(p.trim_end_matches('/').to_string())
         };
         let level = fc.log.level.unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-            return Err(cfg(
-                "log.level",
-                format!("'{level}' is not one of error, warn, info, debug, trace"),
-            ));
+            return Err(cfg("log.level", format!("'{level}' is not one of error, warn, info, debug, trace")));
         }
         Ok(Settings {
             brokers,
@@ -251,9 +223,7 @@ impl Settings {
             silver_prefix: prefix(fc.tables.silver, "silver", "tables.silver")?,
             gold_prefix: prefix(fc.tables.gold, "gold", "tables.gold")?,
             log_level: level,
-            fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT").ok().filter(|s| !s.is_empty()),
         })
     }
 
@@ -290,19 +260,11 @@ pub fn parse_lake_uri(raw: &str) -> Result<Url> {
         }
     } else {
         let p = Path::new(raw);
-        let abs = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir()?.join(p)
-        };
-        Url::from_directory_path(&abs)
-            .map_err(|_| cfg(key, format!("'{raw}' is not a usable local path")))?
+        let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+        Url::from_directory_path(&abs).map_err(|_| cfg(key, format!("'{raw}' is not a usable local path")))?
     };
     if url.scheme() != "file" && url.host_str().unwrap_or("").is_empty() {
-        return Err(cfg(
-            key,
-            format!("'{raw}' names no container; use az://<container>/<path>"),
-        ));
+        return Err(cfg(key, format!("'{raw}' names no container; use az://<container>/<path>")));
     }
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -342,14 +304,9 @@ mod tests {
 
     #[test]
     fn overrides_win_over_the_file() {
-        let fc: FileConfig = toml::from_str(
-            "[kafka]\nbrokers = \"a:1\"\ngroup = \"g1\"\n[batch]\nmax_records = 10\n",
-        )
-        .unwrap();
-        let o = Overrides {
-            brokers: Some("b:2".into()),
-            ..Default::default()
-        };
+        let fc: FileConfig =
+            toml::from_str("[kafka]\nbrokers = \"a:1\"\ngroup = \"g1\"\n[batch]\nmax_records = 10\n").unwrap();
+        let o = Overrides { brokers: Some("b:2".into()), ..Default::default() };
         let s = Settings::from_parts(fc, o).unwrap();
         assert_eq!(s.brokers, "b:2");
         assert_eq!(s.group, "g1");
@@ -360,39 +317,16 @@ mod tests {
     fn bad_settings_name_the_key() {
         let e = toml::from_str::<FileConfig>("[kafka]\nbrokerz = \"x\"\n").unwrap_err();
         assert!(e.message().contains("brokerz"), "{e}");
-        let bad = |o: Overrides| {
-            Settings::from_parts(FileConfig::default(), o)
-                .unwrap_err()
-                .to_string()
-        };
+        let bad = |o: Overrides| Settings::from_parts(FileConfig::default(), o).unwrap_err().to_string();
+        assert!(bad(Overrides { lake: Some("s3://b/x".into()), ..Default::default() }).contains("--lake"));
         assert!(
-            bad(Overrides {
-                lake: Some("s3://b/x".into()),
-                ..Default::default()
-            })
-            .contains("--lake")
+            bad(Overrides { mongodb_uri: Some("http://x".into()), ..Default::default() }).contains("--mongodb-uri")
         );
         assert!(
-            bad(Overrides {
-                mongodb_uri: Some("http://x".into()),
-                ..Default::default()
-            })
-            .contains("--mongodb-uri")
+            bad(Overrides { storage_options: vec!["novalue".into()], ..Default::default() })
+                .contains("--storage-option")
         );
-        assert!(
-            bad(Overrides {
-                storage_options: vec!["novalue".into()],
-                ..Default::default()
-            })
-            .contains("--storage-option")
-        );
-        assert!(
-            bad(Overrides {
-                group: Some("a/b".into()),
-                ..Default::default()
-            })
-            .contains("--group")
-        );
+        assert!(bad(Overrides { group: Some("a/b".into()), ..Default::default() }).contains("--group"));
     }
 
     #[test]
@@ -400,23 +334,14 @@ mod tests {
         let fc: FileConfig = toml::from_str(include_str!("../orderlake.example.toml")).unwrap();
         let s = Settings::from_parts(fc, Overrides::default()).unwrap();
         let d = Settings::from_parts(FileConfig::default(), Overrides::default()).unwrap();
-        assert_eq!(
-            (s.brokers, s.group, s.batch.max_records),
-            (d.brokers, d.group, d.batch.max_records)
-        );
+        assert_eq!((s.brokers, s.group, s.batch.max_records), (d.brokers, d.group, d.batch.max_records));
         assert_eq!(s.batch.max_latency, d.batch.max_latency);
     }
 
     #[test]
     fn lake_uris() {
-        assert_eq!(
-            parse_lake_uri("az://lake/orders").unwrap().as_str(),
-            "az://lake/orders/"
-        );
-        assert_eq!(
-            parse_lake_uri("file:///tmp/x/").unwrap().as_str(),
-            "file:///tmp/x/"
-        );
+        assert_eq!(parse_lake_uri("az://lake/orders").unwrap().as_str(), "az://lake/orders/");
+        assert_eq!(parse_lake_uri("file:///tmp/x/").unwrap().as_str(), "file:///tmp/x/");
         assert!(parse_lake_uri("az:///nocontainer").is_err());
     }
 }

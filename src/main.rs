@@ -15,10 +15,7 @@ async fn main() -> std::process::ExitCode {
     };
     let filter = EnvFilter::try_from_env("ORDERLAKE_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,orderlake={}", settings.log_level)));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match orderlake::cli::execute(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -35,12 +35,7 @@ pub struct SourcePos {
 
 impl SourcePos {
     pub fn render(&self) -> String {
-        format!(
-            "{:020}-{:06}-{:020}",
-            self.primary.max(0),
-            self.partition.max(0),
-            self.offset.max(0)
-        )
+        format!("{:020}-{:06}-{:020}", self.primary.max(0), self.partition.max(0), self.offset.max(0))
     }
 }
 
@@ -97,10 +92,7 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
-            && self.items.is_empty()
-            && self.products.is_empty()
-            && self.customers.is_empty()
+        self.orders.is_empty() && self.items.is_empty() && self.products.is_empty() && self.customers.is_empty()
     }
 }
 

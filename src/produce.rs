@@ -42,11 +42,7 @@ impl SaleRecord {
     pub fn to_json(&self) -> String {
         let s = |v: &str| serde_json::to_string(v).expect("string serialises");
         let num_or_str = |v: &str| {
-            if parse_cents(v).is_ok() {
-                v.trim().to_string()
-            } else {
-                s(v)
-            }
+            if parse_cents(v).is_ok() { v.trim().to_string() } else { s(v) }
         };
         let qty = if self.quantity.trim().parse::<i64>().is_ok() {
             self.quantity.trim().to_string()
@@ -77,15 +73,12 @@ pub fn read_csv(path: &std::path::Path) -> Result<Vec<SaleRecord>> {
         .map_err(|e| Error::Config(format!("--csv: cannot read {}: {e}", path.display())))?;
     r.deserialize()
         .enumerate()
-        .map(|(i, rec)| {
-            rec.map_err(|e| Error::Config(format!("--csv {}: line {}: {e}", path.display(), i + 2)))
-        })
+        .map(|(i, rec)| rec.map_err(|e| Error::Config(format!("--csv {}: line {}: {e}", path.display(), i + 2))))
         .collect()
 }
 
 pub fn write_csv(path: &std::path::Path, records: &[SaleRecord]) -> Result<()> {
-    let err =
-        |e: csv::Error| Error::Config(format!("--to-csv: cannot write {}: {e}", path.display()));
+    let err = |e: csv::Error| Error::Config(format!("--to-csv: cannot write {}: {e}", path.display()));
     let mut w = csv::Writer::from_path(path).map_err(err)?;
     for r in records {
         w.serialize(r).map_err(err)?;
@@ -94,16 +87,8 @@ pub fn write_csv(path: &std::path::Path, records: &[SaleRecord]) -> Result<()> {
     Ok(())
 }
 
-const COUNTRIES: [&str; 8] = [
-    "United Kingdom",
-    "France",
-    "Germany",
-    "Netherlands",
-    "EIRE",
-    "Spain",
-    "Australia",
-    "Norway",
-];
+const COUNTRIES: [&str; 8] =
+    ["United Kingdom", "France", "Germany", "Netherlands", "EIRE", "Spain", "Australia", "Norway"];
 const WORDS: [&str; 16] = [
     "Vintage",
     "Heart",
@@ -130,23 +115,14 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SaleRecord> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let products: Vec<(String, String, i64)> = (0..200)
         .map(|i| {
-            let name = format!(
-                "{} {} {}",
-                WORDS[i % 16],
-                WORDS[(i / 16 + 3) % 16],
-                ["Set", "Small", "Large", "Pink"][i % 4]
-            );
-            (
-                format!("{}{}", 21000 + i * 7, ["", "A", "B", "F"][i % 4]),
-                name,
-                rng.gen_range(85..2500),
-            )
+            let name =
+                format!("{} {} {}", WORDS[i % 16], WORDS[(i / 16 + 3) % 16], ["Set", "Small", "Large", "Pink"][i % 4]);
+            (format!("{}{}", 21000 + i * 7, ["", "A", "B", "F"][i % 4]), name, rng.gen_range(85..2500))
         })
         .collect();
     let mut prices: Vec<i64> = products.iter().map(|p| p.2).collect();
-    let customers: Vec<(u32, &str)> = (0..400)
-        .map(|i| (12000 + i * 3, COUNTRIES[(i as usize * 7) % COUNTRIES.len()]))
-        .collect();
+    let customers: Vec<(u32, &str)> =
+        (0..400).map(|i| (12000 + i * 3, COUNTRIES[(i as usize * 7) % COUNTRIES.len()])).collect();
     let mut out: Vec<SaleRecord> = Vec::with_capacity(n);
     let mut tx = 536000u32;
     let mut last_orders: Vec<usize> = Vec::new();
@@ -158,11 +134,8 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SaleRecord> {
         if cancel {
             // Cancel some lines of a recent order: same products, customer, country, negative quantity.
             let start = last_orders[rng.gen_range(0..last_orders.len())];
-            let orig: Vec<SaleRecord> = out[start..]
-                .iter()
-                .take_while(|r| r.transaction_no == out[start].transaction_no)
-                .cloned()
-                .collect();
+            let orig: Vec<SaleRecord> =
+                out[start..].iter().take_while(|r| r.transaction_no == out[start].transaction_no).cloned().collect();
             for r in orig.iter().take(rng.gen_range(1..=orig.len())) {
                 if out.len() >= n {
                     break;
@@ -215,18 +188,11 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SaleRecord> {
 pub async fn topic_has_messages(settings: &Settings, topic: &str) -> Result<bool> {
     kafka::ensure_topics(settings, &[topic.to_string()]).await?;
     let consumer: rdkafka::consumer::BaseConsumer = kafka::base_config(settings).create()?;
-    Ok(kafka::end_offsets(&consumer, settings, topic)?
-        .values()
-        .any(|hi| *hi > 0))
+    Ok(kafka::end_offsets(&consumer, settings, topic)?.values().any(|hi| *hi > 0))
 }
 
 /// Publishes `records` to `topic` (created if missing), at most `rate` events per second.
-pub async fn publish(
-    settings: &Settings,
-    topic: &str,
-    records: &[SaleRecord],
-    rate: Option<u32>,
-) -> Result<u64> {
+pub async fn publish(settings: &Settings, topic: &str, records: &[SaleRecord], rate: Option<u32>) -> Result<u64> {
     kafka::ensure_topics(settings, &[topic.to_string()]).await?;
     let producer: FutureProducer = kafka::base_config(settings)
         .set("enable.idempotence", "true")
@@ -247,13 +213,10 @@ pub async fn publish(
         let p = producer.clone();
         let to = topic.to_string();
         inflight.push(async move {
-            p.send(
-                FutureRecord::to(&to).key(&key).payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+            p.send(FutureRecord::to(&to).key(&key).payload(&payload), Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
         });
         while inflight.len() >= 10_000 {
             inflight.next().await.expect("non-empty")?;
@@ -289,10 +252,7 @@ mod tests {
         assert_eq!(a.len(), 3000);
         assert_eq!(a, synthetic(3000, 7));
         assert_ne!(a, synthetic(3000, 8));
-        assert!(
-            a.iter()
-                .any(|r| r.transaction_no.starts_with('C') && r.quantity.starts_with('-'))
-        );
+        assert!(a.iter().any(|r| r.transaction_no.starts_with('C') && r.quantity.starts_with('-')));
         assert!(a.iter().any(|r| r.customer_no.is_empty()));
         let days: std::collections::BTreeSet<_> = a.iter().map(|r| &r.date).collect();
         assert!(days.len() >= 10);
@@ -317,10 +277,7 @@ mod tests {
         assert!(j.contains(r#""CustomerNo":17490"#), "{j}");
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["ProductName"], "Crates \"big\"");
-        let missing = SaleRecord {
-            customer_no: String::new(),
-            ..r
-        };
+        let missing = SaleRecord { customer_no: String::new(), ..r };
         assert!(missing.to_json().contains(r#""CustomerNo":null"#));
     }
 }

@@ -18,71 +18,35 @@ pub async fn report(settings: &Settings) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "lake: {}", settings.lake).ok();
     writeln!(out, "group: {}\n", settings.group).ok();
-    writeln!(
-        out,
-        "{:<28} {:>9} {:>12} {:>14} {:>10}",
-        "topic/partition", "", "end offset", "bronze offset", "lag"
-    )
-    .ok();
+    writeln!(out, "{:<28} {:>9} {:>12} {:>14} {:>10}", "topic/partition", "", "end offset", "bronze offset", "lag")
+        .ok();
     let consumer: BaseConsumer = kafka::base_config(settings).create()?;
     for topic in settings.topics() {
         let ends = kafka::end_offsets(&consumer, settings, &topic)?;
-        let table = lake
-            .open(&bronze::table_name(&settings.bronze_prefix, &topic))
-            .await?;
+        let table = lake.open(&bronze::table_name(&settings.bronze_prefix, &topic)).await?;
         let mut parts: Vec<_> = ends.into_iter().collect();
         parts.sort();
         let stored = match &table {
-            Some(t) => {
-                bronze::stored_offsets(t, &settings.group, &topic, parts.iter().map(|p| p.0))
-                    .await?
-            }
+            Some(t) => bronze::stored_offsets(t, &settings.group, &topic, parts.iter().map(|p| p.0)).await?,
             None => Default::default(),
         };
         for (p, end) in parts {
             let s = stored.get(&p).copied();
             let lag = end - s.map_or(0, |o| o + 1);
             let s_txt = s.map_or("-".to_string(), |o| o.to_string());
-            writeln!(
-                out,
-                "{:<28} {:>9} {:>12} {:>14} {:>10}",
-                format!("{topic}/{p}"),
-                "",
-                end,
-                s_txt,
-                lag
-            )
-            .ok();
+            writeln!(out, "{:<28} {:>9} {:>12} {:>14} {:>10}", format!("{topic}/{p}"), "", end, s_txt, lag).ok();
         }
     }
     writeln!(out, "\n{:<36} {:>8} {:>10}", "table", "version", "rows").ok();
-    let mut tables: Vec<String> = settings
-        .topics()
-        .iter()
-        .map(|t| bronze::table_name(&settings.bronze_prefix, t))
-        .collect();
+    let mut tables: Vec<String> =
+        settings.topics().iter().map(|t| bronze::table_name(&settings.bronze_prefix, t)).collect();
     tables.push(dead_letter::table_name(&settings.bronze_prefix));
-    tables.extend(
-        silver::TABLES
-            .iter()
-            .map(|(n, _)| format!("{}/{n}", settings.silver_prefix)),
-    );
-    tables.extend(
-        gold::TABLES
-            .iter()
-            .map(|(n, _)| format!("{}/{n}", settings.gold_prefix)),
-    );
+    tables.extend(silver::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.silver_prefix)));
+    tables.extend(gold::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.gold_prefix)));
     tables.push(progress::batches_table().to_string());
     for rel in tables {
         match lake.open(&rel).await? {
-            Some(t) => writeln!(
-                out,
-                "{:<36} {:>8} {:>10}",
-                rel,
-                version_of(&t),
-                read::count(&t).await?
-            )
-            .ok(),
+            Some(t) => writeln!(out, "{:<36} {:>8} {:>10}", rel, version_of(&t), read::count(&t).await?).ok(),
             None => writeln!(out, "{:<36} {:>8} {:>10}", rel, "-", "(not created yet)").ok(),
         };
     }
@@ -91,25 +55,16 @@ pub async fn report(settings: &Settings) -> Result<String> {
             let m = MongoSink::connect(uri, &settings.mongodb_database, &settings.group).await?;
             writeln!(out, "\nmongodb database '{}':", settings.mongodb_database).ok();
             for topic in settings.topics() {
-                let bronze_v = match lake
-                    .open(&bronze::table_name(&settings.bronze_prefix, &topic))
-                    .await?
-                {
+                let bronze_v = match lake.open(&bronze::table_name(&settings.bronze_prefix, &topic)).await? {
                     Some(t) => version_of(&t) as i64,
                     None => -1,
                 };
                 let published = m.progress(&topic).await?;
                 let p_txt = published.map_or("none".to_string(), |v| v.to_string());
-                writeln!(
-                    out,
-                    "  {topic}: bronze version {bronze_v}, published up to bronze version {p_txt}"
-                )
-                .ok();
+                writeln!(out, "  {topic}: bronze version {bronze_v}, published up to bronze version {p_txt}").ok();
             }
         }
-        None => writeln!(out, "\nmongodb: publishing off (no --mongodb-uri)")
-            .ok()
-            .unwrap_or(()),
+        None => writeln!(out, "\nmongodb: publishing off (no --mongodb-uri)").ok().unwrap_or(()),
     }
     Ok(out)
 }

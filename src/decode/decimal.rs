@@ -16,9 +16,7 @@ pub fn parse_cents(text: &str) -> Result<Cents, String> {
         _ => (false, t),
     };
     if body.contains(['e', 'E']) {
-        return Err(format!(
-            "amount '{t}' uses an exponent; write it as a plain decimal"
-        ));
+        return Err(format!("amount '{t}' uses an exponent; write it as a plain decimal"));
     }
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
     if int.is_empty() && frac.is_empty() {
@@ -36,18 +34,9 @@ pub fn parse_cents(text: &str) -> Result<Cents, String> {
     if int_digits.len() > 16 {
         return Err(format!("amount '{t}' does not fit decimal(18,2)"));
     }
-    let whole: i64 = if int_digits.is_empty() {
-        0
-    } else {
-        int_digits
-            .parse()
-            .map_err(|e| format!("amount '{t}': {e}"))?
-    };
-    let mut c: i64 = if cents_part.is_empty() {
-        0
-    } else {
-        cents_part.parse().unwrap_or(0)
-    };
+    let whole: i64 =
+        if int_digits.is_empty() { 0 } else { int_digits.parse().map_err(|e| format!("amount '{t}': {e}"))? };
+    let mut c: i64 = if cents_part.is_empty() { 0 } else { cents_part.parse().unwrap_or(0) };
     if cents_part.len() == 1 {
         c *= 10;
     }
@@ -75,29 +64,18 @@ mod tests {
         assert_eq!(parse_cents(".5"), Ok(50));
         assert_eq!(parse_cents("-6.19"), Ok(-619));
         assert_eq!(parse_cents(" 6.190000 "), Ok(619));
-        assert_eq!(
-            parse_cents("9999999999999999.99"),
-            Ok(999_999_999_999_999_999)
-        );
+        assert_eq!(parse_cents("9999999999999999.99"), Ok(999_999_999_999_999_999));
     }
 
     #[test]
     fn rejects_what_would_need_rounding_or_is_not_a_number() {
-        assert!(
-            parse_cents("6.195")
-                .unwrap_err()
-                .contains("more than 2 decimal places")
-        );
+        assert!(parse_cents("6.195").unwrap_err().contains("more than 2 decimal places"));
         assert!(parse_cents("1e3").unwrap_err().contains("exponent"));
         assert!(parse_cents("abc").is_err());
         assert!(parse_cents("").is_err());
         assert!(parse_cents("-").is_err());
         assert!(parse_cents("1.2.3").is_err());
-        assert!(
-            parse_cents("12345678901234567890")
-                .unwrap_err()
-                .contains("decimal(18,2)")
-        );
+        assert!(parse_cents("12345678901234567890").unwrap_err().contains("decimal(18,2)"));
     }
 
     #[test]

@@ -52,9 +52,7 @@ fn scalar_text(field: &str, v: Option<&RawValue>) -> Result<Option<String>, Stri
     let Some(v) = v else { return Ok(None) };
     let raw = v.get().trim();
     match raw.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(raw)
-            .map(Some)
-            .map_err(|e| format!("{field}: {e}")),
+        Some(b'"') => serde_json::from_str::<String>(raw).map(Some).map_err(|e| format!("{field}: {e}")),
         Some(b'n') if raw == "null" => Ok(None),
         Some(b'-' | b'0'..=b'9') => Ok(Some(raw.to_string())),
         _ => Err(format!("{field}: expected a string or number, got {raw}")),
@@ -69,9 +67,7 @@ fn required(field: &str, v: Option<&RawValue>) -> Result<String, String> {
 }
 
 fn optional(field: &str, v: Option<&RawValue>) -> Result<Option<String>, String> {
-    Ok(scalar_text(field, v)?
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty()))
+    Ok(scalar_text(field, v)?.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
 /// `M/D/YYYY` as in the Kaggle file; ISO `YYYY-MM-DD` is accepted too.
@@ -102,32 +98,23 @@ fn parse_quantity(s: &str) -> Result<i64, String> {
 /// CustomerNo arrives as a string, a number (`17490` or `17490.0`) or null/empty/"NA".
 fn normalise_customer(s: Option<String>) -> Option<String> {
     let s = s?;
-    if s.eq_ignore_ascii_case("na")
-        || s.eq_ignore_ascii_case("nan")
-        || s.eq_ignore_ascii_case("null")
-    {
+    if s.eq_ignore_ascii_case("na") || s.eq_ignore_ascii_case("nan") || s.eq_ignore_ascii_case("null") {
         return None;
     }
     Some(s.strip_suffix(".0").unwrap_or(&s).to_string())
 }
 
 /// Decodes one message value. `Err` carries the reason that goes to the dead-letter table.
-pub fn decode(
-    meta: &MessageMeta<'_>,
-    value: Option<&[u8]>,
-    now_us: i64,
-) -> Result<SaleLine, String> {
+pub fn decode(meta: &MessageMeta<'_>, value: Option<&[u8]>, now_us: i64) -> Result<SaleLine, String> {
     let bytes = value.ok_or("empty message (null value)")?;
     let text = std::str::from_utf8(bytes).map_err(|e| format!("value is not UTF-8: {e}"))?;
-    let raw: RawSale<'_> =
-        serde_json::from_str(text).map_err(|e| format!("invalid sales event JSON: {e}"))?;
+    let raw: RawSale<'_> = serde_json::from_str(text).map_err(|e| format!("invalid sales event JSON: {e}"))?;
 
     let order_id = required("TransactionNo", raw.transaction_no)?;
     let order_date = parse_date(&required("Date", raw.date)?)?;
     let product_id = required("ProductNo", raw.product_no)?;
     let product_name = optional("ProductName", raw.product_name)?;
-    let price: Cents =
-        parse_cents(&required("Price", raw.price)?).map_err(|e| format!("Price: {e}"))?;
+    let price: Cents = parse_cents(&required("Price", raw.price)?).map_err(|e| format!("Price: {e}"))?;
     if price < 0 {
         return Err(format!("Price is negative ({price} hundredths)"));
     }
@@ -136,11 +123,7 @@ pub fn decode(
     let country = optional("Country", raw.country)?;
     let cancelled = order_id.starts_with('C');
 
-    let pos = SourcePos {
-        primary: meta.timestamp_ms.unwrap_or(0),
-        partition: meta.partition,
-        offset: meta.offset,
-    };
+    let pos = SourcePos { primary: meta.timestamp_ms.unwrap_or(0), partition: meta.partition, offset: meta.offset };
     let item_id = format!("{}-{}-{}", meta.topic, meta.partition, meta.offset);
     Ok(SaleLine {
         order: OrderRow {
@@ -160,15 +143,7 @@ pub fn decode(
             updated_at_us: now_us,
             pos: pos.clone(),
         },
-        item: ItemRow {
-            item_id,
-            order_id,
-            product_id,
-            quantity,
-            unit_price: Some(price),
-            updated_at_us: now_us,
-            pos,
-        },
+        item: ItemRow { item_id, order_id, product_id, quantity, unit_price: Some(price), updated_at_us: now_us, pos },
     })
 }
 
@@ -177,12 +152,7 @@ mod tests {
     use super::*;
 
     fn meta() -> MessageMeta<'static> {
-        MessageMeta {
-            topic: "shop.sales",
-            partition: 2,
-            offset: 41,
-            timestamp_ms: Some(1_700_000_000_000),
-        }
+        MessageMeta { topic: "shop.sales", partition: 2, offset: 41, timestamp_ms: Some(1_700_000_000_000) }
     }
 
     fn dec(v: &str) -> Result<SaleLine, String> {
@@ -199,15 +169,9 @@ mod tests {
         assert_eq!(l.item.unit_price, Some(2147));
         assert_eq!(l.item.quantity, 12);
         assert_eq!(l.item.item_id, "shop.sales-2-41");
-        assert_eq!(
-            l.product.name.as_deref(),
-            Some("Set Of 2 Wooden Market Crates")
-        );
+        assert_eq!(l.product.name.as_deref(), Some("Set Of 2 Wooden Market Crates"));
         assert_eq!(l.product.price, Some(2147));
-        assert_eq!(
-            l.order.pos.render(),
-            "00000001700000000000-000002-00000000000000000041"
-        );
+        assert_eq!(l.order.pos.render(), "00000001700000000000-000002-00000000000000000041");
     }
 
     #[test]
@@ -234,38 +198,23 @@ mod tests {
     fn invalid_events_say_why() {
         let cases = [
             (r#"not json"#, "invalid sales event JSON"),
-            (
-                r#"{"Date":"1/2/2019","ProductNo":"P","Price":1,"Quantity":1}"#,
-                "TransactionNo is missing",
-            ),
+            (r#"{"Date":"1/2/2019","ProductNo":"P","Price":1,"Quantity":1}"#, "TransactionNo is missing"),
             (
                 r#"{"TransactionNo":"1","Date":"31/31/2019","ProductNo":"P","Price":1,"Quantity":1}"#,
                 "Date '31/31/2019'",
             ),
-            (
-                r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":"abc","Quantity":1}"#,
-                "Price:",
-            ),
+            (r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":"abc","Quantity":1}"#, "Price:"),
             (
                 r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":1.005,"Quantity":1}"#,
                 "more than 2 decimal places",
             ),
-            (
-                r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":-1,"Quantity":1}"#,
-                "negative",
-            ),
-            (
-                r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":1,"Quantity":1.5}"#,
-                "whole number",
-            ),
+            (r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":-1,"Quantity":1}"#, "negative"),
+            (r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":1,"Quantity":1.5}"#, "whole number"),
             (
                 r#"{"TransactionNo":{"a":1},"Date":"1/2/2019","ProductNo":"P","Price":1,"Quantity":1}"#,
                 "TransactionNo: expected",
             ),
-            (
-                r#"{"TransactionNo":"1","Date":"1/2/0019","ProductNo":"P","Price":1,"Quantity":1}"#,
-                "out of range",
-            ),
+            (r#"{"TransactionNo":"1","Date":"1/2/0019","ProductNo":"P","Price":1,"Quantity":1}"#, "out of range"),
             (r#"[1,2]"#, "invalid sales event JSON"),
         ];
         for (v, want) in cases {
@@ -273,10 +222,6 @@ mod tests {
             assert!(err.contains(want), "{v}: {err}");
         }
         assert!(decode(&meta(), None, 0).unwrap_err().contains("null value"));
-        assert!(
-            decode(&meta(), Some(&[0xff, 0xfe]), 0)
-                .unwrap_err()
-                .contains("UTF-8")
-        );
+        assert!(decode(&meta(), Some(&[0xff, 0xfe]), 0).unwrap_err().contains("UTF-8"));
     }
 }

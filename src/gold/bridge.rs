@@ -4,16 +4,26 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch, make_array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch, make_array};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType as ArrowType, Decimal128Type, Field, Schema, SchemaRef};
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use polars::prelude::{Column, CompatLevel, DataFrame, IntoColumn, Series};
 
 use crate::error::{Error, Result};
-use crate::lake::schema::{MONEY_PRECISION, MONEY_SCALE, TableSpec};
+use crate::lake::schema::{Col, MONEY_PRECISION, MONEY_SCALE, TableSpec};
+
+/// The Polars type a lake column has inside gold computations (money and timestamps as Int64).
+pub fn polars_type(c: Col) -> polars::prelude::DataType {
+    use polars::prelude::DataType as P;
+    match c {
+        Col::Str => P::String,
+        Col::Int => P::Int32,
+        Col::Long | Col::Money | Col::Ts => P::Int64,
+        Col::Bool => P::Boolean,
+        Col::Date => P::Date,
+    }
+}
 
 fn money_to_cents(a: &ArrayRef) -> ArrayRef {
     let d = a.as_primitive::<Decimal128Type>();
@@ -23,13 +33,8 @@ fn money_to_cents(a: &ArrayRef) -> ArrayRef {
     };
     // All lake money is decimal(18,2); rescale defensively should another scale ever appear.
     let factor = 10i128.pow((MONEY_SCALE - scale).unsigned_abs() as u32);
-    let vals = d.values().iter().map(|v| {
-        if scale <= MONEY_SCALE {
-            (*v * factor) as i64
-        } else {
-            (*v / factor) as i64
-        }
-    });
+    let vals =
+        d.values().iter().map(|v| if scale <= MONEY_SCALE { (*v * factor) as i64 } else { (*v / factor) as i64 });
     Arc::new(Int64Array::new(vals.collect(), d.nulls().cloned()))
 }
 
@@ -51,15 +56,8 @@ fn array_to_series(name: &str, a: &ArrayRef) -> Result<Series> {
     let (arr, schema) = arrow::ffi::to_ffi(&a.to_data())?;
     // SAFETY: arrow-rs and polars-arrow both implement the Arrow C data interface; the structs have
     // the same #[repr(C)] layout, and ownership (the release callbacks) moves with the value.
-    let (arr, schema): (
-        polars_arrow::ffi::ArrowArray,
-        polars_arrow::ffi::ArrowSchema,
-    ) = unsafe {
-        (
-            std::mem::transmute::<FFI_ArrowArray, _>(arr),
-            std::mem::transmute::<FFI_ArrowSchema, _>(schema),
-        )
-    };
+    let (arr, schema): (polars_arrow::ffi::ArrowArray, polars_arrow::ffi::ArrowSchema) =
+        unsafe { (std::mem::transmute::<FFI_ArrowArray, _>(arr), std::mem::transmute::<FFI_ArrowSchema, _>(schema)) };
     let field = unsafe { polars_arrow::ffi::import_field_from_c(&schema)? };
     let parr = unsafe { polars_arrow::ffi::import_array_from_c(arr, field.dtype().clone())? };
     Ok(Series::from_arrow(name.into(), parr)?)
@@ -84,10 +82,7 @@ fn series_to_array(s: &Series) -> Result<ArrayRef> {
 
 /// Concatenates scan results into one DataFrame; `schema` gives the columns when there are no rows.
 pub fn to_frame(batches: &[RecordBatch], schema: &SchemaRef) -> Result<DataFrame> {
-    let schema = batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| schema.clone());
+    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| schema.clone());
     let b = concat_batches(&schema, batches)?;
     let cols = schema
         .fields()
@@ -108,7 +103,7 @@ pub fn to_batch(df: &DataFrame, spec: &TableSpec) -> Result<RecordBatch> {
             .column(c.name)
             .map_err(|e| Error::Other(format!("gold frame lacks {}: {e}", c.name)))?
             .as_materialized_series();
-        let a = series_to_array(s)?;
+        let a = series_to_array(s).map_err(|e| Error::Other(format!("column {} ({}): {e}", c.name, s.dtype())))?;
         let a = match f.data_type() {
             ArrowType::Decimal128(..) => cents_to_money(&a)?,
             t if a.data_type() != t => cast(&a, t)?,
@@ -116,10 +111,6 @@ pub fn to_batch(df: &DataFrame, spec: &TableSpec) -> Result<RecordBatch> {
         };
         cols.push(a);
     }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }

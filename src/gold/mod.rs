@@ -32,10 +32,8 @@ impl Touched {
         let mut t = Touched::default();
         t.orders.extend(c.orders.iter().map(|o| o.order_id.clone()));
         t.orders.extend(c.items.iter().map(|i| i.order_id.clone()));
-        t.products
-            .extend(c.products.iter().map(|p| p.product_id.clone()));
-        t.customers
-            .extend(c.customers.iter().map(|c| c.customer_id.clone()));
+        t.products.extend(c.products.iter().map(|p| p.product_id.clone()));
+        t.customers.extend(c.customers.iter().map(|c| c.customer_id.clone()));
         t
     }
 
@@ -85,13 +83,7 @@ impl GoldCommit<'_> {
     }
 }
 
-async fn read_frame(
-    lake: &Lake,
-    rel: &str,
-    spec: &TableSpec,
-    column: &str,
-    values: Vec<Expr>,
-) -> Result<DataFrame> {
+async fn read_frame(lake: &Lake, rel: &str, spec: &TableSpec, column: &str, values: Vec<Expr>) -> Result<DataFrame> {
     let batches = match lake.open(rel).await? {
         Some(t) if !values.is_empty() => scan_where_in(&t, column, values).await?,
         _ => Vec::new(),
@@ -100,13 +92,7 @@ async fn read_frame(
 }
 
 fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
-    Ok(df
-        .column(c)?
-        .str()?
-        .iter()
-        .flatten()
-        .map(String::from)
-        .collect())
+    Ok(df.column(c)?.str()?.iter().flatten().map(String::from).collect())
 }
 
 fn dates(df: &DataFrame, c: &str) -> Result<BTreeSet<i32>> {
@@ -134,40 +120,29 @@ async fn commit(
     if !c.needs(name) || (new.height() == 0 && gone.height() == 0) {
         return Ok(lake.open(&rel).await?.map_or(0, |t| version_of(&t) as i64));
     }
-    let mut gone_full = gone.clone();
-    for col_spec in spec.columns {
-        if gone_full.column(col_spec.name).is_err() {
-            gone_full.with_column(Column::full_null(
-                col_spec.name.into(),
-                gone.height(),
-                &DataType::Null,
-            ))?;
+    let mut batches = vec![bridge::to_batch(new, spec)?];
+    if gone.height() > 0 {
+        // Delete markers carry only their key; the other columns are typed nulls.
+        let mut gone_full = gone.clone();
+        for col_spec in spec.columns {
+            if gone_full.column(col_spec.name).is_err() {
+                let t = bridge::polars_type(col_spec.kind);
+                gone_full.with_column(Column::full_null(col_spec.name.into(), gone.height(), &t))?;
+            }
         }
+        batches.push(bridge::to_batch(&gone_full, spec)?);
     }
-    let new_b = bridge::to_batch(new, spec)?;
-    let gone_b = bridge::to_batch(&gone_full, spec)?;
-    let flags: Vec<bool> = std::iter::repeat_n(false, new_b.num_rows())
-        .chain(std::iter::repeat_n(true, gone_b.num_rows()))
-        .collect();
-    let source = with_deleted_flag(
-        &arrow::compute::concat_batches(&new_b.schema(), [&new_b, &gone_b])?,
-        flags,
-    )?;
+    let flags: Vec<bool> =
+        std::iter::repeat_n(false, new.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
+    let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
     let table = lake.open_or_create(&rel, spec).await?;
-    let table = merge(
-        table,
-        &MergeSpec { spec, guard: None },
-        source,
-        vec![Transaction::new(c.app_id, c.version)],
-    )
-    .await?;
+    let table =
+        merge(table, &MergeSpec { spec, guard: None }, source, vec![Transaction::new(c.app_id, c.version)]).await?;
     Ok(version_of(&table) as i64)
 }
 
 fn date_lits(days: &BTreeSet<i32>) -> Vec<Expr> {
-    days.iter()
-        .map(|d| lit(ScalarValue::Date32(Some(*d))))
-        .collect()
+    days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect()
 }
 
 /// Recomputes every gold table for `touched` and commits what `c` says is still needed.
@@ -183,83 +158,30 @@ pub async fn recompute(
     let gp = |t: &str| format!("{gold_prefix}/{t}");
     let order_lits = str_lits(&touched.orders);
 
-    let orders = read_frame(
-        lake,
-        &sp("orders"),
-        &schema::SILVER_ORDERS,
-        "order_id",
-        order_lits.clone(),
-    )
-    .await?;
-    let items = read_frame(
-        lake,
-        &sp("order_items"),
-        &schema::SILVER_ORDER_ITEMS,
-        "order_id",
-        order_lits.clone(),
-    )
-    .await?;
+    let orders = read_frame(lake, &sp("orders"), &schema::SILVER_ORDERS, "order_id", order_lits.clone()).await?;
+    let items =
+        read_frame(lake, &sp("order_items"), &schema::SILVER_ORDER_ITEMS, "order_id", order_lits.clone()).await?;
     let mut product_ids = strings(&items, "product_id")?;
     product_ids.extend(touched.products.iter().cloned());
-    let products = read_frame(
-        lake,
-        &sp("products"),
-        &schema::SILVER_PRODUCTS,
-        "product_id",
-        str_lits(&product_ids),
-    )
-    .await?;
-    let old_totals = read_frame(
-        lake,
-        &gp("order_totals"),
-        &schema::GOLD_ORDER_TOTALS,
-        "order_id",
-        order_lits.clone(),
-    )
-    .await?;
-    let old_lines = read_frame(
-        lake,
-        &gp("order_lines"),
-        &schema::GOLD_ORDER_LINES,
-        "order_id",
-        order_lits,
-    )
-    .await?;
+    let products =
+        read_frame(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", str_lits(&product_ids)).await?;
+    let old_totals =
+        read_frame(lake, &gp("order_totals"), &schema::GOLD_ORDER_TOTALS, "order_id", order_lits.clone()).await?;
+    let old_lines = read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "order_id", order_lits).await?;
 
     let mut versions = HashMap::new();
     let lines = totals::order_lines(&items, &orders, &products)?;
     let order_totals = totals::order_totals(&orders, &lines, now_us)?;
     let gone_lines = totals::missing_keys(&old_lines, &lines, &["item_id"])?;
-    let gone_orders = totals::missing_keys(
-        &key_frame("order_id", touched.orders.iter().cloned())?,
-        &order_totals,
-        &["order_id"],
-    )?;
+    let gone_orders =
+        totals::missing_keys(&key_frame("order_id", touched.orders.iter().cloned())?, &order_totals, &["order_id"])?;
     versions.insert(
         "order_lines".into(),
-        commit(
-            lake,
-            gold_prefix,
-            "order_lines",
-            &schema::GOLD_ORDER_LINES,
-            &lines,
-            &gone_lines,
-            c,
-        )
-        .await?,
+        commit(lake, gold_prefix, "order_lines", &schema::GOLD_ORDER_LINES, &lines, &gone_lines, c).await?,
     );
     versions.insert(
         "order_totals".into(),
-        commit(
-            lake,
-            gold_prefix,
-            "order_totals",
-            &schema::GOLD_ORDER_TOTALS,
-            &order_totals,
-            &gone_orders,
-            c,
-        )
-        .await?,
+        commit(lake, gold_prefix, "order_totals", &schema::GOLD_ORDER_TOTALS, &order_totals, &gone_orders, c).await?,
     );
 
     // Totals of everything those orders belong to, now and before (a moved order re-totals both).
@@ -273,20 +195,10 @@ pub async fn recompute(
     products_touched.extend(touched.products.iter().cloned());
 
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let cust_orders = read_frame(
-        lake,
-        &gp("order_totals"),
-        ot_spec,
-        "customer_id",
-        str_lits(&customers),
-    )
-    .await?;
+    let cust_orders = read_frame(lake, &gp("order_totals"), ot_spec, "customer_id", str_lits(&customers)).await?;
     let customer_totals = totals::customer_totals(&cust_orders, now_us)?;
-    let gone_customers = totals::missing_keys(
-        &key_frame("customer_id", customers)?,
-        &customer_totals,
-        &["customer_id"],
-    )?;
+    let gone_customers =
+        totals::missing_keys(&key_frame("customer_id", customers)?, &customer_totals, &["customer_id"])?;
     versions.insert(
         "customer_totals".into(),
         commit(
@@ -301,80 +213,32 @@ pub async fn recompute(
         .await?,
     );
 
-    let day_orders = read_frame(
-        lake,
-        &gp("order_totals"),
-        ot_spec,
-        "order_date",
-        date_lits(&days),
-    )
-    .await?;
+    let day_orders = read_frame(lake, &gp("order_totals"), ot_spec, "order_date", date_lits(&days)).await?;
     let daily_sales = totals::daily_sales(&day_orders)?;
-    let old_days = read_frame(
-        lake,
-        &gp("daily_sales"),
-        &schema::GOLD_DAILY_SALES,
-        "order_date",
-        date_lits(&days),
-    )
-    .await?;
+    let old_days =
+        read_frame(lake, &gp("daily_sales"), &schema::GOLD_DAILY_SALES, "order_date", date_lits(&days)).await?;
     let gone_days = totals::missing_keys(&old_days, &daily_sales, &["order_date", "country"])?;
     versions.insert(
         "daily_sales".into(),
-        commit(
-            lake,
-            gold_prefix,
-            "daily_sales",
-            &schema::GOLD_DAILY_SALES,
-            &daily_sales,
-            &gone_days,
-            c,
-        )
-        .await?,
+        commit(lake, gold_prefix, "daily_sales", &schema::GOLD_DAILY_SALES, &daily_sales, &gone_days, c).await?,
     );
 
     let product_lits = str_lits(&products_touched);
-    let product_lines = read_frame(
-        lake,
-        &gp("order_lines"),
-        &schema::GOLD_ORDER_LINES,
-        "product_id",
-        product_lits.clone(),
-    )
-    .await?;
-    let product_rows = read_frame(
-        lake,
-        &sp("products"),
-        &schema::SILVER_PRODUCTS,
-        "product_id",
-        product_lits,
-    )
-    .await?;
+    let product_lines =
+        read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", product_lits.clone()).await?;
+    let product_rows = read_frame(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", product_lits).await?;
     let product_sales = totals::product_sales(&product_lines, &product_rows)?;
-    let gone_products = totals::missing_keys(
-        &key_frame("product_id", products_touched)?,
-        &product_sales,
-        &["product_id"],
-    )?;
+    let gone_products =
+        totals::missing_keys(&key_frame("product_id", products_touched)?, &product_sales, &["product_id"])?;
     versions.insert(
         "product_sales".into(),
-        commit(
-            lake,
-            gold_prefix,
-            "product_sales",
-            &schema::GOLD_PRODUCT_SALES,
-            &product_sales,
-            &gone_products,
-            c,
-        )
-        .await?,
+        commit(lake, gold_prefix, "product_sales", &schema::GOLD_PRODUCT_SALES, &product_sales, &gone_products, c)
+            .await?,
     );
 
     Ok(GoldFrames {
         deleted_orders: strings(&gone_orders, "order_id")?.into_iter().collect(),
-        deleted_customers: strings(&gone_customers, "customer_id")?
-            .into_iter()
-            .collect(),
+        deleted_customers: strings(&gone_customers, "customer_id")?.into_iter().collect(),
         deleted_days: gone_days,
         order_totals,
         order_lines: lines,

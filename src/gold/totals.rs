@@ -13,28 +13,13 @@ use polars::prelude::*;
 pub const UNKNOWN_COUNTRY: &str = "Unknown";
 
 /// `items` ⋈ `orders` ⋈ `products` → one row per item with its amount.
-pub fn order_lines(
-    items: &DataFrame,
-    orders: &DataFrame,
-    products: &DataFrame,
-) -> PolarsResult<DataFrame> {
+pub fn order_lines(items: &DataFrame, orders: &DataFrame, products: &DataFrame) -> PolarsResult<DataFrame> {
     items
         .clone()
         .lazy()
-        .select([
-            col("item_id"),
-            col("order_id"),
-            col("product_id"),
-            col("quantity"),
-            col("unit_price"),
-        ])
+        .select([col("item_id"), col("order_id"), col("product_id"), col("quantity"), col("unit_price")])
         .left_join(
-            orders.clone().lazy().select([
-                col("order_id"),
-                col("order_date"),
-                col("customer_id"),
-                col("country"),
-            ]),
+            orders.clone().lazy().select([col("order_id"), col("order_date"), col("customer_id"), col("country")]),
             col("order_id"),
             col("order_id"),
         )
@@ -65,22 +50,13 @@ pub fn order_totals(orders: &DataFrame, lines: &DataFrame, now_us: i64) -> Polar
     orders
         .clone()
         .lazy()
-        .select([
-            col("order_id"),
-            col("customer_id"),
-            col("country"),
-            col("order_date"),
-            col("status"),
-        ])
+        .select([col("order_id"), col("customer_id"), col("country"), col("order_date"), col("status")])
         .left_join(agg, col("order_id"), col("order_id"))
         .with_columns([
             col("lines").fill_null(lit(0i64)),
             col("units").fill_null(lit(0i64)),
             col("total_amount").fill_null(lit(0i64)),
-            col("status")
-                .eq(lit("cancelled"))
-                .fill_null(lit(false))
-                .alias("cancelled"),
+            col("status").eq(lit("cancelled")).fill_null(lit(false)).alias("cancelled"),
             lit(now_us).alias("updated_at"),
         ])
         .collect()
@@ -122,16 +98,9 @@ pub fn daily_sales(order_totals: &DataFrame) -> PolarsResult<DataFrame> {
             not_cancelled_count().alias("orders"),
             col("units").sum().alias("units"),
             col("total_amount").sum().alias("revenue"),
-            col("cancelled")
-                .cast(DataType::Int64)
-                .sum()
-                .alias("cancelled_orders"),
-            (lit(0i64)
-                - when(col("cancelled"))
-                    .then(col("total_amount"))
-                    .otherwise(lit(0i64))
-                    .sum())
-            .alias("cancelled_amount"),
+            col("cancelled").cast(DataType::Int64).sum().alias("cancelled_orders"),
+            (lit(0i64) - when(col("cancelled")).then(col("total_amount")).otherwise(lit(0i64)).sum())
+                .alias("cancelled_amount"),
         ])
         .collect()
 }
@@ -144,19 +113,12 @@ pub fn product_sales(lines: &DataFrame, products: &DataFrame) -> PolarsResult<Da
         .lazy()
         .group_by_stable([col("product_id")])
         .agg([
-            col("order_id")
-                .filter(col("quantity").gt(lit(0i64)))
-                .n_unique()
-                .cast(DataType::Int64)
-                .alias("orders"),
+            col("order_id").filter(col("quantity").gt(lit(0i64))).n_unique().cast(DataType::Int64).alias("orders"),
             col("quantity").sum().alias("units"),
             col("line_amount").sum().alias("revenue"),
         ])
         .left_join(
-            products
-                .clone()
-                .lazy()
-                .select([col("product_id"), col("name").alias("product_name")]),
+            products.clone().lazy().select([col("product_id"), col("name").alias("product_name")]),
             col("product_id"),
             col("product_id"),
         )
@@ -176,12 +138,7 @@ pub fn missing_keys(old: &DataFrame, new: &DataFrame, keys: &[&str]) -> PolarsRe
         .lazy()
         .select(key_exprs.clone())
         .unique(None, UniqueKeepStrategy::Any)
-        .join(
-            present,
-            key_exprs.clone(),
-            key_exprs,
-            JoinArgs::new(JoinType::Left),
-        )
+        .join(present, key_exprs.clone(), key_exprs, JoinArgs::new(JoinType::Left))
         .filter(col("__present").is_null())
         .select(keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
         .collect()
@@ -192,9 +149,7 @@ mod tests {
     use super::*;
 
     fn d(s: &str) -> i32 {
-        crate::lake::rows::days_since_epoch(
-            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap(),
-        )
+        crate::lake::rows::days_since_epoch(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
     }
 
     fn fixtures() -> (DataFrame, DataFrame, DataFrame) {
@@ -229,14 +184,7 @@ mod tests {
 
     fn get_i64(df: &DataFrame, key_col: &str, key: &str, c: &str) -> i64 {
         let m = df.column(key_col).unwrap().str().unwrap().equal(key);
-        df.filter(&m)
-            .unwrap()
-            .column(c)
-            .unwrap()
-            .i64()
-            .unwrap()
-            .get(0)
-            .unwrap()
+        df.filter(&m).unwrap().column(c).unwrap().i64().unwrap().get(0).unwrap()
     }
 
     #[test]
@@ -250,11 +198,7 @@ mod tests {
         assert_eq!(get_i64(&ot, "order_id", "A", "lines"), 2);
         assert_eq!(get_i64(&ot, "order_id", "CA", "total_amount"), -150);
         let ct = customer_totals(&ot, 7).unwrap();
-        assert_eq!(
-            ct.height(),
-            1,
-            "orders without a customer are not in customer totals"
-        );
+        assert_eq!(ct.height(), 1, "orders without a customer are not in customer totals");
         assert_eq!(get_i64(&ct, "customer_id", "c1", "revenue"), 1299 - 150);
         assert_eq!(get_i64(&ct, "customer_id", "c1", "orders"), 1);
         let ds = daily_sales(&ot).unwrap();
@@ -270,14 +214,7 @@ mod tests {
         let old = df!("k" => ["a", "b", "c"]).unwrap();
         let new = df!("k" => ["b"]).unwrap();
         let m = missing_keys(&old, &new, &["k"]).unwrap();
-        let mut got: Vec<&str> = m
-            .column("k")
-            .unwrap()
-            .str()
-            .unwrap()
-            .iter()
-            .flatten()
-            .collect();
+        let mut got: Vec<&str> = m.column("k").unwrap().str().unwrap().iter().flatten().collect();
         got.sort();
         assert_eq!(got, ["a", "c"]);
     }

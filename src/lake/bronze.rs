@@ -41,25 +41,14 @@ pub async fn stored_offsets(
 
 /// Appends `records` (all of one topic) and their partition offsets in one commit.
 /// Returns the new table and the bronze version that holds them.
-pub async fn append(
-    table: DeltaTable,
-    group: &str,
-    records: &[RawEvent],
-    now_us: i64,
-) -> Result<(DeltaTable, u64)> {
-    let topic = &records
-        .first()
-        .ok_or_else(|| Error::Other("empty bronze append".into()))?
-        .topic;
+pub async fn append(table: DeltaTable, group: &str, records: &[RawEvent], now_us: i64) -> Result<(DeltaTable, u64)> {
+    let topic = &records.first().ok_or_else(|| Error::Other("empty bronze append".into()))?.topic;
     let mut last: BTreeMap<i32, i64> = BTreeMap::new();
     for r in records {
         let e = last.entry(r.partition).or_insert(r.offset);
         *e = (*e).max(r.offset);
     }
-    let txns = last
-        .iter()
-        .map(|(p, o)| Transaction::new(offset_app_id(group, topic, *p), *o))
-        .collect();
+    let txns = last.iter().map(|(p, o)| Transaction::new(offset_app_id(group, topic, *p), *o)).collect();
     let today = chrono::DateTime::from_timestamp_micros(now_us).map(|t| t.date_naive());
     let b = batch(
         &schema::BRONZE,
@@ -86,18 +75,13 @@ pub async fn append(
 
 /// Converts bronze rows back into records (for catch-up and rebuild).
 pub fn records_from_batch(b: &RecordBatch) -> Result<Vec<RawEvent>> {
-    let col = |n: &str| {
-        b.column_by_name(n)
-            .ok_or_else(|| Error::Other(format!("bronze file lacks column {n}")))
-    };
+    let col = |n: &str| b.column_by_name(n).ok_or_else(|| Error::Other(format!("bronze file lacks column {n}")));
     let topic = col("topic")?.as_string::<i32>().clone();
     let part = col("partition")?.as_primitive::<Int32Type>().clone();
     let off = col("offset")?.as_primitive::<Int64Type>().clone();
     let key = col("key")?.as_string::<i32>().clone();
     let value = col("value")?.as_string::<i32>().clone();
-    let ts = col("kafka_timestamp")?
-        .as_primitive::<TimestampMicrosecondType>()
-        .clone();
+    let ts = col("kafka_timestamp")?.as_primitive::<TimestampMicrosecondType>().clone();
     Ok((0..b.num_rows())
         .map(|i| RawEvent {
             topic: topic.value(i).to_string(),
@@ -112,11 +96,7 @@ pub fn records_from_batch(b: &RecordBatch) -> Result<Vec<RawEvent>> {
 
 /// The records bronze commits `(after, upto]` added, grouped by version in ascending order.
 /// Reads the commit files directly, so the cost is that of the range, not of the table.
-pub async fn read_commits(
-    table: &DeltaTable,
-    after: Option<u64>,
-    upto: u64,
-) -> Result<Vec<(u64, Vec<RawEvent>)>> {
+pub async fn read_commits(table: &DeltaTable, after: Option<u64>, upto: u64) -> Result<Vec<(u64, Vec<RawEvent>)>> {
     let log = table.log_store();
     let store = log.object_store(None);
     let start = after.map_or(0, |a| a + 1);
@@ -130,8 +110,8 @@ pub async fn read_commits(
         };
         let mut recs = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| Error::Other(format!("bronze commit {v}: {e}")))?;
+            let action: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| Error::Other(format!("bronze commit {v}: {e}")))?;
             let Some(add) = action.get("add") else {
                 continue;
             };
@@ -139,8 +119,7 @@ pub async fn read_commits(
                 continue; // compaction rewrites: the rows were already counted
             }
             let path = add.get("path").and_then(|p| p.as_str()).unwrap_or_default();
-            let path = Path::from_url_path(path)
-                .map_err(|e| Error::Other(format!("bronze path {path}: {e}")))?;
+            let path = Path::from_url_path(path).map_err(|e| Error::Other(format!("bronze path {path}: {e}")))?;
             // A bronze file holds one batch of one topic: small enough to read whole.
             let bytes = store.get(&path).await?.bytes().await?;
             for b in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {

@@ -25,11 +25,7 @@ pub struct MergeSpec<'a> {
 /// Appends a `__deleted` flag column to a batch.
 pub fn with_deleted_flag(batch: &RecordBatch, deleted: Vec<bool>) -> Result<RecordBatch> {
     let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        DELETED,
-        arrow::datatypes::DataType::Boolean,
-        false,
-    )));
+    fields.push(Arc::new(Field::new(DELETED, arrow::datatypes::DataType::Boolean, false)));
     let mut cols = batch.columns().to_vec();
     cols.push(Arc::new(BooleanArray::from(deleted)));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
@@ -50,13 +46,7 @@ pub async fn merge(
     let has_deleted = source.schema().index_of(DELETED).is_ok();
     let ctx = SessionContext::new();
     let df = ctx.read_batch(source)?;
-    let on = m
-        .spec
-        .key
-        .iter()
-        .map(|k| format!("t.{q} = s.{q}", q = quote(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
     let mut update_pred = Vec::new();
     if let Some(g) = m.guard {
         update_pred.push(format!("s.{q} > t.{q}", q = quote(g)));
@@ -65,11 +55,8 @@ pub async fn merge(
         update_pred.push(format!("NOT s.{DELETED}"));
     }
     let names: Vec<&'static str> = m.spec.names().collect();
-    let mut b = table
-        .merge(df, on)
-        .with_source_alias("s")
-        .with_target_alias("t")
-        .with_commit_properties(commit_with(txns));
+    let mut b =
+        table.merge(df, on).with_source_alias("s").with_target_alias("t").with_commit_properties(commit_with(txns));
     if has_deleted {
         b = b.when_matched_delete(|d| d.predicate(format!("s.{DELETED}")))?;
     }

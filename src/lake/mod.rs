@@ -36,10 +36,7 @@ static REGISTER: std::sync::Once = std::sync::Once::new();
 impl Lake {
     pub fn new(settings: &Settings) -> Self {
         REGISTER.call_once(|| deltalake::azure::register_handlers(None));
-        Lake {
-            root: settings.lake.clone(),
-            options: settings.storage_options.clone(),
-        }
+        Lake { root: settings.lake.clone(), options: settings.storage_options.clone() }
     }
 
     pub fn root(&self) -> &Url {
@@ -55,8 +52,10 @@ impl Lake {
     /// Opens a table; `Ok(None)` when it does not exist yet.
     pub async fn open(&self, rel: &str) -> Result<Option<DeltaTable>> {
         let url = self.table_url(rel)?;
-        let table =
-            DeltaTable::try_from_url_with_storage_options(url, self.options.clone()).await?;
+        if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").exists()) {
+            return Ok(None);
+        }
+        let table = DeltaTable::try_from_url_with_storage_options(url, self.options.clone()).await?;
         Ok(table.version().is_some().then_some(table))
     }
 
@@ -68,24 +67,17 @@ impl Lake {
         }
         let url = self.table_url(rel)?;
         if url.scheme() == "file" {
-            let path = url
-                .to_file_path()
-                .map_err(|_| Error::Other(format!("bad file URL {url}")))?;
-            std::fs::create_dir_all(&path).map_err(|e| {
-                Error::Config(format!("--lake: cannot create {}: {e}", path.display()))
-            })?;
+            let path = url.to_file_path().map_err(|_| Error::Other(format!("bad file URL {url}")))?;
+            std::fs::create_dir_all(&path)
+                .map_err(|e| Error::Config(format!("--lake: cannot create {}: {e}", path.display())))?;
         }
-        let table =
-            DeltaTable::try_from_url_with_storage_options(url, self.options.clone()).await?;
+        let table = DeltaTable::try_from_url_with_storage_options(url, self.options.clone()).await?;
         let created = table
             .create()
             .with_table_name(rel.rsplit('/').next().unwrap_or(rel))
             .with_columns(spec.delta_fields())
             .with_partition_columns(spec.partition_by.iter().map(|s| s.to_string()))
-            .with_configuration_property(
-                deltalake::TableProperty::CheckpointInterval,
-                Some(CHECKPOINT_INTERVAL),
-            )
+            .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
             .await;
         match created {
             Ok(t) => {
@@ -93,9 +85,7 @@ impl Lake {
                 Ok(t)
             }
             Err(DeltaTableError::VersionAlreadyExists(_)) | Err(DeltaTableError::Generic(_)) => {
-                self.open(rel).await?.ok_or_else(|| {
-                    Error::Other(format!("table {rel} vanished while being created"))
-                })
+                self.open(rel).await?.ok_or_else(|| Error::Other(format!("table {rel} vanished while being created")))
             }
             Err(e) => Err(e.into()),
         }
@@ -104,10 +94,7 @@ impl Lake {
 
 /// The last version an application recorded in `table` under `app_id` (`txn` action).
 pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
-    Ok(table
-        .snapshot()?
-        .transaction_version(table.log_store().as_ref(), app_id)
-        .await?)
+    Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id).await?)
 }
 
 /// Commit properties carrying the given progress markers in the same commit as the data.

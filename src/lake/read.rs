@@ -8,19 +8,11 @@ use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
 use crate::error::Result;
 
 /// Rows of `table` where `column` is one of `values`. Empty `values` reads nothing.
-pub async fn scan_where_in(
-    table: &DeltaTable,
-    column: &str,
-    values: Vec<Expr>,
-) -> Result<Vec<RecordBatch>> {
+pub async fn scan_where_in(table: &DeltaTable, column: &str, values: Vec<Expr>) -> Result<Vec<RecordBatch>> {
     if values.is_empty() {
         return Ok(Vec::new());
     }
-    scan(
-        table,
-        Some(col(format!("\"{column}\"")).in_list(values, false)),
-    )
-    .await
+    scan(table, Some(col(format!("\"{column}\"")).in_list(values, false))).await
 }
 
 /// Rows of `table` matching `filter` (all rows when `None`).

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use chrono::NaiveDate;
 
@@ -33,9 +33,7 @@ pub fn bool_col(v: impl IntoIterator<Item = Option<bool>>) -> ArrayRef {
     Arc::new(BooleanArray::from_iter(v))
 }
 pub fn date_col(v: impl IntoIterator<Item = Option<NaiveDate>>) -> ArrayRef {
-    Arc::new(Date32Array::from_iter(
-        v.into_iter().map(|d| d.map(days_since_epoch)),
-    ))
+    Arc::new(Date32Array::from_iter(v.into_iter().map(|d| d.map(days_since_epoch))))
 }
 pub fn ts_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_iter(v).with_timezone("UTC"))

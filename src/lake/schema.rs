@@ -32,11 +32,7 @@ pub struct ColumnSpec {
 }
 
 pub const fn col(name: &'static str, kind: Col, nullable: bool) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        nullable,
-    }
+    ColumnSpec { name, kind, nullable }
 }
 
 /// A table's shape: columns, partition columns and the key MERGE matches on.
@@ -68,8 +64,7 @@ impl Col {
             Col::Bool => DataType::BOOLEAN,
             Col::Date => DataType::DATE,
             Col::Ts => DataType::TIMESTAMP,
-            Col::Money => DataType::decimal(MONEY_PRECISION, MONEY_SCALE as u8)
-                .expect("18,2 is a valid decimal"),
+            Col::Money => DataType::decimal(MONEY_PRECISION, MONEY_SCALE as u8).expect("18,2 is a valid decimal"),
         }
     }
 }
@@ -77,18 +72,12 @@ impl Col {
 impl TableSpec {
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| Field::new(c.name, c.kind.arrow(), c.nullable))
-                .collect::<Vec<_>>(),
+            self.columns.iter().map(|c| Field::new(c.name, c.kind.arrow(), c.nullable)).collect::<Vec<_>>(),
         ))
     }
 
     pub fn delta_fields(&self) -> Vec<StructField> {
-        self.columns
-            .iter()
-            .map(|c| StructField::new(c.name, c.kind.delta(), c.nullable))
-            .collect()
+        self.columns.iter().map(|c| StructField::new(c.name, c.kind.delta(), c.nullable)).collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {

@@ -59,34 +59,21 @@ pub async fn apply_table(
     txn: Transaction,
 ) -> Result<Option<DeltaTable>> {
     let batch = match name {
-        "orders" if !changes.orders.is_empty() => rows::orders(&newest_per_key(
-            &changes.orders,
-            |r| r.order_id.clone(),
-            |r| &r.pos,
-        ))?,
-        "order_items" if !changes.items.is_empty() => rows::items(&newest_per_key(
-            &changes.items,
-            |r| r.item_id.clone(),
-            |r| &r.pos,
-        ))?,
-        "products" if !changes.products.is_empty() => rows::products(&newest_per_key(
-            &changes.products,
-            |r| r.product_id.clone(),
-            |r| &r.pos,
-        ))?,
-        "customers" if !changes.customers.is_empty() => rows::customers(&newest_per_key(
-            &changes.customers,
-            |r| r.customer_id.clone(),
-            |r| &r.pos,
-        ))?,
+        "orders" if !changes.orders.is_empty() => {
+            rows::orders(&newest_per_key(&changes.orders, |r| r.order_id.clone(), |r| &r.pos))?
+        }
+        "order_items" if !changes.items.is_empty() => {
+            rows::items(&newest_per_key(&changes.items, |r| r.item_id.clone(), |r| &r.pos))?
+        }
+        "products" if !changes.products.is_empty() => {
+            rows::products(&newest_per_key(&changes.products, |r| r.product_id.clone(), |r| &r.pos))?
+        }
+        "customers" if !changes.customers.is_empty() => {
+            rows::customers(&newest_per_key(&changes.customers, |r| r.customer_id.clone(), |r| &r.pos))?
+        }
         _ => return Ok(None),
     };
-    let table = lake
-        .open_or_create(&format!("{prefix}/{name}"), spec)
-        .await?;
-    let m = MergeSpec {
-        spec,
-        guard: Some("source_pos"),
-    };
+    let table = lake.open_or_create(&format!("{prefix}/{name}"), spec).await?;
+    let m = MergeSpec { spec, guard: Some("source_pos") };
     Ok(Some(merge(table, &m, batch, vec![txn]).await?))
 }

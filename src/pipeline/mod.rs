@@ -59,15 +59,13 @@ impl Pipeline {
         let lake = Lake::new(&settings);
         kafka::ensure_topics(&settings, &settings.topics()).await?;
         let mongo = match &settings.mongodb_uri {
-            Some(uri) => Some(
-                MongoSink::connect(uri, &settings.mongodb_database, &settings.group)
-                    .await
-                    .map_err(|e| {
-                        crate::error::Error::Config(format!(
-                            "--mongodb-uri / ORDERLAKE_MONGODB_URI: cannot reach MongoDB: {e}"
-                        ))
-                    })?,
-            ),
+            Some(uri) => {
+                Some(MongoSink::connect(uri, &settings.mongodb_database, &settings.group).await.map_err(|e| {
+                    crate::error::Error::Config(format!(
+                        "--mongodb-uri / ORDERLAKE_MONGODB_URI: cannot reach MongoDB: {e}"
+                    ))
+                })?)
+            }
             None => {
                 info!("MongoDB publishing is off (no --mongodb-uri / ORDERLAKE_MONGODB_URI)");
                 None
@@ -75,29 +73,15 @@ impl Pipeline {
         };
         let mut topics = HashMap::new();
         for t in settings.topics() {
-            let bronze = lake
-                .open_or_create(
-                    &bronze::table_name(&settings.bronze_prefix, &t),
-                    &schema::BRONZE,
-                )
-                .await?;
+            let bronze = lake.open_or_create(&bronze::table_name(&settings.bronze_prefix, &t), &schema::BRONZE).await?;
             let progress = progress::load(&lake, &settings, &t, mongo.as_ref()).await?;
             topics.insert(t, TopicState { bronze, progress });
         }
-        Ok(Pipeline {
-            settings,
-            lake,
-            mongo,
-            topics,
-        })
+        Ok(Pipeline { settings, lake, mongo, topics })
     }
 
     fn stages(&self) -> Stages<'_> {
-        Stages {
-            settings: &self.settings,
-            lake: &self.lake,
-            mongo: self.mongo.as_ref(),
-        }
+        Stages { settings: &self.settings, lake: &self.lake, mongo: self.mongo.as_ref() }
     }
 
     /// Finishes whatever a previous run left between bronze and the last stage.
@@ -106,21 +90,14 @@ impl Pipeline {
         for t in names {
             let mut st = self.topics.remove(&t).expect("topic state");
             let v = version_of(&st.bronze) as i64;
-            let r = self
-                .stages()
-                .advance(&t, &st.bronze, &mut st.progress, v, None)
-                .await;
+            let r = self.stages().advance(&t, &st.bronze, &mut st.progress, v, None).await;
             self.topics.insert(t, st);
             r?;
         }
         Ok(())
     }
 
-    async fn flush(
-        &mut self,
-        consumer: &OrderConsumer,
-        pending: &mut HashMap<String, Vec<RawEvent>>,
-    ) -> Result<usize> {
+    async fn flush(&mut self, consumer: &OrderConsumer, pending: &mut HashMap<String, Vec<RawEvent>>) -> Result<usize> {
         let mut n = 0;
         let mut next: HashMap<TopicPartition, i64> = HashMap::new();
         for (topic, events) in pending.drain() {
@@ -129,24 +106,11 @@ impl Pipeline {
             }
             let mut st = self.topics.remove(&topic).expect("topic state");
             let res = async {
-                let (table, v) = bronze::append(
-                    st.bronze.clone(),
-                    &self.settings.group,
-                    &events,
-                    stages::now_us(),
-                )
-                .await?;
+                let (table, v) =
+                    bronze::append(st.bronze.clone(), &self.settings.group, &events, stages::now_us()).await?;
                 st.bronze = table;
                 self.settings.checkpoint("after-bronze")?;
-                self.stages()
-                    .advance(
-                        &topic,
-                        &st.bronze,
-                        &mut st.progress,
-                        v as i64,
-                        Some(&events),
-                    )
-                    .await
+                self.stages().advance(&topic, &st.bronze, &mut st.progress, v as i64, Some(&events)).await
             }
             .await;
             self.topics.insert(topic.clone(), st);
@@ -166,8 +130,7 @@ impl Pipeline {
     /// Loads the lake's position for a newly seen partition.
     async fn expected_for(&self, tp: &TopicPartition) -> Result<Option<i64>> {
         let st = &self.topics[&tp.0];
-        let stored =
-            bronze::stored_offsets(&st.bronze, &self.settings.group, &tp.0, [tp.1]).await?;
+        let stored = bronze::stored_offsets(&st.bronze, &self.settings.group, &tp.0, [tp.1]).await?;
         Ok(stored.get(&tp.1).map(|o| o + 1))
     }
 
@@ -189,9 +152,7 @@ impl Pipeline {
                 "run --once: consuming up to the end offsets seen at start"
             );
         }
-        let res = self
-            .consume(&consumer, &rebalances, once.then_some(&targets))
-            .await;
+        let res = self.consume(&consumer, &rebalances, once.then_some(&targets)).await;
         consumer.unsubscribe();
         res
     }
@@ -221,9 +182,7 @@ impl Pipeline {
                     pending_n -= before - v.len();
                 }
             }
-            let wait = deadline.map_or(idle, |d| {
-                d.saturating_duration_since(Instant::now()).min(idle)
-            });
+            let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let msg = tokio::select! {
                 m = tokio::time::timeout(wait, consumer.recv()) => m,
                 _ = &mut ctrl_c => {
@@ -271,8 +230,7 @@ impl Pipeline {
                 Err(_) => {}
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due)
-            {
+            if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
                 summary.events += self.flush(consumer, &mut pending).await? as u64;
                 summary.batches += 1;
                 (pending_n, pending_bytes, deadline) = (0, 0, None);
@@ -283,11 +241,7 @@ impl Pipeline {
                 }
                 if last_progress.elapsed() >= Duration::from_secs(5) {
                     last_progress = Instant::now();
-                    info!(
-                        events = summary.events,
-                        batches = summary.batches,
-                        "run --once progress"
-                    );
+                    info!(events = summary.events, batches = summary.batches, "run --once progress");
                 }
             }
         }

@@ -38,13 +38,7 @@ pub struct Progress {
 impl Progress {
     /// The oldest bronze version some stage still lacks (exclusive lower bound of catch-up).
     pub fn lowest(&self) -> i64 {
-        let lake = self
-            .lake
-            .values()
-            .copied()
-            .min()
-            .unwrap_or(NONE)
-            .min(self.lake_done.max(NONE));
+        let lake = self.lake.values().copied().min().unwrap_or(NONE).min(self.lake_done.max(NONE));
         self.mongo.map_or(lake, |m| lake.min(m))
     }
 
@@ -54,10 +48,7 @@ impl Progress {
 
     /// Effective applied versions of the gold tables, keyed by bare table name.
     pub fn gold(&self) -> HashMap<String, i64> {
-        gold::TABLES
-            .iter()
-            .map(|(n, _)| (n.to_string(), self.get(&format!("gold/{n}"))))
-            .collect()
+        gold::TABLES.iter().map(|(n, _)| (n.to_string(), self.get(&format!("gold/{n}")))).collect()
     }
 
     pub fn mark_lake_done(&mut self, v: i64) {
@@ -82,40 +73,17 @@ async fn marker(lake: &Lake, rel: &str, app_id: &str) -> Result<i64> {
     })
 }
 
-pub async fn load(
-    lake: &Lake,
-    s: &Settings,
-    topic: &str,
-    mongo: Option<&MongoSink>,
-) -> Result<Progress> {
+pub async fn load(lake: &Lake, s: &Settings, topic: &str, mongo: Option<&MongoSink>) -> Result<Progress> {
     let done = marker(lake, batches_table(), &batches_app_id(&s.group, topic)).await?;
-    let mut p = Progress {
-        lake_done: done,
-        ..Default::default()
-    };
-    let dl = marker(
-        lake,
-        &dead_letter::table_name(&s.bronze_prefix),
-        &dead_letters_app_id(&s.group, topic),
-    )
-    .await?;
+    let mut p = Progress { lake_done: done, ..Default::default() };
+    let dl = marker(lake, &dead_letter::table_name(&s.bronze_prefix), &dead_letters_app_id(&s.group, topic)).await?;
     p.lake.insert("dead_letters".into(), dl.max(done));
     for (n, _) in silver::TABLES {
-        let v = marker(
-            lake,
-            &format!("{}/{n}", s.silver_prefix),
-            &silver::app_id(&s.group, topic),
-        )
-        .await?;
+        let v = marker(lake, &format!("{}/{n}", s.silver_prefix), &silver::app_id(&s.group, topic)).await?;
         p.lake.insert(format!("silver/{n}"), v.max(done));
     }
     for (n, _) in gold::TABLES {
-        let v = marker(
-            lake,
-            &format!("{}/{n}", s.gold_prefix),
-            &gold::app_id(&s.group, topic),
-        )
-        .await?;
+        let v = marker(lake, &format!("{}/{n}", s.gold_prefix), &gold::app_id(&s.group, topic)).await?;
         p.lake.insert(format!("gold/{n}"), v.max(done));
     }
     if let Some(m) = mongo {

@@ -45,10 +45,8 @@ fn changes_after(units: &[Unit], after: i64) -> Changes {
     for u in merged(units, after) {
         c.orders.extend(u.decoded.changes.orders.iter().cloned());
         c.items.extend(u.decoded.changes.items.iter().cloned());
-        c.products
-            .extend(u.decoded.changes.products.iter().cloned());
-        c.customers
-            .extend(u.decoded.changes.customers.iter().cloned());
+        c.products.extend(u.decoded.changes.products.iter().cloned());
+        c.customers.extend(u.decoded.changes.customers.iter().cloned());
     }
     c
 }
@@ -71,23 +69,14 @@ impl Stages<'_> {
         while p.lowest() < upto {
             let after = p.lowest();
             let end = (after + CATCH_UP_VERSIONS).min(upto);
-            let log_end = if fresh.is_some() && end == upto {
-                upto - 1
-            } else {
-                end
-            };
+            let log_end = if fresh.is_some() && end == upto { upto - 1 } else { end };
             let mut raw: Vec<(i64, Vec<RawEvent>)> = Vec::new();
             if log_end > after {
                 let from = (after >= 0).then_some(after as u64);
                 for (v, recs) in bronze::read_commits(bronze_table, from, log_end as u64).await? {
                     raw.push((v as i64, recs));
                 }
-                info!(
-                    topic,
-                    from = after + 1,
-                    to = log_end,
-                    "catching up from bronze"
-                );
+                info!(topic, from = after + 1, to = log_end, "catching up from bronze");
             }
             if let (Some(f), true) = (fresh, end == upto) {
                 raw.push((upto, f.to_vec()));
@@ -98,11 +87,7 @@ impl Stages<'_> {
                 .map(|(version, events)| {
                     let mut decoded = Decoded::default();
                     decode_sales(&events, now, &mut decoded);
-                    Unit {
-                        version,
-                        events: events.len(),
-                        decoded,
-                    }
+                    Unit { version, events: events.len(), decoded }
                 })
                 .collect();
             self.apply(topic, p, &units, end).await?;
@@ -115,20 +100,18 @@ impl Stages<'_> {
         let started = Instant::now();
         let now = now_us();
         let events: usize = units.iter().map(|u| u.events).sum();
+        if events == 0 {
+            // Only commits without events (e.g. the table's creation): nothing to apply anywhere.
+            p.mark_lake_done(upto);
+            p.mongo = p.mongo.map(|m| m.max(upto));
+            return Ok(());
+        }
 
         // Dead letters first: silver's marker then vouches for them too.
         let dl_after = p.get("dead_letters");
-        let dead: Vec<_> = merged(units, dl_after)
-            .flat_map(|u| u.decoded.dead.iter().cloned())
-            .collect();
+        let dead: Vec<_> = merged(units, dl_after).flat_map(|u| u.decoded.dead.iter().cloned()).collect();
         if !dead.is_empty() {
-            let t = self
-                .lake
-                .open_or_create(
-                    &dead_letter::table_name(&s.bronze_prefix),
-                    &schema::DEAD_LETTERS,
-                )
-                .await?;
+            let t = self.lake.open_or_create(&dead_letter::table_name(&s.bronze_prefix), &schema::DEAD_LETTERS).await?;
             let txn = Transaction::new(progress::dead_letters_app_id(&s.group, topic), upto);
             dead_letter::append(t, &dead, txn, now).await?;
             tracing::warn!(topic, count = dead.len(), first_error = %dead[0].error, "dead-lettered undecodable events");
@@ -146,46 +129,23 @@ impl Stages<'_> {
         s.checkpoint("after-silver")?;
 
         // Gold covers what gold or MongoDB still lacks; tables that already have `upto` skip the commit.
-        let gold_after = gold::TABLES
-            .iter()
-            .map(|(n, _)| p.get(&format!("gold/{n}")))
-            .min()
-            .unwrap_or(progress::NONE);
+        let gold_after = gold::TABLES.iter().map(|(n, _)| p.get(&format!("gold/{n}"))).min().unwrap_or(progress::NONE);
         let touched_after = p.mongo.map_or(gold_after, |m| m.min(gold_after));
         let touched = Touched::from_changes(&changes_after(units, touched_after));
         let applied = p.gold();
         let app_id = gold::app_id(&s.group, topic);
-        let commit = GoldCommit {
-            app_id: &app_id,
-            version: upto,
-            applied: &applied,
-        };
+        let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied };
         let frames = if touched.is_empty() {
             None
         } else {
-            Some(
-                gold::recompute(
-                    self.lake,
-                    &s.silver_prefix,
-                    &s.gold_prefix,
-                    &touched,
-                    &commit,
-                    now,
-                )
-                .await?,
-            )
+            Some(gold::recompute(self.lake, &s.silver_prefix, &s.gold_prefix, &touched, &commit, now).await?)
         };
         let gold_done = started.elapsed();
         s.checkpoint("after-gold")?;
 
         if p.lake_done < upto {
-            let dead_count = merged(units, p.lake_done)
-                .map(|u| u.decoded.dead.len())
-                .sum::<usize>() as i64;
-            let t = self
-                .lake
-                .open_or_create(progress::batches_table(), &schema::BATCH_LOG)
-                .await?;
+            let dead_count = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
+            let t = self.lake.open_or_create(progress::batches_table(), &schema::BATCH_LOG).await?;
             let b = batch(
                 &schema::BATCH_LOG,
                 vec![
@@ -197,10 +157,7 @@ impl Stages<'_> {
                 ],
             )?;
             let txn = Transaction::new(progress::batches_app_id(&s.group, topic), upto);
-            t.write(vec![b])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(commit_with(vec![txn]))
-                .await?;
+            t.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(commit_with(vec![txn])).await?;
         }
         p.mark_lake_done(upto);
 

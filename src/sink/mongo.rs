@@ -34,11 +34,9 @@ pub struct PublishStats {
 
 fn money(c: Option<i64>) -> Bson {
     match c {
-        Some(c) => Bson::Decimal128(
-            format_cents(c)
-                .parse::<Decimal128>()
-                .expect("formatted cents parse as Decimal128"),
-        ),
+        Some(c) => {
+            Bson::Decimal128(format_cents(c).parse::<Decimal128>().expect("formatted cents parse as Decimal128"))
+        }
         None => Bson::Null,
     }
 }
@@ -46,11 +44,7 @@ fn money(c: Option<i64>) -> Bson {
 fn date(d: Option<i32>) -> Bson {
     match d {
         Some(d) => {
-            let ms = date_from_days(d)
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight")
-                .and_utc()
-                .timestamp_millis();
+            let ms = date_from_days(d).and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
             Bson::DateTime(DateTime::from_millis(ms))
         }
         None => Bson::Null,
@@ -82,17 +76,13 @@ impl MongoSink {
     /// Connects and pings, so a wrong URI or credentials fail at start.
     pub async fn connect(uri: &str, database: &str, group: &str) -> Result<MongoSink> {
         let mut opts = ClientOptions::parse(uri).await?;
-        opts.server_selection_timeout
-            .get_or_insert(Duration::from_secs(10));
+        opts.server_selection_timeout.get_or_insert(Duration::from_secs(10));
         opts.connect_timeout.get_or_insert(Duration::from_secs(5));
         opts.app_name.get_or_insert_with(|| "orderlake".into());
         let client = Client::with_options(opts)?;
         let db = client.database(database);
         db.run_command(doc! {"ping": 1}).await?;
-        Ok(MongoSink {
-            db,
-            group: group.to_string(),
-        })
+        Ok(MongoSink { db, group: group.to_string() })
     }
 
     pub fn database(&self) -> &Database {
@@ -105,11 +95,7 @@ impl MongoSink {
 
     /// The last bronze version of `topic` whose gold is confirmed in MongoDB.
     pub async fn progress(&self, topic: &str) -> Result<Option<i64>> {
-        let d = self
-            .db
-            .collection::<Document>(PROGRESS)
-            .find_one(doc! {"_id": self.progress_id(topic)})
-            .await?;
+        let d = self.db.collection::<Document>(PROGRESS).find_one(doc! {"_id": self.progress_id(topic)}).await?;
         Ok(d.and_then(|d| d.get_i64("bronze_version").ok()))
     }
 
@@ -130,61 +116,20 @@ impl MongoSink {
         let mut st = PublishStats::default();
         let v = |t: &str| g.versions.get(t).copied().unwrap_or(0);
         let (orders, totals) = order_docs(g)?;
-        self.upsert("orders", orders, v("order_totals"), &mut st)
-            .await?;
-        self.upsert("order_totals", totals, v("order_totals"), &mut st)
-            .await?;
-        self.upsert(
-            "customer_totals",
-            customer_docs(&g.customer_totals)?,
-            v("customer_totals"),
-            &mut st,
-        )
-        .await?;
-        self.upsert(
-            "daily_sales",
-            daily_docs(&g.daily_sales)?,
-            v("daily_sales"),
-            &mut st,
-        )
-        .await?;
-        let ids = |v: &[String]| {
-            v.iter()
-                .map(|s| Bson::String(s.clone()))
-                .collect::<Vec<_>>()
-        };
-        self.delete("orders", ids(&g.deleted_orders), v("order_totals"), &mut st)
-            .await?;
-        self.delete(
-            "order_totals",
-            ids(&g.deleted_orders),
-            v("order_totals"),
-            &mut st,
-        )
-        .await?;
-        self.delete(
-            "customer_totals",
-            ids(&g.deleted_customers),
-            v("customer_totals"),
-            &mut st,
-        )
-        .await?;
-        let gone_days = daily_ids(&g.deleted_days)?
-            .into_iter()
-            .map(Bson::String)
-            .collect();
-        self.delete("daily_sales", gone_days, v("daily_sales"), &mut st)
-            .await?;
+        self.upsert("orders", orders, v("order_totals"), &mut st).await?;
+        self.upsert("order_totals", totals, v("order_totals"), &mut st).await?;
+        self.upsert("customer_totals", customer_docs(&g.customer_totals)?, v("customer_totals"), &mut st).await?;
+        self.upsert("daily_sales", daily_docs(&g.daily_sales)?, v("daily_sales"), &mut st).await?;
+        let ids = |v: &[String]| v.iter().map(|s| Bson::String(s.clone())).collect::<Vec<_>>();
+        self.delete("orders", ids(&g.deleted_orders), v("order_totals"), &mut st).await?;
+        self.delete("order_totals", ids(&g.deleted_orders), v("order_totals"), &mut st).await?;
+        self.delete("customer_totals", ids(&g.deleted_customers), v("customer_totals"), &mut st).await?;
+        let gone_days = daily_ids(&g.deleted_days)?.into_iter().map(Bson::String).collect();
+        self.delete("daily_sales", gone_days, v("daily_sales"), &mut st).await?;
         Ok(st)
     }
 
-    async fn upsert(
-        &self,
-        coll: &str,
-        docs: Vec<Document>,
-        version: i64,
-        st: &mut PublishStats,
-    ) -> Result<()> {
+    async fn upsert(&self, coll: &str, docs: Vec<Document>, version: i64, st: &mut PublishStats) -> Result<()> {
         for chunk in docs.chunks(CHUNK) {
             let updates: Vec<Document> = chunk
                 .iter()
@@ -199,10 +144,7 @@ impl MongoSink {
                     }
                 })
                 .collect();
-            let reply = self
-                .db
-                .run_command(doc! {"update": coll, "updates": updates, "ordered": false})
-                .await?;
+            let reply = self.db.run_command(doc! {"update": coll, "updates": updates, "ordered": false}).await?;
             let (n, stale) = check_reply(coll, &reply)?;
             st.upserted += n;
             st.stale += stale;
@@ -210,22 +152,13 @@ impl MongoSink {
         Ok(())
     }
 
-    async fn delete(
-        &self,
-        coll: &str,
-        ids: Vec<Bson>,
-        version: i64,
-        st: &mut PublishStats,
-    ) -> Result<()> {
+    async fn delete(&self, coll: &str, ids: Vec<Bson>, version: i64, st: &mut PublishStats) -> Result<()> {
         for chunk in ids.chunks(CHUNK) {
             let deletes: Vec<Document> = chunk
                 .iter()
                 .map(|id| doc! {"q": {"_id": id.clone(), "$or": [{"_v": {"$lte": version}}, {"_v": {"$exists": false}}]}, "limit": 1})
                 .collect();
-            let reply = self
-                .db
-                .run_command(doc! {"delete": coll, "deletes": deletes, "ordered": false})
-                .await?;
+            let reply = self.db.run_command(doc! {"delete": coll, "deletes": deletes, "ordered": false}).await?;
             st.deleted += check_reply(coll, &reply)?.0;
         }
         Ok(())
@@ -235,19 +168,11 @@ impl MongoSink {
 /// Counts affected documents; a duplicate-key error means "the stored document is newer" (the
 /// guarded filter did not match, so the upsert tried to insert an existing `_id`).
 fn check_reply(coll: &str, reply: &Document) -> Result<(u64, u64)> {
-    let n = reply
-        .get_i32("n")
-        .map(|n| n as u64)
-        .or_else(|_| reply.get_i64("n").map(|n| n as u64))
-        .unwrap_or(0);
+    let n = reply.get_i32("n").map(|n| n as u64).or_else(|_| reply.get_i64("n").map(|n| n as u64)).unwrap_or(0);
     let mut stale = 0;
     if let Ok(errs) = reply.get_array("writeErrors") {
         for e in errs.iter().filter_map(Bson::as_document) {
-            let code = e
-                .get_i32("code")
-                .map(i64::from)
-                .or_else(|_| e.get_i64("code"))
-                .unwrap_or(0);
+            let code = e.get_i32("code").map(i64::from).or_else(|_| e.get_i64("code")).unwrap_or(0);
             if code == 11000 {
                 stale += 1;
             } else {
@@ -263,15 +188,10 @@ fn check_reply(coll: &str, reply: &Document) -> Result<(u64, u64)> {
 
 fn order_docs(g: &GoldFrames) -> Result<(Vec<Document>, Vec<Document>)> {
     let l = Cols(&g.order_lines);
-    let (l_order, l_item, l_prod, l_name) = (
-        l.s("order_id")?,
-        l.s("item_id")?,
-        l.s("product_id")?,
-        l.s("product_name")?,
-    );
+    let (l_order, l_item, l_prod, l_name) =
+        (l.s("order_id")?, l.s("item_id")?, l.s("product_id")?, l.s("product_name")?);
     let (l_qty, l_price, l_amount) = (l.i("quantity")?, l.i("unit_price")?, l.i("line_amount")?);
-    let mut items: std::collections::HashMap<&str, Vec<Document>> =
-        std::collections::HashMap::new();
+    let mut items: std::collections::HashMap<&str, Vec<Document>> = std::collections::HashMap::new();
     for i in 0..g.order_lines.height() {
         let Some(order) = l_order.get(i) else {
             continue;
@@ -286,27 +206,13 @@ fn order_docs(g: &GoldFrames) -> Result<(Vec<Document>, Vec<Document>)> {
         });
     }
     for v in items.values_mut() {
-        v.sort_by(|a, b| {
-            a.get_str("item_id")
-                .unwrap_or("")
-                .cmp(b.get_str("item_id").unwrap_or(""))
-        });
+        v.sort_by(|a, b| a.get_str("item_id").unwrap_or("").cmp(b.get_str("item_id").unwrap_or("")));
     }
     let t = Cols(&g.order_totals);
-    let (id, cust, country, odate, status) = (
-        t.s("order_id")?,
-        t.s("customer_id")?,
-        t.s("country")?,
-        t.d("order_date")?,
-        t.s("status")?,
-    );
-    let (cancelled, lines, units, total, upd) = (
-        t.b("cancelled")?,
-        t.i("lines")?,
-        t.i("units")?,
-        t.i("total_amount")?,
-        t.i("updated_at")?,
-    );
+    let (id, cust, country, odate, status) =
+        (t.s("order_id")?, t.s("customer_id")?, t.s("country")?, t.d("order_date")?, t.s("status")?);
+    let (cancelled, lines, units, total, upd) =
+        (t.b("cancelled")?, t.i("lines")?, t.i("units")?, t.i("total_amount")?, t.i("updated_at")?);
     let mut orders = Vec::with_capacity(g.order_totals.height());
     let mut totals = Vec::with_capacity(g.order_totals.height());
     for i in 0..g.order_totals.height() {
@@ -340,18 +246,9 @@ fn order_docs(g: &GoldFrames) -> Result<(Vec<Document>, Vec<Document>)> {
 
 fn customer_docs(df: &DataFrame) -> Result<Vec<Document>> {
     let c = Cols(df);
-    let (id, country, orders, units, revenue) = (
-        c.s("customer_id")?,
-        c.s("country")?,
-        c.i("orders")?,
-        c.i("units")?,
-        c.i("revenue")?,
-    );
-    let (first, last, upd) = (
-        c.d("first_order_date")?,
-        c.d("last_order_date")?,
-        c.i("updated_at")?,
-    );
+    let (id, country, orders, units, revenue) =
+        (c.s("customer_id")?, c.s("country")?, c.i("orders")?, c.i("units")?, c.i("revenue")?);
+    let (first, last, upd) = (c.d("first_order_date")?, c.d("last_order_date")?, c.i("updated_at")?);
     Ok((0..df.height())
         .filter_map(|i| {
             Some(doc! {
@@ -379,20 +276,13 @@ fn daily_ids(df: &DataFrame) -> Result<Vec<String>> {
     }
     let c = Cols(df);
     let (d, country) = (c.d("order_date")?, c.s("country")?);
-    Ok((0..df.height())
-        .filter_map(|i| Some(daily_id(d.get(i)?, country.get(i)?)))
-        .collect())
+    Ok((0..df.height()).filter_map(|i| Some(daily_id(d.get(i)?, country.get(i)?))).collect())
 }
 
 fn daily_docs(df: &DataFrame) -> Result<Vec<Document>> {
     let c = Cols(df);
-    let (d, country, orders, units, revenue) = (
-        c.d("order_date")?,
-        c.s("country")?,
-        c.i("orders")?,
-        c.i("units")?,
-        c.i("revenue")?,
-    );
+    let (d, country, orders, units, revenue) =
+        (c.d("order_date")?, c.s("country")?, c.i("orders")?, c.i("units")?, c.i("revenue")?);
     let (cancelled, cancelled_amount) = (c.i("cancelled_orders")?, c.i("cancelled_amount")?);
     Ok((0..df.height())
         .filter_map(|i| {

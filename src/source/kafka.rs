@@ -41,17 +41,10 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         match r {
             Rebalance::Revoke(tpl) => {
-                let parts: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
+                let parts: Vec<TopicPartition> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 info!(partitions = ?parts, "partitions revoked");
-                self.log
-                    .revoked
-                    .lock()
-                    .expect("rebalance log lock")
-                    .extend(parts);
+                self.log.revoked.lock().expect("rebalance log lock").extend(parts);
             }
             Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
@@ -91,10 +84,8 @@ pub fn consumer(settings: &Settings) -> Result<(OrderConsumer, RebalanceLog)> {
 /// Creates the topics that do not exist yet (`partitions` each); existing ones are left alone.
 pub async fn ensure_topics(settings: &Settings, topics: &[String]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = tokio::time::timeout(Duration::from_secs(30), admin.create_topics(&new, &opts))
         .await
@@ -123,12 +114,10 @@ pub fn end_offsets<C: Consumer<X>, X: ConsumerContext>(
     topic: &str,
 ) -> Result<HashMap<i32, i64>> {
     let timeout = Duration::from_secs(10);
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| match e {
-            rdkafka::error::KafkaError::MetadataFetch(_) => unreachable_broker(settings),
-            e => Error::Kafka(e),
-        })?;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| match e {
+        rdkafka::error::KafkaError::MetadataFetch(_) => unreachable_broker(settings),
+        e => Error::Kafka(e),
+    })?;
     let mut out = HashMap::new();
     for t in md.topics() {
         for p in t.partitions() {
@@ -161,10 +150,5 @@ pub fn commit_for_lag_tools(consumer: &OrderConsumer, next: &HashMap<TopicPartit
 
 /// The partitions currently assigned to this consumer.
 pub fn assignment(consumer: &OrderConsumer) -> Result<Vec<TopicPartition>> {
-    Ok(consumer
-        .assignment()?
-        .elements()
-        .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
-        .collect())
+    Ok(consumer.assignment()?.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
 }

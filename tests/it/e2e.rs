@@ -13,13 +13,8 @@ use orderlake::produce::{self, SaleRecord};
 use crate::reference::{self, Reference};
 use crate::support::*;
 
-pub const GOLD: [&str; 5] = [
-    "gold/order_totals",
-    "gold/order_lines",
-    "gold/customer_totals",
-    "gold/daily_sales",
-    "gold/product_sales",
-];
+pub const GOLD: [&str; 5] =
+    ["gold/order_totals", "gold/order_lines", "gold/customer_totals", "gold/daily_sales", "gold/product_sales"];
 pub const SILVER: [&str; 3] = ["silver/orders", "silver/order_items", "silver/products"];
 
 pub fn sample() -> Vec<SaleRecord> {
@@ -32,36 +27,18 @@ pub async fn run_once(s: &Settings) {
 }
 
 fn day_key(days: i64, country: &str) -> String {
-    format!(
-        "{}|{country}",
-        orderlake::lake::rows::date_from_days(days as i32).format("%Y-%m-%d")
-    )
+    format!("{}|{country}", orderlake::lake::rows::date_from_days(days as i32).format("%Y-%m-%d"))
 }
 
 /// Every gold total in the lake equals the reference.
 pub async fn assert_lake_matches(s: &Settings, r: &Reference) {
     let ot = read_table(s, "gold/order_totals").await;
-    assert_eq!(
-        keyed(&ot, "order_id", &["lines", "units", "total_amount"]),
-        r.orders,
-        "gold/order_totals"
-    );
+    assert_eq!(keyed(&ot, "order_id", &["lines", "units", "total_amount"]), r.orders, "gold/order_totals");
     let ct = read_table(s, "gold/customer_totals").await;
-    assert_eq!(
-        keyed(&ct, "customer_id", &["orders", "units", "revenue"]),
-        r.customers,
-        "gold/customer_totals"
-    );
+    assert_eq!(keyed(&ct, "customer_id", &["orders", "units", "revenue"]), r.customers, "gold/customer_totals");
     let ds = read_table(s, "gold/daily_sales").await;
     let (dates, countries) = (ints(&ds, "order_date"), strs(&ds, "country"));
-    let cols = [
-        "orders",
-        "units",
-        "revenue",
-        "cancelled_orders",
-        "cancelled_amount",
-    ]
-    .map(|c| ints(&ds, c));
+    let cols = ["orders", "units", "revenue", "cancelled_orders", "cancelled_amount"].map(|c| ints(&ds, c));
     let mut daily = BTreeMap::new();
     for i in 0..dates.len() {
         let k = day_key(dates[i].unwrap(), countries[i].as_deref().unwrap());
@@ -70,11 +47,7 @@ pub async fn assert_lake_matches(s: &Settings, r: &Reference) {
     assert_eq!(daily, r.daily, "gold/daily_sales");
     let lines = read_table(s, "gold/order_lines").await;
     let total_lines: i64 = r.orders.values().map(|v| v[0]).sum();
-    assert_eq!(
-        strs(&lines, "item_id").len() as i64,
-        total_lines,
-        "one gold line per sales line"
-    );
+    assert_eq!(strs(&lines, "item_id").len() as i64, total_lines, "one gold line per sales line");
 }
 
 /// MongoDB holds exactly the reference totals, as Decimal128, with embedded items that add up.
@@ -83,10 +56,7 @@ pub async fn assert_mongo_matches(s: &Settings, r: &Reference) {
         .await
         .iter()
         .map(|d| {
-            (
-                d.get_str("_id").unwrap().to_string(),
-                vec![int(d, "lines"), int(d, "units"), money(d, "total_amount")],
-            )
+            (d.get_str("_id").unwrap().to_string(), vec![int(d, "lines"), int(d, "units"), money(d, "total_amount")])
         })
         .collect();
     assert_eq!(totals, r.orders, "mongo order_totals");
@@ -94,27 +64,14 @@ pub async fn assert_mongo_matches(s: &Settings, r: &Reference) {
     assert_eq!(orders.len(), r.orders.len());
     for d in &orders {
         let items = d.get_array("items").unwrap();
-        let sum: i64 = items
-            .iter()
-            .map(|i| money(i.as_document().unwrap(), "amount"))
-            .sum();
-        assert_eq!(
-            sum,
-            money(d, "total_amount"),
-            "items of order {} add up",
-            d.get_str("_id").unwrap()
-        );
+        let sum: i64 = items.iter().map(|i| money(i.as_document().unwrap(), "amount")).sum();
+        assert_eq!(sum, money(d, "total_amount"), "items of order {} add up", d.get_str("_id").unwrap());
         assert_eq!(items.len() as i64, r.orders[d.get_str("_id").unwrap()][0]);
     }
     let customers: BTreeMap<String, Vec<i64>> = mongo_docs(s, "customer_totals")
         .await
         .iter()
-        .map(|d| {
-            (
-                d.get_str("_id").unwrap().to_string(),
-                vec![int(d, "orders"), int(d, "units"), money(d, "revenue")],
-            )
-        })
+        .map(|d| (d.get_str("_id").unwrap().to_string(), vec![int(d, "orders"), int(d, "units"), money(d, "revenue")]))
         .collect();
     assert_eq!(customers, r.customers, "mongo customer_totals");
     let daily: BTreeMap<String, Vec<i64>> = mongo_docs(s, "daily_sales")
@@ -136,10 +93,12 @@ pub async fn assert_mongo_matches(s: &Settings, r: &Reference) {
 
 async fn versions(s: &Settings) -> Vec<Option<u64>> {
     let mut v = Vec::new();
-    for t in GOLD.iter().chain(SILVER.iter()).copied().chain([
-        format!("bronze/{}", s.sales_topic).as_str(),
-        "_orderlake/batches",
-    ]) {
+    for t in GOLD
+        .iter()
+        .chain(SILVER.iter())
+        .copied()
+        .chain([format!("bronze/{}", s.sales_topic).as_str(), "_orderlake/batches"])
+    {
         v.push(table_version(s, t).await);
     }
     v
@@ -175,46 +134,26 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
     let name = unique("e2e-az");
     let s = settings(&name, &LakeKind::Azurite, true);
     let records = sample();
-    assert!(
-        records.len() >= 2000,
-        "the bundled sample has a few thousand lines"
-    );
-    produce::publish(&s, &s.sales_topic, &records, None)
-        .await
-        .unwrap();
+    assert!(records.len() >= 2000, "the bundled sample has a few thousand lines");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
 
     // First run through the real binary and its environment variables.
     let out = cli_run_once(&s);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "orderlake run --once failed:\n{log}");
-    assert!(
-        log.contains("batch committed"),
-        "one log line per committed batch:\n{log}"
-    );
+    assert!(log.contains("batch committed"), "one log line per committed batch:\n{log}");
 
     let r = reference::compute(&records);
     assert_lake_matches(&s, &r).await;
     assert_mongo_matches(&s, &r).await;
     let bronze = read_table(&s, &format!("bronze/{}", s.sales_topic)).await;
-    assert_eq!(
-        strs(&bronze, "value").len(),
-        records.len(),
-        "bronze holds every event once"
-    );
+    assert_eq!(strs(&bronze, "value").len(), records.len(), "bronze holds every event once");
 
     // Idempotence: nothing new → no new table version, identical documents.
     let (v1, d1) = (versions(&s).await, all_docs(&s).await);
     run_once(&s).await;
-    assert_eq!(
-        versions(&s).await,
-        v1,
-        "a second run with no new events commits nothing"
-    );
-    assert_eq!(
-        all_docs(&s).await,
-        d1,
-        "a second run with no new events rewrites no document"
-    );
+    assert_eq!(versions(&s).await, v1, "a second run with no new events commits nothing");
+    assert_eq!(all_docs(&s).await, d1, "a second run with no new events rewrites no document");
 
     // More events: fresh orders plus late lines of five existing orders.
     let before = read_table(&s, "gold/order_totals").await;
@@ -228,27 +167,16 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
         .map(|mut r| {
             r.transaction_no = format!(
                 "{}9{}",
-                if r.transaction_no.starts_with('C') {
-                    "C"
-                } else {
-                    ""
-                },
+                if r.transaction_no.starts_with('C') { "C" } else { "" },
                 r.transaction_no.trim_start_matches('C')
             );
             r
         })
         .collect();
-    let late: Vec<SaleRecord> = records
-        .iter()
-        .filter(|r| !r.transaction_no.starts_with('C'))
-        .step_by(400)
-        .take(5)
-        .cloned()
-        .collect();
+    let late: Vec<SaleRecord> =
+        records.iter().filter(|r| !r.transaction_no.starts_with('C')).step_by(400).take(5).cloned().collect();
     more.extend(late.iter().cloned());
-    produce::publish(&s, &s.sales_topic, &more, None)
-        .await
-        .unwrap();
+    produce::publish(&s, &s.sales_topic, &more, None).await.unwrap();
     run_once(&s).await;
 
     let mut all = records.clone();
@@ -262,8 +190,7 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
         .map(Option::unwrap)
         .zip(ints(&after, "updated_at").into_iter().map(Option::unwrap))
         .collect();
-    let touched: std::collections::BTreeSet<String> =
-        more.iter().map(|r| r.transaction_no.clone()).collect();
+    let touched: std::collections::BTreeSet<String> = more.iter().map(|r| r.transaction_no.clone()).collect();
     for (id, upd) in &before_upd {
         if touched.contains(id) {
             assert!(after_upd[id] > *upd, "touched order {id} was recomputed");
@@ -276,8 +203,5 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
     let uri = s.lake.join("gold/order_totals").unwrap();
     let out = run_python("check_delta.py", &[uri.as_str(), "total_amount"]);
     let total: i64 = r2.orders.values().map(|v| v[2]).sum();
-    assert!(
-        out.contains(&format!("sum_cents={total}")),
-        "python reader sum: {out}"
-    );
+    assert!(out.contains(&format!("sum_cents={total}")), "python reader sum: {out}");
 }

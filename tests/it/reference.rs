@@ -26,41 +26,25 @@ pub fn compute(lines: &[SaleRecord]) -> Reference {
     let mut order_meta: BTreeMap<String, (String, String, String)> = BTreeMap::new();
     for l in lines {
         let amount = parse_cents(&l.price).unwrap() * l.quantity.parse::<i64>().unwrap();
-        let o = r
-            .orders
-            .entry(l.transaction_no.clone())
-            .or_insert_with(|| vec![0, 0, 0]);
+        let o = r.orders.entry(l.transaction_no.clone()).or_insert_with(|| vec![0, 0, 0]);
         o[0] += 1;
         o[1] += l.quantity.parse::<i64>().unwrap();
         o[2] += amount;
-        order_meta.insert(
-            l.transaction_no.clone(),
-            (l.customer_no.clone(), l.date.clone(), l.country.clone()),
-        );
+        order_meta.insert(l.transaction_no.clone(), (l.customer_no.clone(), l.date.clone(), l.country.clone()));
     }
     let mut cust_orders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (id, t) in &r.orders {
         let (cust, date, country) = &order_meta[id];
         let cancelled = id.starts_with('C');
         if !cust.is_empty() {
-            let c = r
-                .customers
-                .entry(cust.clone())
-                .or_insert_with(|| vec![0, 0, 0]);
+            let c = r.customers.entry(cust.clone()).or_insert_with(|| vec![0, 0, 0]);
             if !cancelled {
-                cust_orders
-                    .entry(cust.clone())
-                    .or_default()
-                    .insert(id.clone());
+                cust_orders.entry(cust.clone()).or_default().insert(id.clone());
             }
             c[1] += t[1];
             c[2] += t[2];
         }
-        let country = if country.is_empty() {
-            "Unknown"
-        } else {
-            country
-        };
+        let country = if country.is_empty() { "Unknown" } else { country };
         let k = format!("{}|{country}", day(date).format("%Y-%m-%d"));
         let d = r.daily.entry(k).or_insert_with(|| vec![0, 0, 0, 0, 0]);
         if cancelled {

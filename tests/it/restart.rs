@@ -27,13 +27,10 @@ async fn run_failing_at(s: &Settings, stage: &str) {
 async fn publish_raw(s: &Settings, values: &[&str]) {
     let p: FutureProducer = orderlake::source::kafka::base_config(s).create().unwrap();
     for v in values {
-        p.send(
-            FutureRecord::to(&s.sales_topic).key("bad").payload(*v),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+        p.send(FutureRecord::to(&s.sales_topic).key("bad").payload(*v), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
 }
 
@@ -43,9 +40,7 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
     let name = unique("restart");
     let s = settings(&name, &LakeKind::Local(dir.path().to_path_buf()), true);
     let records = sample();
-    produce::publish(&s, &s.sales_topic, &records, None)
-        .await
-        .unwrap();
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
     let bad = [
         r#"{"TransactionNo":"X1","Date":"13/45/2019","ProductNo":"P","Price":1,"Quantity":1}"#,
         "not json at all",
@@ -55,20 +50,12 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
 
     // Killed after silver, before gold: bronze and silver hold data, gold does not yet.
     run_failing_at(&s, "after-silver").await;
-    assert!(
-        table_version(&s, &format!("bronze/{}", s.sales_topic))
-            .await
-            .unwrap()
-            >= 1
-    );
+    assert!(table_version(&s, &format!("bronze/{}", s.sales_topic)).await.unwrap() >= 1);
     let gold_rows = match table_version(&s, "gold/order_totals").await {
         Some(_) => strs(&read_table(&s, "gold/order_totals").await, "order_id").len(),
         None => 0,
     };
-    assert!(
-        gold_rows < records.len(),
-        "the crash left gold behind bronze"
-    );
+    assert!(gold_rows < records.len(), "the crash left gold behind bronze");
 
     run_once(&s).await;
     let r = reference::compute(&records);
@@ -91,40 +78,21 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
     let mut errors: Vec<String> = strs(&dl, "error").into_iter().map(Option::unwrap).collect();
     errors.sort();
     assert_eq!(errors.len(), 3, "{errors:?}");
-    assert!(
-        errors.iter().any(|e| e.contains("Date '13/45/2019'")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("invalid sales event JSON")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("more than 2 decimal places")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.contains("Date '13/45/2019'")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("invalid sales event JSON")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("more than 2 decimal places")), "{errors:?}");
 
     // Killed after MongoDB writes but before MongoDB progress: the rerun republishes, same result.
     let more = produce::synthetic(250, 5).into_iter().map(|mut r| {
         r.transaction_no = format!(
             "{}8{}",
-            if r.transaction_no.starts_with('C') {
-                "C"
-            } else {
-                ""
-            },
+            if r.transaction_no.starts_with('C') { "C" } else { "" },
             r.transaction_no.trim_start_matches('C')
         );
         r
     });
     let more: Vec<_> = more.collect();
-    produce::publish(&s, &s.sales_topic, &more, None)
-        .await
-        .unwrap();
+    produce::publish(&s, &s.sales_topic, &more, None).await.unwrap();
     run_failing_at(&s, "before-mongo-progress").await;
     run_once(&s).await;
     let mut all = records.clone();
@@ -132,11 +100,7 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
     let r2 = reference::compute(&all);
     assert_lake_matches(&s, &r2).await;
     assert_mongo_matches(&s, &r2).await;
-    assert_eq!(
-        strs(&read_table(&s, "bronze/_dead_letters").await, "error").len(),
-        3,
-        "no dead letter twice"
-    );
+    assert_eq!(strs(&read_table(&s, "bronze/_dead_letters").await, "error").len(), 3, "no dead letter twice");
 
     // Checkpoints every 10 commits, readable by an independent reader.
     let log = dir.path().join("gold/order_totals/_delta_log");
@@ -146,8 +110,5 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
     let uri = format!("{}gold/order_totals", s.lake);
     let out = run_python("check_delta.py", &[&uri, "total_amount"]);
     let total: i64 = r2.orders.values().map(|v| v[2]).sum();
-    assert!(
-        out.contains(&format!("sum_cents={total}")),
-        "python reader sum: {out}"
-    );
+    assert!(out.contains(&format!("sum_cents={total}")), "python reader sum: {out}");
 }

@@ -21,8 +21,7 @@ pub fn brokers() -> String {
 }
 
 pub fn mongodb_uri() -> String {
-    std::env::var("ORDERLAKE_TEST_MONGODB_URI")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+    std::env::var("ORDERLAKE_TEST_MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
 }
 
 pub fn azurite_port() -> String {
@@ -32,16 +31,8 @@ pub fn azurite_port() -> String {
 /// A name no other test (or earlier run against the same services) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    format!(
-        "{prefix}-{}-{t}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("{prefix}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 pub fn repo_root() -> PathBuf {
@@ -72,11 +63,7 @@ pub fn create_container(name: &str) {
         .env("AZURITE_PORT", azurite_port())
         .output()
         .expect("run azure_container.py");
-    assert!(
-        out.status.success(),
-        "creating container {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "creating container {name}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 pub enum LakeKind {
@@ -103,29 +90,19 @@ pub fn settings(name: &str, lake: &LakeKind, with_mongo: bool) -> Settings {
         sales_topic: Some(name.to_string()),
         storage_options,
     };
-    let fc: FileConfig = toml::from_str(
-        "[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n",
-    )
-    .unwrap();
+    let fc: FileConfig =
+        toml::from_str("[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n").unwrap();
     Settings::from_parts(fc, o).expect("test settings")
 }
 
 pub async fn read_table(s: &Settings, rel: &str) -> Vec<RecordBatch> {
     let lake = Lake::new(s);
-    let t = lake
-        .open(rel)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("table {rel} exists"));
+    let t = lake.open(rel).await.unwrap().unwrap_or_else(|| panic!("table {rel} exists"));
     read::scan(&t, None).await.unwrap()
 }
 
 pub async fn table_version(s: &Settings, rel: &str) -> Option<u64> {
-    Lake::new(s)
-        .open(rel)
-        .await
-        .unwrap()
-        .map(|t| orderlake::lake::version_of(&t))
+    Lake::new(s).open(rel).await.unwrap().map(|t| orderlake::lake::version_of(&t))
 }
 
 /// A column as strings (any string type), money as cents, dates as days, integers as i64.
@@ -137,9 +114,7 @@ pub enum Val {
 pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Val> {
     let mut out = Vec::new();
     for b in batches {
-        let a = b
-            .column_by_name(name)
-            .unwrap_or_else(|| panic!("column {name}"));
+        let a = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
         let a = arrow::compute::cast(
             a,
             &match a.data_type() {
@@ -152,29 +127,22 @@ pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Val> {
         .unwrap();
         for i in 0..a.len() {
             out.push(match a.data_type() {
-                arrow::datatypes::DataType::Utf8 => Val::S(
-                    a.is_valid(i)
-                        .then(|| a.as_string::<i32>().value(i).to_string()),
-                ),
-                arrow::datatypes::DataType::Decimal128(_, 2) => Val::I(
-                    a.is_valid(i)
-                        .then(|| a.as_primitive::<Decimal128Type>().value(i) as i64),
-                ),
-                arrow::datatypes::DataType::Date32 => Val::I(
-                    a.is_valid(i)
-                        .then(|| a.as_primitive::<Date32Type>().value(i) as i64),
-                ),
-                arrow::datatypes::DataType::Int64 => Val::I(
-                    a.is_valid(i)
-                        .then(|| a.as_primitive::<Int64Type>().value(i)),
-                ),
-                arrow::datatypes::DataType::Int32 => Val::I(
-                    a.is_valid(i)
-                        .then(|| a.as_primitive::<arrow::datatypes::Int32Type>().value(i) as i64),
-                ),
-                arrow::datatypes::DataType::Boolean => {
-                    Val::I(a.is_valid(i).then(|| a.as_boolean().value(i) as i64))
+                arrow::datatypes::DataType::Utf8 => {
+                    Val::S(a.is_valid(i).then(|| a.as_string::<i32>().value(i).to_string()))
                 }
+                arrow::datatypes::DataType::Decimal128(_, 2) => {
+                    Val::I(a.is_valid(i).then(|| a.as_primitive::<Decimal128Type>().value(i) as i64))
+                }
+                arrow::datatypes::DataType::Date32 => {
+                    Val::I(a.is_valid(i).then(|| a.as_primitive::<Date32Type>().value(i) as i64))
+                }
+                arrow::datatypes::DataType::Int64 => {
+                    Val::I(a.is_valid(i).then(|| a.as_primitive::<Int64Type>().value(i)))
+                }
+                arrow::datatypes::DataType::Int32 => {
+                    Val::I(a.is_valid(i).then(|| a.as_primitive::<arrow::datatypes::Int32Type>().value(i) as i64))
+                }
+                arrow::datatypes::DataType::Boolean => Val::I(a.is_valid(i).then(|| a.as_boolean().value(i) as i64)),
                 t => panic!("unexpected type {t} for {name}"),
             });
         }
@@ -185,26 +153,14 @@ pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Val> {
 pub fn strs(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
     column(batches, name)
         .into_iter()
-        .map(|v| {
-            if let Val::S(s) = v {
-                s
-            } else {
-                panic!("{name} is not a string")
-            }
-        })
+        .map(|v| if let Val::S(s) = v { s } else { panic!("{name} is not a string") })
         .collect()
 }
 
 pub fn ints(batches: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
     column(batches, name)
         .into_iter()
-        .map(|v| {
-            if let Val::I(i) = v {
-                i
-            } else {
-                panic!("{name} is not numeric")
-            }
-        })
+        .map(|v| if let Val::I(i) = v { i } else { panic!("{name} is not numeric") })
         .collect()
 }
 
@@ -215,10 +171,7 @@ pub fn keyed(batches: &[RecordBatch], key: &str, cols: &[&str]) -> BTreeMap<Stri
     let mut out = BTreeMap::new();
     for (i, k) in keys.into_iter().enumerate() {
         let row = vals.iter().map(|v| v[i].unwrap_or(0)).collect();
-        assert!(
-            out.insert(k.expect("key is set"), row).is_none(),
-            "duplicate key in {key}"
-        );
+        assert!(out.insert(k.expect("key is set"), row).is_none(), "duplicate key in {key}");
     }
     out
 }
@@ -240,9 +193,7 @@ pub async fn mongo_docs(s: &Settings, coll: &str) -> Vec<Document> {
 /// A Decimal128 (or null) money field as cents.
 pub fn money(d: &Document, field: &str) -> i64 {
     match d.get(field) {
-        Some(Bson::Decimal128(x)) => {
-            parse_cents(&x.to_string()).unwrap_or_else(|e| panic!("{field}={x}: {e}"))
-        }
+        Some(Bson::Decimal128(x)) => parse_cents(&x.to_string()).unwrap_or_else(|e| panic!("{field}={x}: {e}")),
         other => panic!("{field} is not Decimal128: {other:?}"),
     }
 }
