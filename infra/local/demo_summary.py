@@ -40,3 +40,9 @@ Tables live under {lake}/ (bronze/<topic>, silver/*, gold/*). Query them, for ex
   python -c "import polars as pl; print(pl.scan_delta('{lake}/gold/daily_sales', storage_options={opts!r}).collect())"
   duckdb:  SELECT * FROM delta_scan('{lake}/gold/order_totals') ORDER BY total_amount DESC LIMIT 10;
 """)
+
+# deltalake 1.6.6 (Python) sometimes aborts in its thread teardown at interpreter exit: leave first.
+import sys  # noqa: E402
+
+sys.stdout.flush()
+os._exit(0)

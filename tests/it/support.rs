@@ -143,6 +143,9 @@ pub fn column(batches: &[RecordBatch], name: &str) -> Vec<Val> {
                     Val::I(a.is_valid(i).then(|| a.as_primitive::<arrow::datatypes::Int32Type>().value(i) as i64))
                 }
                 arrow::datatypes::DataType::Boolean => Val::I(a.is_valid(i).then(|| a.as_boolean().value(i) as i64)),
+                arrow::datatypes::DataType::Timestamp(..) => Val::I(
+                    a.is_valid(i).then(|| a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(i)),
+                ),
                 t => panic!("unexpected type {t} for {name}"),
             });
         }
