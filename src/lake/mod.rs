@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::info;
 use url::Url;
 
@@ -49,14 +49,19 @@ impl Lake {
             .map_err(|e| Error::Other(format!("table path {rel}: {e}")))
     }
 
-    /// Opens a table; `Ok(None)` when it does not exist yet.
+    /// Opens a table; `Ok(None)` when it does not exist yet. Existence is checked by listing
+    /// `_delta_log/` first, so a missing table is a plain answer rather than a logged load error.
     pub async fn open(&self, rel: &str) -> Result<Option<DeltaTable>> {
         let url = self.table_url(rel)?;
         if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.join("_delta_log").exists()) {
             return Ok(None);
         }
-        let table = DeltaTable::try_from_url_with_storage_options(url, self.options.clone()).await?;
-        Ok(table.version().is_some().then_some(table))
+        let mut table = DeltaTableBuilder::from_url(url)?.with_storage_options(self.options.clone()).build()?;
+        if !table.verify_deltatable_existence().await? {
+            return Ok(None);
+        }
+        table.load().await?;
+        Ok(Some(table))
     }
 
     /// Opens a table, creating it with `spec` when missing. Two instances creating the same table

@@ -149,6 +149,24 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
     let bronze = read_table(&s, &format!("bronze/{}", s.sales_topic)).await;
     assert_eq!(strs(&bronze, "value").len(), records.len(), "bronze holds every event once");
 
+    // `status` through the binary: every partition fully in bronze.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlake"));
+    cmd.arg("status").env("ORDERLAKE_BROKERS", &s.brokers).env("ORDERLAKE_LAKE", s.lake.as_str());
+    cmd.env("ORDERLAKE_GROUP", &s.group).env("ORDERLAKE_SALES_TOPIC", &s.sales_topic);
+    cmd.env("ORDERLAKE_MONGODB_URI", s.mongodb_uri.as_deref().unwrap())
+        .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database);
+    for o in azurite_options() {
+        cmd.args(["--storage-option", &o]);
+    }
+    let st = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success(), "status failed: {}", String::from_utf8_lossy(&st.stderr));
+    let lags: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{}/", s.sales_topic))).collect();
+    assert_eq!(lags.len(), 3, "one line per partition:\n{text}");
+    assert!(lags.iter().all(|l| l.trim_end().ends_with(" 0")), "lag 0 everywhere:\n{text}");
+    assert!(text.contains("gold/order_totals") && text.contains(&r.orders.len().to_string()), "{text}");
+    assert!(text.contains("published up to bronze version"), "{text}");
+
     // Idempotence: nothing new → no new table version, identical documents.
     let (v1, d1) = (versions(&s).await, all_docs(&s).await);
     run_once(&s).await;
