@@ -51,6 +51,9 @@ pub struct Common {
     /// Topic of flat sales events [default: shop.sales]
     #[arg(long, global = true, env = "ORDERLAKE_SALES_TOPIC")]
     pub sales_topic: Option<String>,
+    /// Debezium topic prefix <server>.<schema>: consume <prefix>.orders, .order_items, .products, .customers
+    #[arg(long, global = true, env = "ORDERLAKE_CDC_PREFIX")]
+    pub cdc_prefix: Option<String>,
     /// Object-store option KEY=VALUE, repeatable (e.g. azure_storage_use_emulator=true); AZURE_STORAGE_* variables are read too
     #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
     pub storage_options: Vec<String>,
@@ -102,6 +105,7 @@ impl Common {
             group: self.group.clone(),
             sales_topic: self.sales_topic.clone(),
             storage_options: self.storage_options.clone(),
+            cdc_prefix: self.cdc_prefix.clone(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub tables: TablesFile,
     #[serde(default)]
     pub log: LogFile,
+    #[serde(default)]
+    pub cdc: crate::cdc_config::CdcFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +91,7 @@ pub struct Overrides {
     pub group: Option<String>,
     pub sales_topic: Option<String>,
     pub storage_options: Vec<String>,
+    pub cdc_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +118,8 @@ pub struct Settings {
     pub silver_prefix: String,
     pub gold_prefix: String,
     pub log_level: String,
+    /// Debezium CDC sources, when configured.
+    pub cdc: Option<crate::cdc_config::CdcSettings>,
     /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`).
     pub fail_at: Option<String>,
 }
@@ -150,7 +155,7 @@ impl Settings {
             return Err(cfg("--group / ORDERLAKE_GROUP", format!("'{group}' must be non-empty without '/' or spaces")));
         }
         let sales_topic = o.sales_topic.or(fc.kafka.sales_topic).unwrap_or_else(|| "shop.sales".into());
-        if sales_topic.is_empty() || sales_topic.contains('/') {
+        if sales_topic.contains('/') {
             return Err(cfg(
                 "--sales-topic / ORDERLAKE_SALES_TOPIC",
                 format!("'{sales_topic}' is not a valid topic name"),
@@ -224,12 +229,18 @@ impl Settings {
             gold_prefix: prefix(fc.tables.gold, "gold", "tables.gold")?,
             log_level: level,
             fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT").ok().filter(|s| !s.is_empty()),
+            cdc: crate::cdc_config::CdcSettings::from_file(fc.cdc, o.cdc_prefix)?,
         })
     }
 
-    /// The topics this pipeline consumes.
+    /// The topics this pipeline consumes: the sales topic (unless disabled with an empty name)
+    /// and every configured CDC topic.
     pub fn topics(&self) -> Vec<String> {
-        vec![self.sales_topic.clone()]
+        let mut t: Vec<String> = Some(self.sales_topic.clone()).filter(|s| !s.is_empty()).into_iter().collect();
+        if let Some(c) = &self.cdc {
+            t.extend(c.tables.iter().map(|t| t.topic.clone()));
+        }
+        t
     }
 
     /// Test-only fault injection: returns an error when `stage` is the configured failure point.

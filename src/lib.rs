@@ -4,6 +4,7 @@
 //! Data flows one way: `source` → `decode` → `lake` (bronze, silver) → `gold` → `sink`, driven by
 //! `pipeline`.
 
+pub mod cdc_config;
 pub mod cli;
 pub mod config;
 pub mod decode;

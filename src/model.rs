@@ -27,16 +27,79 @@ pub type Cents = i64;
 /// Rendered as a fixed-width string (`source_pos` column) so the Delta MERGE guard is a plain `>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourcePos {
-    /// Primary ordering: the Kafka timestamp (ms) for flat events, the log position for CDC.
+    /// Primary ordering: the Kafka timestamp (ms) for flat events; the Postgres LSN, the MySQL
+    /// binlog (file, pos), or the source timestamp for CDC.
     pub primary: i64,
+    /// Tie-break within the primary position (the MySQL row within a binlog event).
+    pub secondary: i64,
     pub partition: i32,
     pub offset: i64,
 }
 
 impl SourcePos {
     pub fn render(&self) -> String {
-        format!("{:020}-{:06}-{:020}", self.primary.max(0), self.partition.max(0), self.offset.max(0))
+        format!(
+            "{:020}-{:010}-{:06}-{:020}",
+            self.primary.max(0),
+            self.secondary.max(0),
+            self.partition.max(0),
+            self.offset.max(0)
+        )
     }
+}
+
+/// The canonical tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entity {
+    Orders,
+    OrderItems,
+    Products,
+    Customers,
+}
+
+impl Entity {
+    pub const ALL: [Entity; 4] = [Entity::Orders, Entity::OrderItems, Entity::Products, Entity::Customers];
+
+    /// The silver table name (also the name used in config).
+    pub fn table(self) -> &'static str {
+        match self {
+            Entity::Orders => "orders",
+            Entity::OrderItems => "order_items",
+            Entity::Products => "products",
+            Entity::Customers => "customers",
+        }
+    }
+
+    pub fn key_column(self) -> &'static str {
+        match self {
+            Entity::Orders => "order_id",
+            Entity::OrderItems => "item_id",
+            Entity::Products => "product_id",
+            Entity::Customers => "customer_id",
+        }
+    }
+
+    pub fn from_table(name: &str) -> Option<Entity> {
+        Entity::ALL.into_iter().find(|e| e.table() == name)
+    }
+}
+
+/// Source columns orderlake does not map, kept in silver as text columns.
+pub type Extra = Vec<(String, Option<String>)>;
+
+/// A deleted key (CDC `d`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteRow {
+    pub entity: Entity,
+    pub key: String,
+    pub pos: SourcePos,
+}
+
+/// A truncated table (CDC `t`, when configured to delete): rows older than `pos` go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truncate {
+    pub entity: Entity,
+    pub pos: SourcePos,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +111,7 @@ pub struct OrderRow {
     pub status: String,
     pub updated_at_us: i64,
     pub pos: SourcePos,
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +123,7 @@ pub struct ItemRow {
     pub unit_price: Option<Cents>,
     pub updated_at_us: i64,
     pub pos: SourcePos,
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +134,7 @@ pub struct ProductRow {
     pub price: Option<Cents>,
     pub updated_at_us: i64,
     pub pos: SourcePos,
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,20 +145,41 @@ pub struct CustomerRow {
     pub country: Option<String>,
     pub updated_at_us: i64,
     pub pos: SourcePos,
+    pub extra: Extra,
 }
 
-/// Everything one batch changes in silver. Upserts only for now; deletes join with CDC.
+/// Everything one batch changes in silver.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
     pub orders: Vec<OrderRow>,
     pub items: Vec<ItemRow>,
     pub products: Vec<ProductRow>,
     pub customers: Vec<CustomerRow>,
+    pub deletes: Vec<DeleteRow>,
+    pub truncates: Vec<Truncate>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.items.is_empty() && self.products.is_empty() && self.customers.is_empty()
+        self.orders.is_empty()
+            && self.items.is_empty()
+            && self.products.is_empty()
+            && self.customers.is_empty()
+            && self.deletes.is_empty()
+            && self.truncates.is_empty()
+    }
+
+    pub fn extend(&mut self, o: &Changes) {
+        self.orders.extend(o.orders.iter().cloned());
+        self.items.extend(o.items.iter().cloned());
+        self.products.extend(o.products.iter().cloned());
+        self.customers.extend(o.customers.iter().cloned());
+        self.deletes.extend(o.deletes.iter().cloned());
+        self.truncates.extend(o.truncates.iter().cloned());
+    }
+
+    pub fn deletes_of(&self, e: Entity) -> impl Iterator<Item = &DeleteRow> {
+        self.deletes.iter().filter(move |d| d.entity == e)
     }
 }
 

@@ -1,8 +1,13 @@
 //! Decoders: raw Kafka messages in, canonical rows (or a dead-letter reason) out.
 
+pub mod connect;
+pub mod debezium;
 pub mod decimal;
+pub mod mapping;
+pub mod pii;
 pub mod sales;
 
+use crate::cdc_config::{CdcSettings, TruncateMode};
 use crate::model::{Changes, DeadLetter, RawEvent};
 
 /// What a batch of raw events decodes to.
@@ -27,14 +32,56 @@ pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
                 out.changes.products.push(line.product);
                 out.changes.items.push(line.item);
             }
-            Err(error) => out.dead.push(DeadLetter {
-                topic: e.topic.clone(),
-                partition: e.partition,
-                offset: e.offset,
-                key: e.key.clone(),
-                value: e.value.clone(),
-                error,
+            Err(error) => out.dead.push(dead(e, error)),
+        }
+    }
+}
+
+fn dead(e: &RawEvent, error: String) -> DeadLetter {
+    DeadLetter {
+        topic: e.topic.clone(),
+        partition: e.partition,
+        offset: e.offset,
+        key: e.key.clone(),
+        value: e.value.clone(),
+        error,
+    }
+}
+
+/// Decodes raw events of one topic: the sales topic, or a CDC topic found in `cdc`.
+pub fn decode_topic(topic: &str, events: &[RawEvent], cdc: Option<&CdcSettings>, now_us: i64, out: &mut Decoded) {
+    let Some((table, truncate)) = cdc.and_then(|c| c.table_for_topic(topic).map(|t| (t, c.truncate))) else {
+        decode_sales(events, now_us, out);
+        return;
+    };
+    for e in events {
+        let meta = sales::MessageMeta {
+            topic: &e.topic,
+            partition: e.partition,
+            offset: e.offset,
+            timestamp_ms: e.timestamp_ms,
+        };
+        let res = debezium::decode(&meta, e.key.as_deref(), e.value.as_deref()).and_then(|c| match c {
+            Some(c) => mapping::apply(&c, table, truncate, now_us, &mut out.changes).map(|applied| {
+                if !applied && truncate == TruncateMode::Ignore {
+                    tracing::warn!(topic, offset = e.offset, "truncate ignored (cdc.truncate = \"ignore\")");
+                }
             }),
+            None => Ok(()), // tombstone: the delete before it did the work
+        });
+        if let Err(error) = res {
+            out.dead.push(dead(e, error));
+        }
+    }
+}
+
+/// Applies the topic's PII rules to raw events before they are written anywhere.
+pub fn redact_topic(topic: &str, events: &mut [RawEvent], cdc: Option<&CdcSettings>) {
+    let Some(c) = cdc else { return };
+    let Some(table) = c.table_for_topic(topic).filter(|t| !t.pii.is_empty()) else { return };
+    for e in events.iter_mut() {
+        if let Some(v) = &e.value {
+            e.value = Some(pii::redact(v, &table.pii, &c.pii_salt).unwrap_or_else(|withheld| withheld));
         }
     }
 }

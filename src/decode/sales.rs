@@ -123,7 +123,14 @@ pub fn decode(meta: &MessageMeta<'_>, value: Option<&[u8]>, now_us: i64) -> Resu
     let country = optional("Country", raw.country)?;
     let cancelled = order_id.starts_with('C');
 
-    let pos = SourcePos { primary: meta.timestamp_ms.unwrap_or(0), partition: meta.partition, offset: meta.offset };
+    let pos = SourcePos {
+        primary: meta.timestamp_ms.unwrap_or(0),
+        secondary: 0,
+        partition: meta.partition,
+        offset: meta.offset,
+    };
+    // When the sale happened as far as the stream knows: the Kafka timestamp.
+    let updated_at_us = meta.timestamp_ms.map_or(now_us, |t| t * 1000);
     let item_id = format!("{}-{}-{}", meta.topic, meta.partition, meta.offset);
     Ok(SaleLine {
         order: OrderRow {
@@ -132,7 +139,8 @@ pub fn decode(meta: &MessageMeta<'_>, value: Option<&[u8]>, now_us: i64) -> Resu
             country,
             order_date: Some(order_date),
             status: if cancelled { "cancelled" } else { "completed" }.to_string(),
-            updated_at_us: now_us,
+            updated_at_us,
+            extra: Vec::new(),
             pos: pos.clone(),
         },
         product: ProductRow {
@@ -140,10 +148,20 @@ pub fn decode(meta: &MessageMeta<'_>, value: Option<&[u8]>, now_us: i64) -> Resu
             name: product_name,
             category: None,
             price: Some(price),
-            updated_at_us: now_us,
+            updated_at_us,
+            extra: Vec::new(),
             pos: pos.clone(),
         },
-        item: ItemRow { item_id, order_id, product_id, quantity, unit_price: Some(price), updated_at_us: now_us, pos },
+        item: ItemRow {
+            item_id,
+            order_id,
+            product_id,
+            quantity,
+            unit_price: Some(price),
+            updated_at_us,
+            extra: Vec::new(),
+            pos,
+        },
     })
 }
 
@@ -171,7 +189,7 @@ mod tests {
         assert_eq!(l.item.item_id, "shop.sales-2-41");
         assert_eq!(l.product.name.as_deref(), Some("Set Of 2 Wooden Market Crates"));
         assert_eq!(l.product.price, Some(2147));
-        assert_eq!(l.order.pos.render(), "00000001700000000000-000002-00000000000000000041");
+        assert_eq!(l.order.pos.render(), "00000001700000000000-0000000000-000002-00000000000000000041");
     }
 
     #[test]

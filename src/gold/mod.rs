@@ -17,28 +17,51 @@ use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
 use crate::lake::read::{scan_where_in, str_lits};
 use crate::lake::schema::{self, TableSpec};
 use crate::lake::{Lake, silver, version_of};
-use crate::model::Changes;
+use crate::model::{Changes, Entity};
 
 /// The keys a batch changed, by entity.
 #[derive(Debug, Default, Clone)]
 pub struct Touched {
     pub orders: BTreeSet<String>,
+    /// Items changed or deleted by CDC (their previous order must be re-totaled too).
+    pub items: BTreeSet<String>,
     pub products: BTreeSet<String>,
     pub customers: BTreeSet<String>,
+    /// Entities truncated: everything of theirs is recomputed.
+    pub truncated: BTreeSet<Entity>,
+    /// CDC items may lack a unit price and take their product's: price changes then matter.
+    pub cdc: bool,
 }
 
 impl Touched {
-    pub fn from_changes(c: &Changes) -> Self {
-        let mut t = Touched::default();
+    /// `cdc` is false for flat sales events, whose items always carry their price and never move.
+    pub fn from_changes(c: &Changes, cdc: bool) -> Self {
+        let mut t = Touched { cdc, ..Default::default() };
         t.orders.extend(c.orders.iter().map(|o| o.order_id.clone()));
         t.orders.extend(c.items.iter().map(|i| i.order_id.clone()));
+        if cdc {
+            t.items.extend(c.items.iter().map(|i| i.item_id.clone()));
+        }
         t.products.extend(c.products.iter().map(|p| p.product_id.clone()));
         t.customers.extend(c.customers.iter().map(|c| c.customer_id.clone()));
+        for d in &c.deletes {
+            match d.entity {
+                Entity::Orders => t.orders.insert(d.key.clone()),
+                Entity::OrderItems => t.items.insert(d.key.clone()),
+                Entity::Products => t.products.insert(d.key.clone()),
+                Entity::Customers => t.customers.insert(d.key.clone()),
+            };
+        }
+        t.truncated.extend(c.truncates.iter().map(|t| t.entity));
         t
     }
 
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.products.is_empty() && self.customers.is_empty()
+        self.orders.is_empty()
+            && self.items.is_empty()
+            && self.products.is_empty()
+            && self.customers.is_empty()
+            && self.truncated.is_empty()
     }
 }
 
@@ -141,6 +164,63 @@ async fn commit(
     Ok(version_of(&table) as i64)
 }
 
+/// Widens the touched orders to every order whose gold rows a change can affect: the previous
+/// order of a changed or deleted item; orders with lines of a product whose name no longer matches
+/// gold (rename, late-arriving product) or whose items take the product's price; everything of a
+/// truncated table. Decided from gold and silver as they are, so it holds on replay too.
+async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched) -> Result<Touched> {
+    let mut t = t.clone();
+    let gp = format!("{gold_prefix}/order_lines");
+    let lines_spec = &schema::GOLD_ORDER_LINES;
+    if !t.truncated.is_empty() {
+        // A truncate touches everything gold knows of: re-totaling from silver then drops what went.
+        let all = match lake.open(&gp).await? {
+            Some(tbl) => bridge::to_frame(&crate::lake::read::scan(&tbl, None).await?, &lines_spec.arrow_schema())?,
+            None => bridge::to_frame(&[], &lines_spec.arrow_schema())?,
+        };
+        t.orders.extend(strings(&all, "order_id")?);
+        t.products.extend(strings(&all, "product_id")?);
+        t.customers.extend(strings(&all, "customer_id")?);
+        if let Some(tbl) = lake.open(&format!("{gold_prefix}/order_totals")).await? {
+            let ot = bridge::to_frame(
+                &crate::lake::read::scan(&tbl, None).await?,
+                &schema::GOLD_ORDER_TOTALS.arrow_schema(),
+            )?;
+            t.orders.extend(strings(&ot, "order_id")?);
+        }
+    }
+    if !t.items.is_empty() {
+        let lines = read_frame(lake, &gp, lines_spec, "item_id", str_lits(&t.items)).await?;
+        t.orders.extend(strings(&lines, "order_id")?);
+    }
+    if !t.products.is_empty() {
+        let lits = str_lits(&t.products);
+        let lines = read_frame(lake, &gp, lines_spec, "product_id", lits.clone()).await?;
+        let products = read_frame(
+            lake,
+            &format!("{silver_prefix}/products"),
+            &schema::SILVER_PRODUCTS,
+            "product_id",
+            lits.clone(),
+        )
+        .await?;
+        t.orders.extend(strings(&totals::stale_lines(&lines, &products)?, "order_id")?);
+        if t.cdc {
+            let items = read_frame(
+                lake,
+                &format!("{silver_prefix}/order_items"),
+                &schema::SILVER_ORDER_ITEMS,
+                "product_id",
+                lits,
+            )
+            .await?;
+            let priced_by_product = items.lazy().filter(col("unit_price").is_null()).collect()?;
+            t.orders.extend(strings(&priced_by_product, "order_id")?);
+        }
+    }
+    Ok(t)
+}
+
 fn date_lits(days: &BTreeSet<i32>) -> Vec<Expr> {
     days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect()
 }
@@ -156,6 +236,7 @@ pub async fn recompute(
 ) -> Result<GoldFrames> {
     let sp = |t: &str| format!("{silver_prefix}/{t}");
     let gp = |t: &str| format!("{gold_prefix}/{t}");
+    let touched = &expand(lake, silver_prefix, gold_prefix, touched).await?;
     let order_lits = str_lits(&touched.orders);
 
     let orders = read_frame(lake, &sp("orders"), &schema::SILVER_ORDERS, "order_id", order_lits.clone()).await?;

@@ -12,13 +12,14 @@ use polars::prelude::*;
 /// Country used in `daily_sales` for orders that have none (the key column cannot be null).
 pub const UNKNOWN_COUNTRY: &str = "Unknown";
 
-/// `items` ⋈ `orders` ⋈ `products` → one row per item with its amount.
+/// `items` ⋈ `orders` ⋈ `products` → one row per item with its amount. Items whose order has not
+/// arrived (or was deleted) have no line: they appear once their order does.
 pub fn order_lines(items: &DataFrame, orders: &DataFrame, products: &DataFrame) -> PolarsResult<DataFrame> {
     items
         .clone()
         .lazy()
         .select([col("item_id"), col("order_id"), col("product_id"), col("quantity"), col("unit_price")])
-        .left_join(
+        .inner_join(
             orders.clone().lazy().select([col("order_id"), col("order_date"), col("customer_id"), col("country")]),
             col("order_id"),
             col("order_id"),
@@ -122,6 +123,23 @@ pub fn product_sales(lines: &DataFrame, products: &DataFrame) -> PolarsResult<Da
             col("product_id"),
             col("product_id"),
         )
+        .collect()
+}
+
+/// Gold lines whose product name differs from the product's current name in silver (a rename,
+/// or a product that arrived after its lines).
+pub fn stale_lines(lines: &DataFrame, products: &DataFrame) -> PolarsResult<DataFrame> {
+    lines
+        .clone()
+        .lazy()
+        .select([col("order_id"), col("product_id"), col("product_name")])
+        .left_join(
+            products.clone().lazy().select([col("product_id"), col("name")]),
+            col("product_id"),
+            col("product_id"),
+        )
+        .filter(col("product_name").eq_missing(col("name")).not())
+        .select([col("order_id")])
         .collect()
 }
 

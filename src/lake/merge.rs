@@ -44,6 +44,11 @@ pub async fn merge(
     txns: Vec<Transaction>,
 ) -> Result<DeltaTable> {
     let has_deleted = source.schema().index_of(DELETED).is_ok();
+    // Every source column is written: the table's own plus extras, which schema evolution adds.
+    let names: Vec<String> =
+        source.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != DELETED).collect();
+    let known: Vec<String> = table.snapshot()?.schema().fields().map(|f| f.name().clone()).collect();
+    let evolve = names.iter().any(|n| !known.contains(n));
     let ctx = SessionContext::new();
     let df = ctx.read_batch(source)?;
     let on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
@@ -54,18 +59,25 @@ pub async fn merge(
     if has_deleted {
         update_pred.push(format!("NOT s.{DELETED}"));
     }
-    let names: Vec<&'static str> = m.spec.names().collect();
-    let mut b =
-        table.merge(df, on).with_source_alias("s").with_target_alias("t").with_commit_properties(commit_with(txns));
+    let mut b = table
+        .merge(df, on)
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_merge_schema(evolve)
+        .with_commit_properties(commit_with(txns));
     if has_deleted {
-        b = b.when_matched_delete(|d| d.predicate(format!("s.{DELETED}")))?;
+        let mut pred = format!("s.{DELETED}");
+        if let Some(g) = m.guard {
+            pred.push_str(&format!(" AND s.{q} > t.{q}", q = quote(g)));
+        }
+        b = b.when_matched_delete(|d| d.predicate(pred))?;
     }
     b = b.when_matched_update(|mut u| {
         if !update_pred.is_empty() {
             u = u.predicate(update_pred.join(" AND "));
         }
         for n in &names {
-            u = u.update(*n, format!("s.{}", quote(n)));
+            u = u.update(n.as_str(), format!("s.{}", quote(n)));
         }
         u
     })?;
@@ -74,7 +86,7 @@ pub async fn merge(
             i = i.predicate(format!("NOT s.{DELETED}"));
         }
         for n in &names {
-            i = i.set(*n, format!("s.{}", quote(n)));
+            i = i.set(n.as_str(), format!("s.{}", quote(n)));
         }
         i
     })?;

@@ -6,11 +6,14 @@ use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use std::collections::BTreeSet;
+
+use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
 
 use super::schema::{self, MONEY_PRECISION, MONEY_SCALE, TableSpec};
 use crate::error::Result;
-use crate::model::{Cents, CustomerRow, DeadLetter, ItemRow, OrderRow, ProductRow};
+use crate::model::{Cents, CustomerRow, DeadLetter, Extra, ItemRow, OrderRow, ProductRow};
 
 pub fn days_since_epoch(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
@@ -50,6 +53,22 @@ pub fn batch(spec: &TableSpec, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
 }
 
+/// Like [`batch`], plus one nullable text column per extra (unmapped) source column seen in
+/// `extras`; every column is nullable because the batch is a MERGE source that may carry delete markers.
+fn with_extras(spec: &TableSpec, mut columns: Vec<ArrayRef>, extras: &[&Extra]) -> Result<RecordBatch> {
+    let names: BTreeSet<&str> = extras.iter().flat_map(|e| e.iter().map(|(k, _)| k.as_str())).collect();
+    let mut fields: Vec<Field> =
+        spec.arrow_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    for n in names {
+        if spec.names().any(|c| c == n) {
+            continue; // never shadow a canonical column
+        }
+        fields.push(Field::new(n, DataType::Utf8, true));
+        columns.push(str_col(extras.iter().map(|e| e.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.as_deref()))));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
 pub fn dead_letters(rows: &[DeadLetter], now_us: i64) -> Result<RecordBatch> {
     batch(
         &schema::DEAD_LETTERS,
@@ -67,7 +86,8 @@ pub fn dead_letters(rows: &[DeadLetter], now_us: i64) -> Result<RecordBatch> {
 
 pub fn orders(rows: &[&OrderRow]) -> Result<RecordBatch> {
     let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
-    batch(
+    let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
+    with_extras(
         &schema::SILVER_ORDERS,
         vec![
             str_col(rows.iter().map(|r| Some(r.order_id.as_str()))),
@@ -78,12 +98,14 @@ pub fn orders(rows: &[&OrderRow]) -> Result<RecordBatch> {
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
             str_col(pos.iter().map(|p| Some(p.as_str()))),
         ],
+        &extras,
     )
 }
 
 pub fn items(rows: &[&ItemRow]) -> Result<RecordBatch> {
     let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
-    batch(
+    let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
+    with_extras(
         &schema::SILVER_ORDER_ITEMS,
         vec![
             str_col(rows.iter().map(|r| Some(r.item_id.as_str()))),
@@ -94,12 +116,14 @@ pub fn items(rows: &[&ItemRow]) -> Result<RecordBatch> {
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
             str_col(pos.iter().map(|p| Some(p.as_str()))),
         ],
+        &extras,
     )
 }
 
 pub fn products(rows: &[&ProductRow]) -> Result<RecordBatch> {
     let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
-    batch(
+    let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
+    with_extras(
         &schema::SILVER_PRODUCTS,
         vec![
             str_col(rows.iter().map(|r| Some(r.product_id.as_str()))),
@@ -109,12 +133,14 @@ pub fn products(rows: &[&ProductRow]) -> Result<RecordBatch> {
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
             str_col(pos.iter().map(|p| Some(p.as_str()))),
         ],
+        &extras,
     )
 }
 
 pub fn customers(rows: &[&CustomerRow]) -> Result<RecordBatch> {
     let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
-    batch(
+    let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
+    with_extras(
         &schema::SILVER_CUSTOMERS,
         vec![
             str_col(rows.iter().map(|r| Some(r.customer_id.as_str()))),
@@ -124,5 +150,6 @@ pub fn customers(rows: &[&CustomerRow]) -> Result<RecordBatch> {
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
             str_col(pos.iter().map(|p| Some(p.as_str()))),
         ],
+        &extras,
     )
 }

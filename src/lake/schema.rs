@@ -258,3 +258,16 @@ pub const BATCH_LOG: TableSpec = TableSpec {
     partition_by: &[],
     key: &["topic", "bronze_version"],
 };
+
+/// `silver/_deletes`: the newest delete per key, so a replayed or late older change cannot
+/// resurrect a deleted row.
+pub const SILVER_TOMBSTONES: TableSpec = TableSpec {
+    columns: &[
+        col("entity", Str, false),
+        col("key", Str, false),
+        col("source_pos", Str, false),
+        col("deleted_at", Ts, false),
+    ],
+    partition_by: &[],
+    key: &["entity", "key"],
+};

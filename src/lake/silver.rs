@@ -1,18 +1,25 @@
 //! Silver: the current state of orders, items, products and customers, MERGEd by key. A change
-//! updates a row only when its source position is newer than the row's, so replays and
-//! out-of-order arrivals can never move a row back in time.
+//! applies only when its source position is newer than the row's, so replays and out-of-order
+//! arrivals can never move a row back in time. Deletes remove the row and leave a tombstone in
+//! `silver/_deletes`, so an older change arriving after the delete cannot bring the row back.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::datatypes::{Field, Schema};
 use deltalake::DeltaTable;
+use deltalake::datafusion::prelude::{col, lit};
 use deltalake::kernel::Transaction;
 
-use super::merge::{MergeSpec, merge};
+use super::merge::{MergeSpec, merge, with_deleted_flag};
+use super::read::{scan, str_lits};
+use super::rows::{self, str_col, ts_col};
 use super::schema::{self, TableSpec};
-use super::{Lake, rows};
+use super::{Lake, commit_with};
 use crate::error::Result;
-use crate::model::{Changes, SourcePos};
+use crate::model::{Changes, DeleteRow, Entity, SourcePos};
 
 /// The silver tables in the order they are written.
 pub const TABLES: [(&str, &TableSpec); 4] = [
@@ -21,6 +28,8 @@ pub const TABLES: [(&str, &TableSpec); 4] = [
     ("orders", &schema::SILVER_ORDERS),
     ("order_items", &schema::SILVER_ORDER_ITEMS),
 ];
+
+pub const TOMBSTONES: &str = "_deletes";
 
 pub fn app_id(group: &str, topic: &str) -> String {
     format!("{group}/silver/{topic}")
@@ -48,8 +57,80 @@ pub fn newest_per_key<'a, T, K: Eq + Hash>(
     best.into_values().collect()
 }
 
-/// Applies `changes` to one silver table (by name), recording `txn`. Returns `None` when the batch
-/// has nothing for that table (no commit is made).
+/// A change of one entity reduced to what the merge needs to pick winners.
+struct Pick<'a> {
+    key: &'a str,
+    pos: &'a SourcePos,
+    /// Index into the upserts, or `None` for a delete.
+    upsert: Option<usize>,
+}
+
+/// Tombstones of `entity` for `keys`: key → position of the delete.
+async fn tombstones(lake: &Lake, prefix: &str, entity: Entity, keys: &[String]) -> Result<HashMap<String, String>> {
+    let Some(t) = lake.open(&format!("{prefix}/{TOMBSTONES}")).await? else { return Ok(HashMap::new()) };
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let filter = col("entity").eq(lit(entity.table())).and(col("key").in_list(str_lits(keys), false));
+    let batches = scan(&t, Some(filter)).await?;
+    let mut out = HashMap::new();
+    for b in &batches {
+        let k = arrow::compute::cast(b.column_by_name("key").expect("key"), &arrow::datatypes::DataType::Utf8)?;
+        let p = arrow::compute::cast(
+            b.column_by_name("source_pos").expect("source_pos"),
+            &arrow::datatypes::DataType::Utf8,
+        )?;
+        let (k, p) = (arrow::array::AsArray::as_string::<i32>(&k), arrow::array::AsArray::as_string::<i32>(&p));
+        for i in 0..b.num_rows() {
+            out.insert(k.value(i).to_string(), p.value(i).to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn write_tombstones(lake: &Lake, prefix: &str, deletes: &[&DeleteRow], now_us: i64) -> Result<()> {
+    if deletes.is_empty() {
+        return Ok(());
+    }
+    let spec = &schema::SILVER_TOMBSTONES;
+    let pos: Vec<String> = deletes.iter().map(|d| d.pos.render()).collect();
+    let b = rows::batch(
+        spec,
+        vec![
+            str_col(deletes.iter().map(|d| Some(d.entity.table()))),
+            str_col(deletes.iter().map(|d| Some(d.key.as_str()))),
+            str_col(pos.iter().map(|p| Some(p.as_str()))),
+            ts_col(deletes.iter().map(|_| Some(now_us))),
+        ],
+    )?;
+    let t = lake.open_or_create(&format!("{prefix}/{TOMBSTONES}"), spec).await?;
+    merge(t, &MergeSpec { spec, guard: Some("source_pos") }, b, vec![]).await?;
+    Ok(())
+}
+
+/// Delete markers shaped like `schema`: key and position set, everything else null.
+fn delete_markers(schema: &Arc<Schema>, key_col: &str, deletes: &[&DeleteRow]) -> Result<RecordBatch> {
+    let pos: Vec<String> = deletes.iter().map(|d| d.pos.render()).collect();
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            n if n == key_col => str_col(deletes.iter().map(|d| Some(d.key.as_str()))),
+            "source_pos" => str_col(pos.iter().map(|p| Some(p.as_str()))),
+            _ => new_null_array(f.data_type(), deletes.len()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+fn relaxed(spec: &TableSpec) -> Arc<Schema> {
+    Arc::new(Schema::new(
+        spec.arrow_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>(),
+    ))
+}
+
+/// Applies the changes of one entity to its silver table, recording `txn`. Returns `None` when
+/// the batch has nothing for that table (no commit is made).
 pub async fn apply_table(
     lake: &Lake,
     prefix: &str,
@@ -57,23 +138,72 @@ pub async fn apply_table(
     spec: &TableSpec,
     changes: &Changes,
     txn: Transaction,
+    now_us: i64,
 ) -> Result<Option<DeltaTable>> {
-    let batch = match name {
-        "orders" if !changes.orders.is_empty() => {
-            rows::orders(&newest_per_key(&changes.orders, |r| r.order_id.clone(), |r| &r.pos))?
+    let Some(entity) = Entity::from_table(name) else { return Ok(None) };
+    let rel = format!("{prefix}/{name}");
+    let truncates: Vec<_> = changes.truncates.iter().filter(|t| t.entity == entity).collect();
+    if let Some(newest) = truncates.iter().map(|t| t.pos.render()).max() {
+        if let Some(t) = lake.open(&rel).await? {
+            let t = t.delete().with_predicate(format!("source_pos < '{newest}'")).await?.0;
+            tracing::warn!(table = %rel, version = super::version_of(&t), "truncate applied: older rows deleted");
         }
-        "order_items" if !changes.items.is_empty() => {
-            rows::items(&newest_per_key(&changes.items, |r| r.item_id.clone(), |r| &r.pos))?
-        }
-        "products" if !changes.products.is_empty() => {
-            rows::products(&newest_per_key(&changes.products, |r| r.product_id.clone(), |r| &r.pos))?
-        }
-        "customers" if !changes.customers.is_empty() => {
-            rows::customers(&newest_per_key(&changes.customers, |r| r.customer_id.clone(), |r| &r.pos))?
-        }
-        _ => return Ok(None),
+    }
+    // Upserts of this entity, as (key, pos) with their index.
+    let upsert_keys: Vec<(String, &SourcePos)> = match entity {
+        Entity::Orders => changes.orders.iter().map(|r| (r.order_id.clone(), &r.pos)).collect(),
+        Entity::OrderItems => changes.items.iter().map(|r| (r.item_id.clone(), &r.pos)).collect(),
+        Entity::Products => changes.products.iter().map(|r| (r.product_id.clone(), &r.pos)).collect(),
+        Entity::Customers => changes.customers.iter().map(|r| (r.customer_id.clone(), &r.pos)).collect(),
     };
-    let table = lake.open_or_create(&format!("{prefix}/{name}"), spec).await?;
+    let deletes: Vec<&DeleteRow> = changes.deletes_of(entity).collect();
+    if upsert_keys.is_empty() && deletes.is_empty() {
+        return Ok(None);
+    }
+    let mut picks: Vec<Pick<'_>> =
+        upsert_keys.iter().enumerate().map(|(i, (k, p))| Pick { key: k, pos: p, upsert: Some(i) }).collect();
+    picks.extend(deletes.iter().map(|d| Pick { key: &d.key, pos: &d.pos, upsert: None }));
+    let winners = newest_per_key(&picks, |p| p.key.to_string(), |p| p.pos);
+
+    // An upsert older than a delete already applied (tombstone) must not resurrect the row.
+    let upsert_winners: Vec<String> =
+        winners.iter().filter(|w| w.upsert.is_some()).map(|w| w.key.to_string()).collect();
+    let stones = tombstones(lake, prefix, entity, &upsert_winners).await?;
+    let keep = |w: &&&Pick<'_>| stones.get(w.key).is_none_or(|t| w.pos.render() > *t);
+    let ups: Vec<usize> = winners.iter().filter(keep).filter_map(|w| w.upsert).collect();
+    let dels: Vec<&DeleteRow> = winners
+        .iter()
+        .filter(|w| w.upsert.is_none())
+        .filter_map(|w| deletes.iter().find(|d| d.key == w.key && &d.pos == w.pos).copied())
+        .collect();
+    // Tombstones first: written idempotently, they must exist even if a crash follows the merge.
+    write_tombstones(lake, prefix, &dels, now_us).await?;
+
+    let upserts = match entity {
+        Entity::Orders => rows::orders(&ups.iter().map(|i| &changes.orders[*i]).collect::<Vec<_>>())?,
+        Entity::OrderItems => rows::items(&ups.iter().map(|i| &changes.items[*i]).collect::<Vec<_>>())?,
+        Entity::Products => rows::products(&ups.iter().map(|i| &changes.products[*i]).collect::<Vec<_>>())?,
+        Entity::Customers => rows::customers(&ups.iter().map(|i| &changes.customers[*i]).collect::<Vec<_>>())?,
+    };
+    let schema = if upserts.num_rows() > 0 { upserts.schema() } else { relaxed(spec) };
+    let upserts = RecordBatch::try_new(
+        schema.clone(),
+        if upserts.num_rows() > 0 {
+            upserts.columns().to_vec()
+        } else {
+            schema.fields().iter().map(|f| new_null_array(f.data_type(), 0)).collect()
+        },
+    )?;
+    let markers = delete_markers(&schema, entity.key_column(), &dels)?;
+    let flags: Vec<bool> =
+        std::iter::repeat_n(false, upserts.num_rows()).chain(std::iter::repeat_n(true, markers.num_rows())).collect();
+    let source = with_deleted_flag(&arrow::compute::concat_batches(&schema, [&upserts, &markers])?, flags)?;
+    let table = lake.open_or_create(&rel, spec).await?;
+    if source.num_rows() == 0 {
+        // Everything was older than what silver has: record progress only.
+        let t = table.write(vec![]).with_commit_properties(commit_with(vec![txn])).await?;
+        return Ok(Some(t));
+    }
     let m = MergeSpec { spec, guard: Some("source_pos") };
-    Ok(Some(merge(table, &m, batch, vec![txn]).await?))
+    Ok(Some(merge(table, &m, source, vec![txn]).await?))
 }

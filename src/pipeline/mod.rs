@@ -100,10 +100,11 @@ impl Pipeline {
     async fn flush(&mut self, consumer: &OrderConsumer, pending: &mut HashMap<String, Vec<RawEvent>>) -> Result<usize> {
         let mut n = 0;
         let mut next: HashMap<TopicPartition, i64> = HashMap::new();
-        for (topic, events) in pending.drain() {
+        for (topic, mut events) in pending.drain() {
             if events.is_empty() {
                 continue;
             }
+            crate::decode::redact_topic(&topic, &mut events, self.settings.cdc.as_ref());
             let mut st = self.topics.remove(&topic).expect("topic state");
             let res = async {
                 let (table, v) =

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::progress::{self, Progress};
 use crate::config::Settings;
-use crate::decode::{Decoded, decode_sales};
+use crate::decode::{Decoded, decode_topic};
 use crate::error::Result;
 use crate::gold::{self, GoldCommit, Touched};
 use crate::lake::rows::{batch, long_col, str_col, ts_col};
@@ -43,10 +43,7 @@ fn merged<'a>(units: &'a [Unit], after: i64) -> impl Iterator<Item = &'a Unit> {
 fn changes_after(units: &[Unit], after: i64) -> Changes {
     let mut c = Changes::default();
     for u in merged(units, after) {
-        c.orders.extend(u.decoded.changes.orders.iter().cloned());
-        c.items.extend(u.decoded.changes.items.iter().cloned());
-        c.products.extend(u.decoded.changes.products.iter().cloned());
-        c.customers.extend(u.decoded.changes.customers.iter().cloned());
+        c.extend(&u.decoded.changes);
     }
     c
 }
@@ -86,7 +83,7 @@ impl Stages<'_> {
                 .into_iter()
                 .map(|(version, events)| {
                     let mut decoded = Decoded::default();
-                    decode_sales(&events, now, &mut decoded);
+                    decode_topic(topic, &events, self.settings.cdc.as_ref(), now, &mut decoded);
                     Unit { version, events: events.len(), decoded }
                 })
                 .collect();
@@ -122,7 +119,7 @@ impl Stages<'_> {
             let stage = format!("silver/{name}");
             let changes = changes_after(units, p.get(&stage));
             let txn = Transaction::new(silver::app_id(&s.group, topic), upto);
-            silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, txn).await?;
+            silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, txn, now).await?;
             p.lake.insert(stage, upto);
         }
         let silver_done = started.elapsed();
@@ -131,7 +128,8 @@ impl Stages<'_> {
         // Gold covers what gold or MongoDB still lacks; tables that already have `upto` skip the commit.
         let gold_after = gold::TABLES.iter().map(|(n, _)| p.get(&format!("gold/{n}"))).min().unwrap_or(progress::NONE);
         let touched_after = p.mongo.map_or(gold_after, |m| m.min(gold_after));
-        let touched = Touched::from_changes(&changes_after(units, touched_after));
+        let is_cdc = s.cdc.as_ref().is_some_and(|c| c.table_for_topic(topic).is_some());
+        let touched = Touched::from_changes(&changes_after(units, touched_after), is_cdc);
         let applied = p.gold();
         let app_id = gold::app_id(&s.group, topic);
         let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied };

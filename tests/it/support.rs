@@ -89,6 +89,7 @@ pub fn settings(name: &str, lake: &LakeKind, with_mongo: bool) -> Settings {
         group: Some(name.to_string()),
         sales_topic: Some(name.to_string()),
         storage_options,
+        cdc_prefix: None,
     };
     let fc: FileConfig =
         toml::from_str("[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n").unwrap();
