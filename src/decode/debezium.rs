@@ -184,3 +184,7 @@ pub fn decode(meta: &MessageMeta<'_>, key: Option<&str>, value: Option<&str>) ->
     let row = decode_row(&p, &struct_fields(schema.as_ref()))?;
     Ok(Some(CdcChange { op, row, key: key_fields, pos, source_ts_ms: ts_ms }))
 }
+
+#[cfg(test)]
+#[path = "debezium_tests.rs"]
+mod tests;
