@@ -73,8 +73,19 @@ pub enum Command {
         #[arg(long)]
         topic: Option<String>,
         /// CSV file with the columns TransactionNo,Date,ProductNo,ProductName,Price,Quantity,CustomerNo,Country
-        #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+        #[arg(long, conflicts_with_all = ["synthetic", "cdc"], required_unless_present_any = ["synthetic", "cdc"])]
         csv: Option<PathBuf>,
+        /// Emit Debezium (Postgres connector) change events for orders, order_items, products and
+        /// customers to <cdc-prefix>.<table> instead of sales events: snapshot first, then
+        /// creates, updates and deletes with tombstones
+        #[arg(long)]
+        cdc: bool,
+        /// With --cdc: a JSON-lines file of {"table": T, "key": {...}, "value": {...} | null} to publish
+        #[arg(long, requires = "cdc", conflicts_with = "synthetic")]
+        file: Option<PathBuf>,
+        /// With --cdc: send keys and values with their Connect schema (JSON converter schemas.enable=true)
+        #[arg(long, requires = "cdc")]
+        schema_envelope: bool,
         /// Generate N realistic events instead (days, countries, cancellations, missing customers, price changes)
         #[arg(long, value_name = "N")]
         synthetic: Option<usize>,
@@ -123,7 +134,35 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             tracing::info!(events = s.events, batches = s.batches, "run finished");
             Ok(())
         }
-        Command::Produce { topic, csv, synthetic, seed, rate, skip_if_not_empty, to_csv } => {
+        Command::Produce {
+            topic,
+            csv,
+            cdc,
+            file,
+            schema_envelope,
+            synthetic,
+            seed,
+            rate,
+            skip_if_not_empty,
+            to_csv,
+        } => {
+            if cdc {
+                let prefix = settings
+                    .cdc
+                    .as_ref()
+                    .and_then(|c| c.tables.first())
+                    .and_then(|t| t.topic.rsplit_once('.').map(|(p, _)| p.to_string()))
+                    .unwrap_or_else(|| "shop.public".to_string());
+                let records = match (file, synthetic) {
+                    (Some(f), _) => produce::read_cdc_jsonl(&f)?,
+                    (None, Some(n)) => crate::cdc_gen::synthetic(n, seed, schema_envelope).records,
+                    (None, None) => {
+                        return Err(Error::Config("produce --cdc: give --synthetic N or --file FILE.jsonl".into()));
+                    }
+                };
+                produce::publish_cdc(&settings, &prefix, &records).await?;
+                return Ok(());
+            }
             let records = match (csv, synthetic) {
                 (Some(p), _) => produce::read_csv(&p)?,
                 (None, Some(n)) => produce::synthetic(n, seed),

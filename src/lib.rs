@@ -5,6 +5,7 @@
 //! `pipeline`.
 
 pub mod cdc_config;
+pub mod cdc_gen;
 pub mod cli;
 pub mod config;
 pub mod decode;

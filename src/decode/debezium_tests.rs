@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
+use crate::cdc_config::{CdcTable, TruncateMode};
 use crate::decode::connect::FieldValue;
 use crate::decode::debezium::{CdcOp, decode};
 use crate::decode::mapping::apply;
 use crate::decode::sales::MessageMeta;
-use crate::cdc_config::{CdcTable, TruncateMode};
 use crate::model::{Changes, Entity};
 
 fn fixture(name: &str) -> (Option<String>, Option<String>) {

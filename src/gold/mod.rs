@@ -308,7 +308,9 @@ pub async fn recompute(
     let product_lines =
         read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", product_lits.clone()).await?;
     let product_rows = read_frame(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", product_lits).await?;
-    let product_sales = totals::product_sales(&product_lines, &product_rows)?;
+    let line_orders = strings(&product_lines, "order_id")?;
+    let line_totals = read_frame(lake, &gp("order_totals"), ot_spec, "order_id", str_lits(&line_orders)).await?;
+    let product_sales = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
     let gone_products =
         totals::missing_keys(&key_frame("product_id", products_touched)?, &product_sales, &["product_id"])?;
     versions.insert(

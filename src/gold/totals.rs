@@ -3,9 +3,11 @@
 //! hundredths here (see `bridge`), so every total is exact.
 //!
 //! Definitions (also in README): `line_amount = unit_price × quantity`, an item without a unit
-//! price takes its product's current price; an order's total is the sum of its lines;
-//! cancellations are their own orders with negative totals, so revenue nets them out; `orders`
-//! counts non-cancelled orders; `cancelled_amount` is the positive amount cancelled.
+//! price takes its product's current price; an order's total is the sum of its lines. An order
+//! counts towards net `units` and `revenue` when it is not cancelled, or when it is a cancellation
+//! document with a negative total (the flat sales feed's `C…` orders), which nets out the sale it
+//! cancels; a CDC order whose status became `cancelled` simply stops counting. `orders` counts
+//! non-cancelled orders; `cancelled_amount` is the absolute amount of cancelled orders.
 
 use polars::prelude::*;
 
@@ -67,6 +69,15 @@ fn not_cancelled_count() -> Expr {
     col("cancelled").not().cast(DataType::Int64).sum()
 }
 
+/// Whether an order's amounts count towards net sales (see the module comment).
+fn counts() -> Expr {
+    col("cancelled").not().or(col("total_amount").lt(lit(0i64)))
+}
+
+fn net(c: &str) -> Expr {
+    when(counts()).then(col(c)).otherwise(lit(0i64)).sum()
+}
+
 /// Totals per customer over the given order totals (all orders of the customers to recompute).
 pub fn customer_totals(order_totals: &DataFrame, now_us: i64) -> PolarsResult<DataFrame> {
     order_totals
@@ -78,8 +89,8 @@ pub fn customer_totals(order_totals: &DataFrame, now_us: i64) -> PolarsResult<Da
         .agg([
             col("country").drop_nulls().last().alias("country"),
             not_cancelled_count().alias("orders"),
-            col("units").sum().alias("units"),
-            col("total_amount").sum().alias("revenue"),
+            net("units").alias("units"),
+            net("total_amount").alias("revenue"),
             col("order_date").min().alias("first_order_date"),
             col("order_date").max().alias("last_order_date"),
         ])
@@ -97,26 +108,35 @@ pub fn daily_sales(order_totals: &DataFrame) -> PolarsResult<DataFrame> {
         .group_by_stable([col("order_date"), col("country")])
         .agg([
             not_cancelled_count().alias("orders"),
-            col("units").sum().alias("units"),
-            col("total_amount").sum().alias("revenue"),
+            net("units").alias("units"),
+            net("total_amount").alias("revenue"),
             col("cancelled").cast(DataType::Int64).sum().alias("cancelled_orders"),
-            (lit(0i64) - when(col("cancelled")).then(col("total_amount")).otherwise(lit(0i64)).sum())
+            when(col("cancelled").and(col("total_amount").lt(lit(0i64))))
+                .then(lit(0i64) - col("total_amount"))
+                .when(col("cancelled"))
+                .then(col("total_amount"))
+                .otherwise(lit(0i64))
+                .sum()
                 .alias("cancelled_amount"),
         ])
         .collect()
 }
 
 /// Sales per product over the given order lines (all lines of the products to recompute), named
-/// with the products' current names.
-pub fn product_sales(lines: &DataFrame, products: &DataFrame) -> PolarsResult<DataFrame> {
+/// with the products' current names; `orders` are the order totals of those lines' orders, which
+/// say whether each counts (see the module comment).
+pub fn product_sales(lines: &DataFrame, products: &DataFrame, orders: &DataFrame) -> PolarsResult<DataFrame> {
+    let counted = orders.clone().lazy().select([col("order_id"), counts().alias("__counts"), col("cancelled")]);
     lines
         .clone()
         .lazy()
+        .left_join(counted, col("order_id"), col("order_id"))
+        .with_columns([col("__counts").fill_null(lit(true)), col("cancelled").fill_null(lit(false))])
         .group_by_stable([col("product_id")])
         .agg([
-            col("order_id").filter(col("quantity").gt(lit(0i64))).n_unique().cast(DataType::Int64).alias("orders"),
-            col("quantity").sum().alias("units"),
-            col("line_amount").sum().alias("revenue"),
+            col("order_id").filter(col("cancelled").not()).n_unique().cast(DataType::Int64).alias("orders"),
+            when(col("__counts")).then(col("quantity")).otherwise(lit(0i64)).sum().alias("units"),
+            when(col("__counts")).then(col("line_amount")).otherwise(lit(0i64)).sum().alias("revenue"),
         ])
         .left_join(
             products.clone().lazy().select([col("product_id"), col("name").alias("product_name")]),
@@ -221,7 +241,7 @@ mod tests {
         assert_eq!(get_i64(&ct, "customer_id", "c1", "orders"), 1);
         let ds = daily_sales(&ot).unwrap();
         assert_eq!(ds.height(), 3);
-        let ps = product_sales(&lines, &products).unwrap();
+        let ps = product_sales(&lines, &products, &ot).unwrap();
         assert_eq!(get_i64(&ps, "product_id", "p1", "revenue"), 300 + 500 - 150);
         assert_eq!(get_i64(&ps, "product_id", "p1", "orders"), 2);
         assert_eq!(get_i64(&ps, "product_id", "p1", "units"), 6);

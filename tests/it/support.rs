@@ -73,6 +73,11 @@ pub enum LakeKind {
 
 /// Settings for a test pipeline named `name` (topic, group and Mongo database derive from it).
 pub fn settings(name: &str, lake: &LakeKind, with_mongo: bool) -> Settings {
+    settings_with(name, lake, with_mongo, "")
+}
+
+/// [`settings`] plus extra config-file TOML (e.g. a `[cdc]` section).
+pub fn settings_with(name: &str, lake: &LakeKind, with_mongo: bool, extra_toml: &str) -> Settings {
     let (uri, storage_options) = match lake {
         LakeKind::Azurite => {
             let container = name.to_lowercase().replace(['.', '_'], "-");
@@ -91,8 +96,9 @@ pub fn settings(name: &str, lake: &LakeKind, with_mongo: bool) -> Settings {
         storage_options,
         cdc_prefix: None,
     };
-    let fc: FileConfig =
-        toml::from_str("[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n").unwrap();
+    // The extra TOML goes last: its sections (e.g. [cdc]) must not swallow the base keys.
+    let text = format!("[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n{extra_toml}");
+    let fc: FileConfig = toml::from_str(&text).unwrap();
     Settings::from_parts(fc, o).expect("test settings")
 }
 
