@@ -153,6 +153,10 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                     .and_then(|c| c.tables.first())
                     .and_then(|t| t.topic.rsplit_once('.').map(|(p, _)| p.to_string()))
                     .unwrap_or_else(|| "shop.public".to_string());
+                if skip_if_not_empty && produce::topic_has_messages(&settings, &format!("{prefix}.orders")).await? {
+                    eprintln!("topic {prefix}.orders already holds messages: nothing published (--skip-if-not-empty)");
+                    return Ok(());
+                }
                 let records = match (file, synthetic) {
                     (Some(f), _) => produce::read_cdc_jsonl(&f)?,
                     (None, Some(n)) => crate::cdc_gen::synthetic(n, seed, schema_envelope).records,

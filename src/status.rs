@@ -42,6 +42,7 @@ pub async fn report(settings: &Settings) -> Result<String> {
         settings.topics().iter().map(|t| bronze::table_name(&settings.bronze_prefix, t)).collect();
     tables.push(dead_letter::table_name(&settings.bronze_prefix));
     tables.extend(silver::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.silver_prefix)));
+    tables.push(format!("{}/{}", settings.silver_prefix, silver::TOMBSTONES));
     tables.extend(gold::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.gold_prefix)));
     tables.push(progress::batches_table().to_string());
     for rel in tables {

@@ -15,6 +15,8 @@ export ORDERLAKE_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"
 export ORDERLAKE_MONGODB_DATABASE="${DEMO_DATABASE:-orderlake}"
 export ORDERLAKE_SALES_TOPIC="shop.sales"
 export ORDERLAKE_GROUP="orderlake-demo"
+# CDC topics shop.public.{orders,order_items,products,customers} and the card-number mask.
+export ORDERLAKE_CONFIG="$root/infra/docker/orderlake.toml"
 # Azurite: the well-known development account, over http.
 export AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1
 export AZURE_STORAGE_ACCOUNT_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -23,8 +25,9 @@ export AZURE_ALLOW_HTTP=true
 
 echo "== 1/4 container orderlake-demo on Azurite"
 "$ORDERLAKE_VENV/bin/python" "$here/azure_container.py" orderlake-demo
-echo "== 2/4 publishing data/sales_sample.csv to shop.sales (skipped if already there)"
+echo "== 2/4 publishing data/sales_sample.csv to shop.sales and a Debezium history to shop.public.* (skipped if already there)"
 "$BIN" produce --csv "$root/data/sales_sample.csv" --skip-if-not-empty
+"$BIN" produce --cdc --synthetic 400 --seed 7 --schema-envelope --skip-if-not-empty
 echo "== 3/4 orderlake run --once"
 "$BIN" run --once
 echo "== 4/4 summary"

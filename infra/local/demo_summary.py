@@ -29,6 +29,13 @@ print("\nRevenue per day (gold/daily_sales, net of cancellations):")
 for d in sorted(by_day):
     print(f"  {d}  £{by_day[d]:>12}")
 
+customers = table("silver/customers").to_pylist()
+if customers:
+    c = customers[0]
+    print(f"\nCDC: {len(customers)} customers in silver/customers, e.g. {c['customer_id']}: {c['email']}, card {c.get('credit_card')} (masked before bronze)")
+    deleted = table("silver/_deletes").num_rows
+    print(f"     {deleted} rows deleted at the source (tombstones in silver/_deletes)")
+
 db = pymongo.MongoClient(os.environ["ORDERLAKE_MONGODB_URI"])[os.environ["ORDERLAKE_MONGODB_DATABASE"]]
 print("\nMongoDB documents:", {c: db[c].count_documents({}) for c in ["orders", "order_totals", "customer_totals", "daily_sales"]})
 doc = db.orders.find_one(sort=[("total_amount", -1)])
