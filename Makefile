@@ -36,3 +36,4 @@ test: install
 
 lint:
 	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

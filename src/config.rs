@@ -178,13 +178,10 @@ impl Settings {
         }
 
         let mongodb_uri = o.mongodb_uri.or(fc.mongodb.uri).filter(|s| !s.is_empty());
-        if let Some(u) = &mongodb_uri {
-            if !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://")) {
-                return Err(cfg(
-                    "--mongodb-uri / ORDERLAKE_MONGODB_URI",
-                    "must start with mongodb:// or mongodb+srv://",
-                ));
-            }
+        if let Some(u) = &mongodb_uri
+            && !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://"))
+        {
+            return Err(cfg("--mongodb-uri / ORDERLAKE_MONGODB_URI", "must start with mongodb:// or mongodb+srv://"));
         }
         let mongodb_database = o.mongodb_database.or(fc.mongodb.database).unwrap_or_else(|| "orderlake".into());
 

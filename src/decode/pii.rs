@@ -64,10 +64,8 @@ pub fn redact(value: &str, rules: &BTreeMap<String, PiiRule>, salt: &str) -> Res
     let mut v: Value = serde_json::from_str(value)
         .map_err(|e| format!("{{\"withheld\":\"value is not JSON ({} bytes) and may hold PII: {e}\"}}", value.len()))?;
     let has_envelope = v.get("payload").is_some() && v.get("schema").is_some();
-    if has_envelope {
-        if let Some(s) = v.get_mut("schema") {
-            apply_schema(s, rules);
-        }
+    if has_envelope && let Some(s) = v.get_mut("schema") {
+        apply_schema(s, rules);
     }
     let payload = if has_envelope { v.get_mut("payload") } else { Some(&mut v) };
     if let Some(Value::Object(p)) = payload {

@@ -56,8 +56,12 @@ fn array_to_series(name: &str, a: &ArrayRef) -> Result<Series> {
     let (arr, schema) = arrow::ffi::to_ffi(&a.to_data())?;
     // SAFETY: arrow-rs and polars-arrow both implement the Arrow C data interface; the structs have
     // the same #[repr(C)] layout, and ownership (the release callbacks) moves with the value.
-    let (arr, schema): (polars_arrow::ffi::ArrowArray, polars_arrow::ffi::ArrowSchema) =
-        unsafe { (std::mem::transmute::<FFI_ArrowArray, _>(arr), std::mem::transmute::<FFI_ArrowSchema, _>(schema)) };
+    let (arr, schema): (polars_arrow::ffi::ArrowArray, polars_arrow::ffi::ArrowSchema) = unsafe {
+        (
+            std::mem::transmute::<FFI_ArrowArray, polars_arrow::ffi::ArrowArray>(arr),
+            std::mem::transmute::<FFI_ArrowSchema, polars_arrow::ffi::ArrowSchema>(schema),
+        )
+    };
     let field = unsafe { polars_arrow::ffi::import_field_from_c(&schema)? };
     let parr = unsafe { polars_arrow::ffi::import_array_from_c(arr, field.dtype().clone())? };
     Ok(Series::from_arrow(name.into(), parr)?)
@@ -72,8 +76,8 @@ fn series_to_array(s: &Series) -> Result<ArrayRef> {
     // SAFETY: see `array_to_series`.
     let (arr, schema): (FFI_ArrowArray, FFI_ArrowSchema) = unsafe {
         (
-            std::mem::transmute::<polars_arrow::ffi::ArrowArray, _>(arr),
-            std::mem::transmute::<polars_arrow::ffi::ArrowSchema, _>(schema),
+            std::mem::transmute::<polars_arrow::ffi::ArrowArray, FFI_ArrowArray>(arr),
+            std::mem::transmute::<polars_arrow::ffi::ArrowSchema, FFI_ArrowSchema>(schema),
         )
     };
     let data = unsafe { arrow::ffi::from_ffi(arr, &schema)? };

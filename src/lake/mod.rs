@@ -109,5 +109,5 @@ pub fn commit_with(txns: Vec<Transaction>) -> CommitProperties {
 
 /// The current version of a table (tables orderlake opens always exist).
 pub fn version_of(table: &DeltaTable) -> u64 {
-    table.version().map(|v| v as u64).unwrap_or(0)
+    table.version().unwrap_or(0)
 }

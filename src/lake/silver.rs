@@ -36,11 +36,7 @@ pub fn app_id(group: &str, topic: &str) -> String {
 }
 
 /// Keeps the newest change per key: MERGE needs unique source keys, and the newest one wins anyway.
-pub fn newest_per_key<'a, T, K: Eq + Hash>(
-    rows: &'a [T],
-    key: impl Fn(&T) -> K,
-    pos: impl Fn(&T) -> &SourcePos,
-) -> Vec<&'a T> {
+pub fn newest_per_key<T, K: Eq + Hash>(rows: &[T], key: impl Fn(&T) -> K, pos: impl Fn(&T) -> &SourcePos) -> Vec<&T> {
     let mut best: HashMap<K, &T> = HashMap::with_capacity(rows.len());
     for r in rows {
         match best.entry(key(r)) {
@@ -143,11 +139,11 @@ pub async fn apply_table(
     let Some(entity) = Entity::from_table(name) else { return Ok(None) };
     let rel = format!("{prefix}/{name}");
     let truncates: Vec<_> = changes.truncates.iter().filter(|t| t.entity == entity).collect();
-    if let Some(newest) = truncates.iter().map(|t| t.pos.render()).max() {
-        if let Some(t) = lake.open(&rel).await? {
-            let t = t.delete().with_predicate(format!("source_pos < '{newest}'")).await?.0;
-            tracing::warn!(table = %rel, version = super::version_of(&t), "truncate applied: older rows deleted");
-        }
+    if let Some(newest) = truncates.iter().map(|t| t.pos.render()).max()
+        && let Some(t) = lake.open(&rel).await?
+    {
+        let t = t.delete().with_predicate(format!("source_pos < '{newest}'")).await?.0;
+        tracing::warn!(table = %rel, version = super::version_of(&t), "truncate applied: older rows deleted");
     }
     // Upserts of this entity, as (key, pos) with their index.
     let upsert_keys: Vec<(String, &SourcePos)> = match entity {

@@ -36,7 +36,7 @@ struct Unit {
     decoded: Decoded,
 }
 
-fn merged<'a>(units: &'a [Unit], after: i64) -> impl Iterator<Item = &'a Unit> {
+fn merged(units: &[Unit], after: i64) -> impl Iterator<Item = &Unit> {
     units.iter().filter(move |u| u.version > after)
 }
 
@@ -160,15 +160,15 @@ impl Stages<'_> {
         p.mark_lake_done(upto);
 
         let mut published = None;
-        if let (Some(m), Some(mv)) = (self.mongo, p.mongo) {
-            if mv < upto {
-                if let Some(f) = &frames {
-                    published = Some(m.publish(f).await?);
-                }
-                s.checkpoint("before-mongo-progress")?;
-                m.set_progress(topic, upto).await?;
-                p.mongo = Some(upto);
+        if let (Some(m), Some(mv)) = (self.mongo, p.mongo)
+            && mv < upto
+        {
+            if let Some(f) = &frames {
+                published = Some(m.publish(f).await?);
             }
+            s.checkpoint("before-mongo-progress")?;
+            m.set_progress(topic, upto).await?;
+            p.mongo = Some(upto);
         }
         info!(
             topic,

@@ -14,7 +14,11 @@ fn read(rel: &str) -> String {
 fn env_of(service: &Value) -> Vec<(String, String)> {
     service["environment"]
         .as_mapping()
-        .map(|m| m.iter().map(|(k, v)| (k.as_str().unwrap().to_string(), serde_yaml::to_string(v).unwrap().trim().to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), serde_yaml::to_string(v).unwrap().trim().to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -45,7 +49,10 @@ fn compose_debezium_and_orderlake_config_agree() {
     }
     assert!(sql.contains("REFERENCES orders (order_id)") && sql.contains("REFERENCES products (product_id)"));
     assert_eq!(c["value.converter"], "org.apache.kafka.connect.json.JsonConverter");
-    assert_eq!(serde_yaml::to_string(&compose["services"]["connect"]["environment"]["BOOTSTRAP_SERVERS"]).unwrap().trim(), "kafka:29092");
+    assert_eq!(
+        serde_yaml::to_string(&compose["services"]["connect"]["environment"]["BOOTSTRAP_SERVERS"]).unwrap().trim(),
+        "kafka:29092"
+    );
 
     // orderlake consumes exactly the connector's topics and masks the card column.
     let cfg_text = read("infra/docker/orderlake.toml");
