@@ -20,12 +20,7 @@ pub struct Decoded {
 /// Decodes raw events of the sales topic; undecodable ones become dead letters with the reason.
 pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
     for e in events {
-        let meta = sales::MessageMeta {
-            topic: &e.topic,
-            partition: e.partition,
-            offset: e.offset,
-            timestamp_ms: e.timestamp_ms,
-        };
+        let meta = sales::MessageMeta::of(e);
         match sales::decode(&meta, e.value.as_deref().map(str::as_bytes), now_us) {
             Ok(line) => {
                 out.changes.orders.push(line.order);
@@ -55,12 +50,7 @@ pub fn decode_topic(topic: &str, events: &[RawEvent], cdc: Option<&CdcSettings>,
         return;
     };
     for e in events {
-        let meta = sales::MessageMeta {
-            topic: &e.topic,
-            partition: e.partition,
-            offset: e.offset,
-            timestamp_ms: e.timestamp_ms,
-        };
+        let meta = sales::MessageMeta::of(e);
         let res = debezium::decode(&meta, e.key.as_deref(), e.value.as_deref()).and_then(|c| match c {
             Some(c) => mapping::apply(&c, table, truncate, now_us, &mut out.changes).map(|applied| {
                 if !applied && truncate == TruncateMode::Ignore {

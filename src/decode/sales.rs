@@ -19,6 +19,12 @@ pub struct MessageMeta<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+impl<'a> MessageMeta<'a> {
+    pub fn of(e: &'a crate::model::RawEvent) -> Self {
+        MessageMeta { topic: &e.topic, partition: e.partition, offset: e.offset, timestamp_ms: e.timestamp_ms }
+    }
+}
+
 /// One decoded sales line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaleLine {
