@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub log: LogFile,
     #[serde(default)]
     pub cdc: crate::cdc_config::CdcFile,
+    #[serde(default)]
+    pub run: RunFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +67,17 @@ pub struct BatchFile {
     pub max_records: Option<usize>,
     pub max_bytes: Option<usize>,
     pub max_latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFile {
+    /// On SIGTERM/SIGINT, how long to finish the batch in hand before giving it up.
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Backoff cap between retries of a failed batch.
+    pub max_backoff_ms: Option<u64>,
+    /// With --once: give up (exit 1) after retrying for this long.
+    pub once_retry_limit_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +131,12 @@ pub struct Settings {
     pub silver_prefix: String,
     pub gold_prefix: String,
     pub log_level: String,
+    /// On SIGTERM/SIGINT, how long to finish the batch in hand.
+    pub shutdown_timeout: Duration,
+    /// Backoff cap between retries of a failed batch.
+    pub max_backoff: Duration,
+    /// With --once: how long to keep retrying before exiting 1.
+    pub once_retry_limit: Duration,
     /// Debezium CDC sources, when configured.
     pub cdc: Option<crate::cdc_config::CdcSettings>,
     /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`).
@@ -227,6 +246,9 @@ impl Settings {
             log_level: level,
             fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT").ok().filter(|s| !s.is_empty()),
             cdc: crate::cdc_config::CdcSettings::from_file(fc.cdc, o.cdc_prefix)?,
+            shutdown_timeout: Duration::from_millis(fc.run.shutdown_timeout_ms.unwrap_or(30_000)),
+            max_backoff: Duration::from_millis(fc.run.max_backoff_ms.unwrap_or(30_000).max(10)),
+            once_retry_limit: Duration::from_millis(fc.run.once_retry_limit_ms.unwrap_or(300_000)),
         })
     }
 

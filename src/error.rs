@@ -33,4 +33,12 @@ pub enum Error {
     InjectedFault(String),
 }
 
+impl Error {
+    /// Whether retrying the same work later can succeed: everything but configuration mistakes and
+    /// injected test faults (a deterministic failure keeps failing, and the log says so each time).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Error::Config(_) | Error::InjectedFault(_))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

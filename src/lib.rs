@@ -15,6 +15,7 @@ pub mod lake;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
+pub mod redact;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     let settings = match orderlake::cli::settings(&cli) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", orderlake::redact::redact(&e.to_string()));
             return std::process::ExitCode::from(2);
         }
     };
@@ -19,7 +19,7 @@ async fn main() -> std::process::ExitCode {
     match orderlake::cli::execute(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", orderlake::redact::redact(&e.to_string()));
             std::process::ExitCode::from(match e {
                 orderlake::Error::Config(_) => 2,
                 _ => 1,

@@ -97,35 +97,81 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Writes the pending events of every topic to bronze and brings every stage up to date.
+    /// Idempotent, so a failed flush can simply be retried: events bronze already holds (by the
+    /// offsets in its `txn` actions, re-read before every append) are never appended twice.
+    /// `pending` is emptied only on success.
     async fn flush(&mut self, consumer: &OrderConsumer, pending: &mut HashMap<String, Vec<RawEvent>>) -> Result<usize> {
         let mut n = 0;
         let mut next: HashMap<TopicPartition, i64> = HashMap::new();
-        for (topic, mut events) in pending.drain() {
-            if events.is_empty() {
-                continue;
-            }
+        let topics: Vec<String> = pending.keys().cloned().collect();
+        for topic in topics {
+            let mut events = pending[&topic].clone();
             crate::decode::redact_topic(&topic, &mut events, self.settings.cdc.as_ref());
             let mut st = self.topics.remove(&topic).expect("topic state");
             let res = async {
-                let (table, v) =
-                    bronze::append(st.bronze.clone(), &self.settings.group, &events, stages::now_us()).await?;
-                st.bronze = table;
+                st.bronze.update_state().await?;
+                let parts: std::collections::BTreeSet<i32> = events.iter().map(|e| e.partition).collect();
+                let stored = bronze::stored_offsets(&st.bronze, &self.settings.group, &topic, parts).await?;
+                events.retain(|e| stored.get(&e.partition).is_none_or(|o| e.offset > *o));
+                let v = if events.is_empty() {
+                    version_of(&st.bronze) as i64
+                } else {
+                    let (table, v) =
+                        bronze::append(st.bronze.clone(), &self.settings.group, &events, stages::now_us()).await?;
+                    st.bronze = table;
+                    v as i64
+                };
                 self.settings.checkpoint("after-bronze")?;
-                self.stages().advance(&topic, &st.bronze, &mut st.progress, v as i64, Some(&events)).await
+                let fresh = (!events.is_empty()).then_some(events.as_slice());
+                self.stages().advance(&topic, &st.bronze, &mut st.progress, v, fresh).await
             }
             .await;
             self.topics.insert(topic.clone(), st);
             res?;
-            for e in &events {
+            for e in &pending[&topic] {
                 let o = next.entry((e.topic.clone(), e.partition)).or_insert(0);
                 *o = (*o).max(e.offset + 1);
             }
-            n += events.len();
+            n += pending.remove(&topic).map_or(0, |v| v.len());
         }
         if !next.is_empty() {
             kafka::commit_for_lag_tools(consumer, &next);
         }
         Ok(n)
+    }
+
+    /// [`Self::flush`], retried with capped exponential backoff on failures that can pass
+    /// (unreachable broker, storage or MongoDB, commit conflicts). With `--once`, gives up after
+    /// `run.once_retry_limit_ms`.
+    async fn flush_retrying(
+        &mut self,
+        consumer: &OrderConsumer,
+        pending: &mut HashMap<String, Vec<RawEvent>>,
+        once: bool,
+    ) -> Result<usize> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1u32;
+        loop {
+            match self.flush(consumer, pending).await {
+                Ok(n) => {
+                    if attempt > 1 {
+                        info!(attempts = attempt, "batch committed after retrying: recovered");
+                    }
+                    return Ok(n);
+                }
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) if once && started.elapsed() >= self.settings.once_retry_limit => return Err(e),
+                Err(e) => {
+                    warn!(error = %crate::redact::redact(&e.to_string()), attempt, retry_in_ms = backoff.as_millis() as u64,
+                        "batch failed; retrying (nothing is recorded as done until it is written)");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// Loads the lake's position for a newly seen partition.
@@ -172,7 +218,8 @@ impl Pipeline {
         let mut deadline: Option<Instant> = None;
         let idle = Duration::from_millis(200).min(b.max_latency);
         let mut last_progress = Instant::now();
-        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        let mut stop = std::pin::pin!(shutdown_signal());
+        let once = targets.is_some();
         loop {
             for tp in rebalances.take_revoked() {
                 pos.expected.remove(&tp);
@@ -186,9 +233,13 @@ impl Pipeline {
             let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let msg = tokio::select! {
                 m = tokio::time::timeout(wait, consumer.recv()) => m,
-                _ = &mut ctrl_c => {
-                    info!("interrupted: committing the batch in hand, then stopping");
-                    summary.events += self.flush(consumer, &mut pending).await? as u64;
+                signal = &mut stop => {
+                    info!(signal, pending = pending_n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
+                        "stopping: committing the batch in hand, then leaving the group");
+                    match tokio::time::timeout(self.settings.shutdown_timeout, self.flush(consumer, &mut pending)).await {
+                        Ok(r) => summary.events += r? as u64,
+                        Err(_) => warn!("shutdown timeout: the batch in hand was given up; it is read again on the next start"),
+                    }
                     return Ok(summary);
                 }
             };
@@ -228,16 +279,22 @@ impl Pipeline {
                     deadline.get_or_insert_with(|| Instant::now() + b.max_latency);
                 }
                 Ok(Err(e)) => warn!(error = %e, "kafka consumer error (retrying)"),
-                Err(_) => {}
+                Err(_) => {
+                    // Idle: a MongoDB that was down may be back.
+                    if self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due()) {
+                        self.catch_up().await?;
+                    }
+                }
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
             if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
-                summary.events += self.flush(consumer, &mut pending).await? as u64;
+                summary.events += self.flush_retrying(consumer, &mut pending, once).await? as u64;
                 summary.batches += 1;
                 (pending_n, pending_bytes, deadline) = (0, 0, None);
             }
             if let Some(targets) = targets {
                 if pending_n == 0 && self.caught_up(consumer, &mut pos, targets).await? {
+                    self.finish_mongo().await?;
                     return Ok(summary);
                 }
                 if last_progress.elapsed() >= Duration::from_secs(5) {
@@ -246,6 +303,26 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// `--once` ends with MongoDB caught up, or fails saying so: a scheduled job must not report
+    /// success while the documents lag the lake.
+    async fn finish_mongo(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.settings.once_retry_limit;
+        while self.topics.values().any(|t| t.progress.mongo_behind()) {
+            if Instant::now() >= deadline {
+                return Err(crate::error::Error::Other(
+                    "the lake is complete but MongoDB publishing is behind (MongoDB unreachable); run again to publish"
+                        .into(),
+                ));
+            }
+            let wait = self.topics.values().filter_map(|t| t.progress.mongo_retry.map(|(at, _)| at)).max();
+            if let Some(at) = wait {
+                tokio::time::sleep_until(at.into()).await;
+            }
+            self.catch_up().await?;
+        }
+        Ok(())
     }
 
     /// True when every assigned partition has reached its end offset from the start of the run.
@@ -270,5 +347,20 @@ impl Pipeline {
             }
         }
         Ok(true)
+    }
+}
+
+/// Resolves on SIGINT (ctrl-c) or SIGTERM (what Kubernetes and Container Apps send), naming it.
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }

@@ -33,13 +33,28 @@ pub struct Progress {
     pub lake_done: i64,
     /// MongoDB is confirmed up to here; `None` when publishing is off.
     pub mongo: Option<i64>,
+    /// While MongoDB is unreachable: when to try publishing again, and how long to wait after that.
+    pub mongo_retry: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl Progress {
     /// The oldest bronze version some stage still lacks (exclusive lower bound of catch-up).
     pub fn lowest(&self) -> i64 {
         let lake = self.lake.values().copied().min().unwrap_or(NONE).min(self.lake_done.max(NONE));
-        self.mongo.map_or(lake, |m| lake.min(m))
+        match self.mongo {
+            Some(m) if self.mongo_due() => lake.min(m),
+            _ => lake,
+        }
+    }
+
+    /// Whether MongoDB should be written now (not waiting out a backoff after a failure).
+    pub fn mongo_due(&self) -> bool {
+        self.mongo_retry.is_none_or(|(at, _)| std::time::Instant::now() >= at)
+    }
+
+    /// Whether MongoDB is behind the lake.
+    pub fn mongo_behind(&self) -> bool {
+        self.mongo.is_some_and(|m| m < self.lake_done)
     }
 
     pub fn get(&self, stage: &str) -> i64 {

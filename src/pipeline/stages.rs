@@ -8,7 +8,7 @@ use std::time::Instant;
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::progress::{self, Progress};
 use crate::config::Settings;
@@ -162,13 +162,35 @@ impl Stages<'_> {
         let mut published = None;
         if let (Some(m), Some(mv)) = (self.mongo, p.mongo)
             && mv < upto
+            && p.mongo_due()
         {
-            if let Some(f) = &frames {
-                published = Some(m.publish(f).await?);
+            let publish = async {
+                let stats = match &frames {
+                    Some(f) => Some(m.publish(f, s.fail_at.as_deref()).await?),
+                    None => None,
+                };
+                s.checkpoint("before-mongo-progress")?;
+                m.set_progress(topic, upto).await?;
+                Ok::<_, crate::error::Error>(stats)
+            };
+            match publish.await {
+                Ok(stats) => {
+                    if p.mongo_retry.take().is_some() {
+                        info!(topic, bronze_version = upto, "MongoDB reachable again: publishing caught up");
+                    }
+                    published = stats;
+                    p.mongo = Some(upto);
+                }
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => {
+                    // The lake goes on; MongoDB keeps its own progress and catches up later.
+                    let wait =
+                        p.mongo_retry.map_or(std::time::Duration::from_secs(1), |(_, w)| (w * 2).min(s.max_backoff));
+                    p.mongo_retry = Some((std::time::Instant::now() + wait, wait));
+                    warn!(topic, error = %crate::redact::redact(&e.to_string()), retry_in_ms = wait.as_millis() as u64,
+                        published_up_to = mv, "MongoDB unavailable: the lake goes on, publishing will catch up (degraded)");
+                }
             }
-            s.checkpoint("before-mongo-progress")?;
-            m.set_progress(topic, upto).await?;
-            p.mongo = Some(upto);
         }
         info!(
             topic,

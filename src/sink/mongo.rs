@@ -112,11 +112,15 @@ impl MongoSink {
     }
 
     /// Upserts the documents and applies the deletions of one batch's gold frames.
-    pub async fn publish(&self, g: &GoldFrames) -> Result<PublishStats> {
+    /// `fault` is the test-only fault-injection point (`mid-mongo` stops after the first collection).
+    pub async fn publish(&self, g: &GoldFrames, fault: Option<&str>) -> Result<PublishStats> {
         let mut st = PublishStats::default();
         let v = |t: &str| g.versions.get(t).copied().unwrap_or(0);
         let (orders, totals) = order_docs(g)?;
         self.upsert("orders", orders, v("order_totals"), &mut st).await?;
+        if fault == Some("mid-mongo") {
+            return Err(Error::InjectedFault("mid-mongo".into()));
+        }
         self.upsert("order_totals", totals, v("order_totals"), &mut st).await?;
         self.upsert("customer_totals", customer_docs(&g.customer_totals)?, v("customer_totals"), &mut st).await?;
         self.upsert("daily_sales", daily_docs(&g.daily_sales)?, v("daily_sales"), &mut st).await?;

@@ -67,14 +67,19 @@ pub fn base_config(settings: &Settings) -> ClientConfig {
 /// the pipeline commits them after the Delta commit, for lag tools only.
 pub fn consumer(settings: &Settings) -> Result<(OrderConsumer, RebalanceLog)> {
     let log = RebalanceLog::default();
-    let mut c = base_config(settings);
-    c.set("group.id", &settings.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group)
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "30000")
         .set("fetch.wait.max.ms", "100");
+    // The user's librdkafka settings win over these defaults (e.g. a shorter session timeout)...
+    for (k, v) in &settings.kafka_options {
+        c.set(k, v);
+    }
+    // ...but offsets are never auto-committed: the lake is the truth about positions.
+    c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
     let consumer: OrderConsumer = c.create_with_context(Ctx { log: log.clone() })?;
     let topics = settings.topics();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
