@@ -76,7 +76,8 @@ impl Lake {
             std::fs::create_dir_all(&path)
                 .map_err(|e| Error::Config(format!("--lake: cannot create {}: {e}", path.display())))?;
         }
-        let table = DeltaTable::try_from_url_with_storage_options(url, self.options.clone()).await?;
+        // Not loaded first: there is nothing to load, and the kernel would log the attempt as an error.
+        let table = DeltaTableBuilder::from_url(url)?.with_storage_options(self.options.clone()).build()?;
         let created = table
             .create()
             .with_table_name(rel.rsplit('/').next().unwrap_or(rel))
