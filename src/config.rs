@@ -41,6 +41,8 @@ pub struct KafkaFile {
     pub sales_topic: Option<String>,
     /// Partitions for topics orderlake creates because they are missing.
     pub partitions: Option<i32>,
+    /// How long to wait for the broker at start before giving up with a clear message.
+    pub connect_timeout_ms: Option<u64>,
     /// Extra librdkafka settings, passed through verbatim (e.g. `"security.protocol" = "SASL_SSL"`).
     #[serde(default)]
     pub options: HashMap<String, String>,
@@ -120,6 +122,7 @@ pub struct Settings {
     pub group: String,
     pub sales_topic: String,
     pub partitions: i32,
+    pub connect_timeout: Duration,
     pub kafka_options: HashMap<String, String>,
     /// Lake root, always ending in `/`.
     pub lake: Url,
@@ -234,6 +237,7 @@ impl Settings {
             group,
             sales_topic,
             partitions,
+            connect_timeout: Duration::from_millis(fc.kafka.connect_timeout_ms.unwrap_or(15_000).max(100)),
             kafka_options: fc.kafka.options,
             lake,
             storage_options,

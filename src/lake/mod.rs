@@ -49,6 +49,50 @@ impl Lake {
             .map_err(|e| Error::Other(format!("table path {rel}: {e}")))
     }
 
+    /// Checks at start that the lake root can be reached and written, so a missing container,
+    /// rejected credentials or an unwritable path fail with one line instead of mid-batch.
+    pub async fn check(&self) -> Result<()> {
+        let key = "--lake / ORDERLAKE_LAKE";
+        if self.root.scheme() == "file" {
+            let path = self.root.to_file_path().map_err(|_| Error::Config(format!("{key}: bad path {}", self.root)))?;
+            let probe = path.join(".orderlake-write-probe");
+            return std::fs::create_dir_all(&path)
+                .and_then(|_| std::fs::write(&probe, b"probe"))
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|e| Error::Config(format!("{key}: cannot write to {}: {e}", path.display())));
+        }
+        let store = DeltaTableBuilder::from_url(self.root.clone())?
+            .with_storage_options(self.options.clone())
+            .build()
+            .map_err(|e| Error::Config(format!("{key}: {e}")))?
+            .log_store()
+            .root_object_store(None);
+        let listed = tokio::time::timeout(std::time::Duration::from_secs(30), store.list_with_delimiter(None)).await;
+        let container = self.root.host_str().unwrap_or_default();
+        match listed {
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => {
+                Err(Error::Config(format!("{key}: no answer from the storage account for {} within 30 s", self.root)))
+            }
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                let msg = if text.contains("ContainerNotFound") || text.contains("404") {
+                    format!(
+                        "container '{container}' does not exist; create it first (e.g. `az storage container create --name {container}`)"
+                    )
+                } else if text.contains("AuthenticationFailed")
+                    || text.contains("403")
+                    || text.contains("AuthorizationFailure")
+                {
+                    "the storage account rejected the credentials (check AZURE_STORAGE_ACCOUNT_KEY / SAS / service principal)".to_string()
+                } else {
+                    crate::redact::redact(&text)
+                };
+                Err(Error::Config(format!("{key}: {msg}")))
+            }
+        }
+    }
+
     /// Opens a table; `Ok(None)` when it does not exist yet. Existence is checked by listing
     /// `_delta_log/` first, so a missing table is a plain answer rather than a logged load error.
     pub async fn open(&self, rel: &str) -> Result<Option<DeltaTable>> {

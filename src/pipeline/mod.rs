@@ -57,6 +57,7 @@ impl Pipeline {
     /// clear message when a service is unreachable.
     pub async fn start(settings: Settings) -> Result<Pipeline> {
         let lake = Lake::new(&settings);
+        lake.check().await?;
         kafka::ensure_topics(&settings, &settings.topics()).await?;
         let mongo = match &settings.mongodb_uri {
             Some(uri) => {

@@ -91,8 +91,8 @@ pub async fn ensure_topics(settings: &Settings, topics: &[String]) -> Result<()>
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let new: Vec<NewTopic<'_>> =
         topics.iter().map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1))).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = tokio::time::timeout(Duration::from_secs(30), admin.create_topics(&new, &opts))
+    let opts = AdminOptions::new().operation_timeout(Some(settings.connect_timeout));
+    let results = tokio::time::timeout(settings.connect_timeout, admin.create_topics(&new, &opts))
         .await
         .map_err(|_| unreachable_broker(settings))??;
     for r in results {
@@ -107,8 +107,9 @@ pub async fn ensure_topics(settings: &Settings, topics: &[String]) -> Result<()>
 
 fn unreachable_broker(settings: &Settings) -> Error {
     Error::Config(format!(
-        "--brokers / ORDERLAKE_BROKERS: no Kafka broker answered at {} within 30 s (is it running? `make services-up` starts the local one)",
-        settings.brokers
+        "--brokers / ORDERLAKE_BROKERS: no Kafka broker answered at {} within {} ms (is it running? `make services-up` starts the local one; kafka.connect_timeout_ms sets the wait)",
+        settings.brokers,
+        settings.connect_timeout.as_millis()
     ))
 }
 
@@ -118,7 +119,7 @@ pub fn end_offsets<C: Consumer<X>, X: ConsumerContext>(
     settings: &Settings,
     topic: &str,
 ) -> Result<HashMap<i32, i64>> {
-    let timeout = Duration::from_secs(10);
+    let timeout = settings.connect_timeout;
     let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| match e {
         rdkafka::error::KafkaError::MetadataFetch(_) => unreachable_broker(settings),
         e => Error::Kafka(e),

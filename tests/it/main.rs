@@ -3,6 +3,7 @@
 //! dependency tree is linked once. Every test uses its own topic, group, container and database.
 
 mod cdc;
+mod config_errors;
 mod crash;
 mod deploy;
 mod e2e;
