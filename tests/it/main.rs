@@ -8,6 +8,7 @@ mod crash;
 mod deploy;
 mod e2e;
 mod lake_format;
+mod outage;
 mod reference;
 mod restart;
 mod support;

@@ -188,7 +188,8 @@ pub fn keyed(batches: &[RecordBatch], key: &str, cols: &[&str]) -> BTreeMap<Stri
 
 pub async fn mongo_docs(s: &Settings, coll: &str) -> Vec<Document> {
     use futures::TryStreamExt;
-    let client = mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap();
+    let uri = s.mongodb_uri.clone().unwrap_or_else(mongodb_uri);
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
     client
         .database(&s.mongodb_database)
         .collection::<Document>(coll)
@@ -231,4 +232,71 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A SecantusDB server of the test's own, on a free port, that the test may stop and restart.
+pub struct PrivateMongo {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateMongo {
+    pub fn start() -> PrivateMongo {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut m = PrivateMongo { port, dir: tempfile::tempdir().unwrap(), child: None };
+        m.resume();
+        m
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and data directory and waits until it answers.
+    pub fn resume(&mut self) {
+        let bin = python().parent().unwrap().join("secantusd-py");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path"])
+            .arg(self.dir.path().join("data"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start secantusd-py");
+        self.child = Some(child);
+        for _ in 0..120 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!("private SecantusDB did not start on port {}", self.port);
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s).
+    pub fn pause(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), 15);
+            for _ in 0..40 {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateMongo {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+/// Sends a signal to a process this test started.
+pub fn unsafe_kill(pid: u32, signal: i32) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
 }

@@ -1,0 +1,110 @@
+//! Outages and shutdown: with MongoDB down mid-run, the lake path goes on, the log says the
+//! pipeline is degraded, nothing is recorded as published that was not, and publishing catches up
+//! by itself once MongoDB is back; SIGTERM then commits, leaves the group and exits 0.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orderlake::produce::{self, SaleRecord};
+
+use crate::e2e::{assert_lake_matches, assert_mongo_matches};
+use crate::reference;
+use crate::support::*;
+
+fn renumbered(records: Vec<SaleRecord>, prefix: &str) -> Vec<SaleRecord> {
+    records
+        .into_iter()
+        .map(|mut r| {
+            let c = if r.transaction_no.starts_with('C') { "C" } else { "" };
+            r.transaction_no = format!("{c}{prefix}{}", r.transaction_no.trim_start_matches('C'));
+            r
+        })
+        .collect()
+}
+
+async fn gold_orders(s: &orderlake::config::Settings) -> usize {
+    match table_version(s, "gold/order_totals").await {
+        Some(_) => strs(&read_table(s, "gold/order_totals").await, "order_id").len(),
+        None => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
+    let mut mongo = PrivateMongo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("outage");
+    let mut s = settings(&name, &LakeKind::Local(dir.path().join("lake")), true);
+    s.mongodb_uri = Some(mongo.uri());
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[batch]\nmax_records = 300\nmax_latency_ms = 300\n[run]\nmax_backoff_ms = 2000\nshutdown_timeout_ms = 20000\n",
+    )
+    .unwrap();
+    let log_path = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderlake"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("ORDERLAKE_BROKERS", &s.brokers)
+        .env("ORDERLAKE_LAKE", s.lake.as_str())
+        .env("ORDERLAKE_MONGODB_URI", format!("{}/?serverSelectionTimeoutMS=2000", mongo.uri()))
+        .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database)
+        .env("ORDERLAKE_GROUP", &s.group)
+        .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+
+    let first = renumbered(produce::synthetic(600, 31), "5");
+    produce::publish(&s, &s.sales_topic, &first, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mongo_docs(&s, "order_totals").await.len() < reference::compute(&first).orders.len() {
+        assert!(Instant::now() < deadline, "first events never reached MongoDB");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // MongoDB goes away; events keep coming and the lake keeps taking them.
+    mongo.pause();
+    let second = renumbered(produce::synthetic(600, 32), "4");
+    produce::publish(&s, &s.sales_topic, &second, None).await.unwrap();
+    let mut all = first.clone();
+    all.extend(second.iter().cloned());
+    let want_orders = reference::compute(&all).orders.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gold_orders(&s).await < want_orders {
+        assert!(Instant::now() < deadline, "the lake stalled while MongoDB was down");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_lake_matches(&s, &reference::compute(&all)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("MongoDB unavailable: the lake goes on"), "degraded state is logged:\n{log}");
+
+    // MongoDB comes back: publishing catches up without a restart.
+    mongo.resume();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if mongo_docs(&s, "order_totals").await.len() == want_orders {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not catch up:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_mongo_matches(&s, &reference::compute(&all)).await;
+
+    // SIGTERM: commits what it has, leaves the group, exits 0 in bounded time.
+    let stopping = Instant::now();
+    unsafe_kill(child.id(), 15);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM");
+    assert!(stopping.elapsed() < Duration::from_secs(25));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("signal=\"SIGTERM\"") || log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("MongoDB reachable again"), "{log}");
+}
