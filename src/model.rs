@@ -14,6 +14,30 @@ pub struct RawEvent {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Prefix of a bronze `value` that holds bytes which were not UTF-8, base64-encoded, so bronze keeps
+/// them exactly (a NUL cannot start a JSON text, so no real value looks like this).
+pub const NOT_UTF8_PREFIX: &str = "\u{0}orderlake:not-utf8:base64:";
+
+/// A message value as bronze stores it: the text, or the marked base64 of bytes that are not UTF-8.
+pub fn value_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            use base64::Engine;
+            format!("{NOT_UTF8_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+    }
+}
+
+/// The reason a stored value cannot be decoded before even looking at it, if any.
+pub fn undecodable(value: Option<&str>) -> Option<String> {
+    let v = value?;
+    v.strip_prefix(NOT_UTF8_PREFIX).map(|b64| {
+        let n = b64.len() / 4 * 3;
+        format!("value is not valid UTF-8 (about {n} bytes; bronze keeps them base64-encoded)")
+    })
+}
+
 impl RawEvent {
     pub fn size(&self) -> usize {
         self.key.as_ref().map_or(0, String::len) + self.value.as_ref().map_or(0, String::len) + 32

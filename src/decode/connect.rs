@@ -52,7 +52,23 @@ pub enum FieldValue {
     Json(String),
 }
 
+/// Days since the epoch → a date within years 1900–2200, the range orderlake accepts.
+fn checked_date(days: i64) -> Result<NaiveDate, String> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    chrono::TimeDelta::try_days(days)
+        .and_then(|d| epoch.checked_add_signed(d))
+        .filter(|d| (1900..=2200).contains(&chrono::Datelike::year(d)))
+        .ok_or_else(|| format!("date of {days} days since 1970-01-01 is out of range (years 1900-2200)"))
+}
+
+fn mul(v: i64, by: i64, what: &str) -> Result<i64, String> {
+    v.checked_mul(by).ok_or_else(|| format!("{what} {v} is out of range"))
+}
+
 fn b64_decimal(s: &str, scale: u32) -> Result<FieldValue, String> {
+    if scale > 38 {
+        return Err(format!("decimal scale {scale} is larger than 38"));
+    }
     let bytes = STANDARD.decode(s).map_err(|e| format!("decimal bytes '{s}' are not base64: {e}"))?;
     if bytes.len() > 16 {
         return Err(format!("decimal of {} bytes does not fit 128 bits", bytes.len()));
@@ -88,12 +104,12 @@ pub fn decode_field(v: &Value, schema: Option<&FieldSchema>) -> Result<FieldValu
             return Ok(FieldValue::Date(int(v, name)? as i32));
         }
         "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => {
-            return Ok(FieldValue::Time(int(v, name)? * 1000));
+            return Ok(FieldValue::Time(mul(int(v, name)?, 1000, name)?));
         }
         "io.debezium.time.MicroTime" => return Ok(FieldValue::Time(int(v, name)?)),
         "io.debezium.time.NanoTime" => return Ok(FieldValue::Time(int(v, name)? / 1000)),
         "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => {
-            return Ok(FieldValue::Timestamp(int(v, name)? * 1000));
+            return Ok(FieldValue::Timestamp(mul(int(v, name)?, 1000, name)?));
         }
         "io.debezium.time.MicroTimestamp" => return Ok(FieldValue::Timestamp(int(v, name)?)),
         "io.debezium.time.NanoTimestamp" => return Ok(FieldValue::Timestamp(int(v, name)? / 1000)),
@@ -117,7 +133,8 @@ pub fn decode_field(v: &Value, schema: Option<&FieldSchema>) -> Result<FieldValu
 }
 
 fn variable_scale(v: &Value) -> Result<FieldValue, String> {
-    let scale = v.get("scale").and_then(Value::as_u64).ok_or("VariableScaleDecimal without scale")? as u32;
+    let scale = v.get("scale").and_then(Value::as_u64).ok_or("VariableScaleDecimal without scale")?;
+    let scale = u32::try_from(scale).map_err(|_| format!("decimal scale {scale} is larger than 38"))?;
     let bytes = v.get("value").and_then(Value::as_str).ok_or("VariableScaleDecimal without value")?;
     b64_decimal(bytes, scale)
 }
@@ -148,7 +165,9 @@ impl FieldValue {
             FieldValue::Int(i) => i.to_string(),
             FieldValue::Number(s) | FieldValue::Str(s) | FieldValue::Json(s) => s.clone(),
             FieldValue::Decimal { unscaled, scale } => format_decimal(*unscaled, *scale),
-            FieldValue::Date(d) => crate::lake::rows::date_from_days(*d).format("%Y-%m-%d").to_string(),
+            FieldValue::Date(d) => {
+                checked_date(*d as i64).map_or_else(|_| d.to_string(), |d| d.format("%Y-%m-%d").to_string())
+            }
             FieldValue::Timestamp(us) => DateTime::from_timestamp_micros(*us)
                 .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
                 .unwrap_or_default(),
@@ -167,7 +186,11 @@ impl FieldValue {
     pub fn to_cents(&self) -> Result<Option<i64>, String> {
         match self {
             FieldValue::Null => Ok(None),
-            FieldValue::Int(i) => i.checked_mul(100).map(Some).ok_or_else(|| format!("amount {i} is out of range")),
+            FieldValue::Int(i) => i
+                .checked_mul(100)
+                .filter(|c| c.unsigned_abs() < 1_000_000_000_000_000_000)
+                .map(Some)
+                .ok_or_else(|| format!("amount {i} does not fit decimal(18,2)")),
             FieldValue::Decimal { unscaled, scale } => decimal_to_cents(*unscaled, *scale).map(Some),
             FieldValue::Str(s) => crate::decode::decimal::parse_cents(s).map(Some),
             FieldValue::Number(s) => {
@@ -193,18 +216,20 @@ impl FieldValue {
 
     /// A date: Connect days, an ISO date (or the date part of a timestamp), or a timestamp's day.
     pub fn to_date(&self) -> Result<Option<NaiveDate>, String> {
-        use crate::lake::rows::date_from_days;
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
         match self {
             FieldValue::Null => Ok(None),
-            FieldValue::Date(d) => Ok(Some(date_from_days(*d))),
+            FieldValue::Date(d) => checked_date(*d as i64).map(Some),
             // Schemaless io.debezium.time.Date: days since the epoch.
-            FieldValue::Int(d) => {
-                i32::try_from(*d).map(|d| Some(date_from_days(d))).map_err(|_| format!("date {d} is out of range"))
+            FieldValue::Int(d) => checked_date(*d).map(Some),
+            FieldValue::Timestamp(us) => {
+                let d = DateTime::from_timestamp_micros(*us).map(|t| t.date_naive()).ok_or("timestamp out of range")?;
+                checked_date((d - epoch).num_days()).map(Some)
             }
-            FieldValue::Timestamp(us) => Ok(DateTime::from_timestamp_micros(*us).map(|t| t.date_naive())),
             FieldValue::Str(s) => NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d")
-                .map(Some)
-                .map_err(|_| format!("'{s}' is not a date (YYYY-MM-DD)")),
+                .map_err(|_| format!("'{s}' is not a date (YYYY-MM-DD)"))
+                .and_then(|d| checked_date((d - epoch).num_days()))
+                .map(Some),
             other => Err(format!("expected a date, got {other:?}")),
         }
     }
@@ -214,7 +239,7 @@ impl FieldValue {
         match self {
             FieldValue::Null => Ok(None),
             FieldValue::Timestamp(us) => Ok(Some(*us)),
-            FieldValue::Date(d) => Ok(Some(*d as i64 * 86_400_000_000)),
+            FieldValue::Date(d) => mul(*d as i64, 86_400_000_000, "date").map(Some),
             FieldValue::Int(i) => Ok(Some(match i.unsigned_abs() {
                 n if n >= 100_000_000_000_000_000 => i / 1000,
                 n if n >= 100_000_000_000_000 => *i,
@@ -237,6 +262,9 @@ fn format_decimal(unscaled: i128, scale: u32) -> String {
 }
 
 fn decimal_to_cents(unscaled: i128, scale: u32) -> Result<i64, String> {
+    if scale > 38 {
+        return Err(format!("decimal scale {scale} is larger than 38"));
+    }
     let cents = if scale <= 2 {
         unscaled.checked_mul(10i128.pow(2 - scale))
     } else {

@@ -108,6 +108,10 @@ fn i64_of(v: Option<&Value>) -> Option<i64> {
 pub fn decode(meta: &MessageMeta<'_>, key: Option<&str>, value: Option<&str>) -> Result<Option<CdcChange>, String> {
     let Some(value) = value.filter(|v| !v.trim().is_empty()) else { return Ok(None) };
     let key_fields = match key.filter(|k| !k.trim().is_empty()) {
+        // A key that is not JSON (a StringConverter key) is the key value itself.
+        Some(k) if serde_json::from_str::<Value>(k).is_err() => {
+            BTreeMap::from([(String::new(), FieldValue::Str(k.to_string()))])
+        }
         Some(k) => {
             let (schema, payload) = unwrap_envelope(parse_json("key", k)?);
             match payload {

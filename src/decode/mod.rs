@@ -17,9 +17,25 @@ pub struct Decoded {
     pub dead: Vec<DeadLetter>,
 }
 
+/// A sales line is a few hundred bytes; anything this large is not one.
+pub const MAX_SALES_EVENT_BYTES: usize = 1 << 20;
+/// A CDC change carries a whole row, which may hold large text columns.
+pub const MAX_CDC_EVENT_BYTES: usize = 8 << 20;
+
+fn too_large(e: &RawEvent, limit: usize) -> Option<String> {
+    let n = e.value.as_ref().map_or(0, String::len);
+    (n > limit).then(|| format!("event of {n} bytes exceeds the {} MiB limit for this topic", limit >> 20))
+}
+
 /// Decodes raw events of the sales topic; undecodable ones become dead letters with the reason.
 pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
     for e in events {
+        if let Some(reason) =
+            crate::model::undecodable(e.value.as_deref()).or_else(|| too_large(e, MAX_SALES_EVENT_BYTES))
+        {
+            out.dead.push(dead(e, reason));
+            continue;
+        }
         let meta = sales::MessageMeta::of(e);
         match sales::decode(&meta, e.value.as_deref().map(str::as_bytes), now_us) {
             Ok(line) => {
@@ -50,6 +66,12 @@ pub fn decode_topic(topic: &str, events: &[RawEvent], cdc: Option<&CdcSettings>,
         return;
     };
     for e in events {
+        if let Some(reason) =
+            crate::model::undecodable(e.value.as_deref()).or_else(|| too_large(e, MAX_CDC_EVENT_BYTES))
+        {
+            out.dead.push(dead(e, reason));
+            continue;
+        }
         let meta = sales::MessageMeta::of(e);
         let res = debezium::decode(&meta, e.key.as_deref(), e.value.as_deref()).and_then(|c| match c {
             Some(c) => mapping::apply(&c, table, truncate, now_us, &mut out.changes).map(|applied| {
@@ -75,3 +97,6 @@ pub fn redact_topic(topic: &str, events: &mut [RawEvent], cdc: Option<&CdcSettin
         }
     }
 }
+
+#[cfg(test)]
+mod prop_tests;

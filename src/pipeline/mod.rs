@@ -270,8 +270,8 @@ impl Pipeline {
                         topic: tp.0.clone(),
                         partition: tp.1,
                         offset: off,
-                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                        key: m.key().map(crate::model::value_text),
+                        value: m.payload().map(crate::model::value_text),
                         timestamp_ms: m.timestamp().to_millis(),
                     };
                     pending_bytes += ev.size();
