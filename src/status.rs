@@ -61,7 +61,13 @@ pub async fn report(settings: &Settings) -> Result<String> {
                     None => -1,
                 };
                 let published = m.progress(&topic).await?;
-                let p_txt = published.map_or("none".to_string(), |v| v.to_string());
+                let p_txt = match published {
+                    None => "none".to_string(),
+                    Some(v) if v < bronze_v => {
+                        format!("{v} (behind by {} bronze versions: degraded or catching up)", bronze_v - v)
+                    }
+                    Some(v) => v.to_string(),
+                };
                 writeln!(out, "  {topic}: bronze version {bronze_v}, published up to bronze version {p_txt}").ok();
             }
         }
