@@ -29,6 +29,18 @@ async fn gold_orders(s: &orderlake::config::Settings) -> usize {
     }
 }
 
+/// Every event is in bronze and the batch log says every lake layer has applied bronze's last version.
+async fn lake_complete(s: &orderlake::config::Settings, events: usize) -> bool {
+    let bronze_rel = format!("bronze/{}", s.sales_topic);
+    let (Some(bv), Some(_)) = (table_version(s, &bronze_rel).await, table_version(s, "_orderlake/batches").await)
+    else {
+        return false;
+    };
+    let in_bronze = strs(&read_table(s, &bronze_rel).await, "value").len();
+    let done = ints(&read_table(s, "_orderlake/batches").await, "bronze_version").into_iter().flatten().max();
+    in_bronze == events && done == Some(bv as i64)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     let mut mongo = PrivateMongo::start();
@@ -73,10 +85,11 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     all.extend(second.iter().cloned());
     let want_orders = reference::compute(&all).orders.len();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while gold_orders(&s).await < want_orders {
+    while !lake_complete(&s, all.len()).await {
         assert!(Instant::now() < deadline, "the lake stalled while MongoDB was down");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert_eq!(gold_orders(&s).await, want_orders);
     assert_lake_matches(&s, &reference::compute(&all)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
