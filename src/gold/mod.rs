@@ -159,6 +159,9 @@ async fn commit(
         std::iter::repeat_n(false, new.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
     let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
     let table = lake.open_or_create(&rel, spec).await?;
+    if crate::lake::has_applied(&table, c.app_id, c.version).await? {
+        return Ok(version_of(&table) as i64); // another instance applied this version already
+    }
     let table =
         merge(table, &MergeSpec { spec, guard: None }, source, vec![Transaction::new(c.app_id, c.version)]).await?;
     Ok(version_of(&table) as i64)

@@ -147,6 +147,13 @@ pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>
     Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id).await?)
 }
 
+/// Whether `table` already records `version` (or later) for `app_id`: another instance, or an
+/// earlier attempt, has applied it. Checked on the freshly loaded table right before a commit, so a
+/// late writer never moves a marker backwards.
+pub async fn has_applied(table: &DeltaTable, app_id: &str, version: i64) -> Result<bool> {
+    Ok(txn_version(table, app_id).await?.is_some_and(|v| v >= version))
+}
+
 /// Commit properties carrying the given progress markers in the same commit as the data.
 pub fn commit_with(txns: Vec<Transaction>) -> CommitProperties {
     CommitProperties::default().with_application_transactions(txns)

@@ -195,6 +195,9 @@ pub async fn apply_table(
         std::iter::repeat_n(false, upserts.num_rows()).chain(std::iter::repeat_n(true, markers.num_rows())).collect();
     let source = with_deleted_flag(&arrow::compute::concat_batches(&schema, [&upserts, &markers])?, flags)?;
     let table = lake.open_or_create(&rel, spec).await?;
+    if super::has_applied(&table, &txn.app_id, txn.version).await? {
+        return Ok(Some(table)); // another instance applied this version already
+    }
     if source.num_rows() == 0 {
         // Everything was older than what silver has: record progress only.
         let t = table.write(vec![]).with_commit_properties(commit_with(vec![txn])).await?;

@@ -108,6 +108,9 @@ impl Pipeline {
         let topics: Vec<String> = pending.keys().cloned().collect();
         for topic in topics {
             let mut events = pending[&topic].clone();
+            // A partition revoked and re-assigned mid-batch is read again from bronze's position.
+            let mut seen = std::collections::HashSet::new();
+            events.retain(|e| seen.insert((e.partition, e.offset)));
             crate::decode::redact_topic(&topic, &mut events, self.settings.cdc.as_ref());
             let mut st = self.topics.remove(&topic).expect("topic state");
             let res = async {
@@ -142,6 +145,26 @@ impl Pipeline {
         Ok(n)
     }
 
+    /// [`Self::catch_up`], retried like a batch: another instance committing to the same tables,
+    /// or a service that is briefly away, must not stop the run.
+    async fn catch_up_retrying(&mut self, once: bool) -> Result<()> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.catch_up().await {
+                Ok(()) => return Ok(()),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) if once && started.elapsed() >= self.settings.once_retry_limit => return Err(e),
+                Err(e) => {
+                    warn!(error = %crate::redact::redact(&e.to_string()), retry_in_ms = backoff.as_millis() as u64, "catching up failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    self.reload_progress().await;
+                }
+            }
+        }
+    }
+
     /// [`Self::flush`], retried with capped exponential backoff on failures that can pass
     /// (unreachable broker, storage or MongoDB, commit conflicts). With `--once`, gives up after
     /// `run.once_retry_limit_ms`.
@@ -170,6 +193,24 @@ impl Pipeline {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.settings.max_backoff);
                     attempt += 1;
+                    self.reload_progress().await;
+                }
+            }
+        }
+    }
+
+    /// Re-reads every stage's progress from the tables (after a failure, or when other instances
+    /// may have moved it). MongoDB's position and backoff are kept: MongoDB may be what failed.
+    async fn reload_progress(&mut self) {
+        for (topic, st) in self.topics.iter_mut() {
+            match progress::load(&self.lake, &self.settings, topic, None).await {
+                Ok(mut p) => {
+                    p.mongo = st.progress.mongo;
+                    p.mongo_retry = st.progress.mongo_retry;
+                    st.progress = p;
+                }
+                Err(e) => {
+                    warn!(topic, error = %crate::redact::redact(&e.to_string()), "could not re-read progress; keeping what is known")
                 }
             }
         }
@@ -184,7 +225,7 @@ impl Pipeline {
 
     /// Runs until stopped (ctrl-c), or with `once` until the end offsets seen at start are in the lake.
     pub async fn run(&mut self, once: bool) -> Result<RunSummary> {
-        self.catch_up().await?;
+        self.catch_up_retrying(once).await?;
         let (consumer, rebalances) = kafka::consumer(&self.settings)?;
         let mut targets: HashMap<TopicPartition, i64> = HashMap::new();
         if once {
@@ -222,14 +263,13 @@ impl Pipeline {
         let mut stop = std::pin::pin!(shutdown_signal());
         let once = targets.is_some();
         loop {
+            // A revoked partition's position is re-read from bronze if it comes back. Its pending events
+            // stay: they are valid data, and if the new owner writes the same offsets first, the
+            // per-partition `txn` conflict and the pre-append offset check keep bronze exactly once.
+            // (Dropping them livelocks under frequent rebalances: no batch ever completes.)
             for tp in rebalances.take_revoked() {
                 pos.expected.remove(&tp);
                 pos.sought.remove(&tp);
-                if let Some(v) = pending.get_mut(&tp.0) {
-                    let before = v.len();
-                    v.retain(|e| e.partition != tp.1);
-                    pending_n -= before - v.len();
-                }
             }
             let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let msg = tokio::select! {
@@ -237,7 +277,9 @@ impl Pipeline {
                 signal = &mut stop => {
                     info!(signal, pending = pending_n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
                         "stopping: committing the batch in hand, then leaving the group");
-                    match tokio::time::timeout(self.settings.shutdown_timeout, self.flush(consumer, &mut pending)).await {
+                    let limit = self.settings.shutdown_timeout;
+                    let flush = self.flush_retrying(consumer, &mut pending, once);
+                    match tokio::time::timeout(limit, flush).await {
                         Ok(r) => summary.events += r? as u64,
                         Err(_) => warn!("shutdown timeout: the batch in hand was given up; it is read again on the next start"),
                     }
@@ -283,7 +325,7 @@ impl Pipeline {
                 Err(_) => {
                     // Idle: a MongoDB that was down may be back.
                     if self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due()) {
-                        self.catch_up().await?;
+                        self.catch_up_retrying(once).await?;
                     }
                 }
             }
@@ -321,7 +363,7 @@ impl Pipeline {
             if let Some(at) = wait {
                 tokio::time::sleep_until(at.into()).await;
             }
-            self.catch_up().await?;
+            self.catch_up_retrying(true).await?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use crate::decode::{Decoded, decode_topic};
 use crate::error::Result;
 use crate::gold::{self, GoldCommit, Touched};
 use crate::lake::rows::{batch, long_col, str_col, ts_col};
-use crate::lake::{Lake, bronze, commit_with, dead_letter, schema, silver};
+use crate::lake::{Lake, bronze, commit_with, dead_letter, has_applied, schema, silver, txn_version};
 use crate::model::{Changes, RawEvent};
 use crate::sink::mongo::MongoSink;
 
@@ -105,13 +105,17 @@ impl Stages<'_> {
         }
 
         // Dead letters first: silver's marker then vouches for them too.
-        let dl_after = p.get("dead_letters");
-        let dead: Vec<_> = merged(units, dl_after).flat_map(|u| u.decoded.dead.iter().cloned()).collect();
-        if !dead.is_empty() {
+        let mut dl_after = p.get("dead_letters");
+        if units.iter().any(|u| u.version > dl_after && !u.decoded.dead.is_empty()) {
             let t = self.lake.open_or_create(&dead_letter::table_name(&s.bronze_prefix), &schema::DEAD_LETTERS).await?;
-            let txn = Transaction::new(progress::dead_letters_app_id(&s.group, topic), upto);
-            dead_letter::append(t, &dead, txn, now).await?;
-            tracing::warn!(topic, count = dead.len(), first_error = %dead[0].error, "dead-lettered undecodable events");
+            let app_id = progress::dead_letters_app_id(&s.group, topic);
+            // Another instance may have listed some of these versions already.
+            dl_after = dl_after.max(txn_version(&t, &app_id).await?.unwrap_or(progress::NONE));
+            let dead: Vec<_> = merged(units, dl_after).flat_map(|u| u.decoded.dead.iter().cloned()).collect();
+            if !dead.is_empty() {
+                dead_letter::append(t, &dead, Transaction::new(app_id, upto), now).await?;
+                tracing::warn!(topic, count = dead.len(), first_error = %dead[0].error, "dead-lettered undecodable events");
+            }
         }
         p.lake.insert("dead_letters".into(), upto.max(dl_after));
 
@@ -154,8 +158,14 @@ impl Stages<'_> {
                     ts_col([Some(now)]),
                 ],
             )?;
-            let txn = Transaction::new(progress::batches_app_id(&s.group, topic), upto);
-            t.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(commit_with(vec![txn])).await?;
+            let app_id = progress::batches_app_id(&s.group, topic);
+            if !has_applied(&t, &app_id, upto).await? {
+                let txn = Transaction::new(app_id, upto);
+                t.write(vec![b])
+                    .with_save_mode(SaveMode::Append)
+                    .with_commit_properties(commit_with(vec![txn]))
+                    .await?;
+            }
         }
         p.mark_lake_done(upto);
 

@@ -78,11 +78,12 @@ async fn sigkill_anywhere_loses_nothing_and_doubles_nothing() {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(2024);
     let mut kills = 0;
     while kills < 22 {
-        let mut child =
+        let child =
             orderlake(&s, &config, &["run"]).stdout(Stdio::null()).stderr(log.try_clone().unwrap()).spawn().unwrap();
+        let mut guard = ChildGuard(Some(child));
         tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..6000))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        guard.child().kill().unwrap(); // SIGKILL
+        guard.child().wait().unwrap();
         kills += 1;
     }
     producer.await.unwrap().unwrap();

@@ -55,19 +55,21 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     )
     .unwrap();
     let log_path = dir.path().join("run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderlake"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("ORDERLAKE_BROKERS", &s.brokers)
-        .env("ORDERLAKE_LAKE", s.lake.as_str())
-        .env("ORDERLAKE_MONGODB_URI", format!("{}/?serverSelectionTimeoutMS=2000", mongo.uri()))
-        .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database)
-        .env("ORDERLAKE_GROUP", &s.group)
-        .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut guard = ChildGuard(Some(
+        Command::new(env!("CARGO_BIN_EXE_orderlake"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("ORDERLAKE_BROKERS", &s.brokers)
+            .env("ORDERLAKE_LAKE", s.lake.as_str())
+            .env("ORDERLAKE_MONGODB_URI", format!("{}/?serverSelectionTimeoutMS=2000", mongo.uri()))
+            .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database)
+            .env("ORDERLAKE_GROUP", &s.group)
+            .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
 
     let first = renumbered(produce::synthetic(600, 31), "5");
     produce::publish(&s, &s.sales_topic, &first, None).await.unwrap();
@@ -98,8 +100,11 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     // MongoDB comes back: publishing catches up without a restart.
     mongo.resume();
     let deadline = Instant::now() + Duration::from_secs(90);
+    let bronze_version = table_version(&s, &format!("bronze/{}", s.sales_topic)).await.unwrap() as i64;
     loop {
-        if mongo_docs(&s, "order_totals").await.len() == want_orders {
+        let progress = mongo_docs(&s, orderlake::sink::mongo::PROGRESS).await;
+        let published = progress.first().and_then(|d| d.get_i64("bronze_version").ok());
+        if published == Some(bronze_version) && mongo_docs(&s, "order_totals").await.len() == want_orders {
             break;
         }
         assert!(
@@ -113,8 +118,8 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
 
     // SIGTERM: commits what it has, leaves the group, exits 0 in bounded time.
     let stopping = Instant::now();
-    unsafe_kill(child.id(), 15);
-    let status = child.wait().unwrap();
+    unsafe_kill(guard.child().id(), 15);
+    let status = guard.child().wait().unwrap();
     assert!(status.success(), "exit 0 on SIGTERM");
     assert!(stopping.elapsed() < Duration::from_secs(25));
     let log = std::fs::read_to_string(&log_path).unwrap();

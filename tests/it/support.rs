@@ -300,3 +300,22 @@ impl Drop for PrivateMongo {
 pub fn unsafe_kill(pid: u32, signal: i32) {
     let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
 }
+
+/// A child process that is killed when the guard is dropped, so a failing test leaves no
+/// `orderlake` running behind it.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child present")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
