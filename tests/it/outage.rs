@@ -126,3 +126,105 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     assert!(log.contains("signal=\"SIGTERM\"") || log.contains("SIGTERM"), "{log}");
     assert!(log.contains("MongoDB reachable again"), "{log}");
 }
+
+/// Azure storage goes away mid-run: batches fail and are retried with backoff, nothing is
+/// recorded as done before it is written, and once storage is back everything lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_is_retried_and_nothing_is_lost_or_doubled() {
+    let mut az = PrivateServer::azurite();
+    let name = unique("az-outage");
+    let container = name.to_lowercase();
+    let out = Command::new(python())
+        .arg(repo_root().join("infra/local/azure_container.py"))
+        .arg(&container)
+        .env("AZURITE_PORT", az.port.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let az_port = az.port;
+    let dir = tempfile::tempdir().unwrap();
+    // Settings for the test's own use (Kafka and MongoDB); the lake is only reached by the binary.
+    let s = settings(&name, &LakeKind::Local(dir.path().join("unused")), true);
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[batch]\nmax_records = 300\nmax_latency_ms = 300\n[run]\nmax_backoff_ms = 2000\n")
+        .unwrap();
+    let orderlake = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_orderlake"));
+        c.args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("ORDERLAKE_BROKERS", &s.brokers)
+            .env("ORDERLAKE_LAKE", format!("az://{container}/lake"))
+            .env("ORDERLAKE_MONGODB_URI", s.mongodb_uri.as_deref().unwrap())
+            .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database)
+            .env("ORDERLAKE_GROUP", &s.group)
+            .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
+            .env("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")
+            .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{az_port}"));
+        c
+    };
+    let log_path = dir.path().join("run.log");
+    let mut guard = ChildGuard(Some(
+        orderlake(&["run"]).stdout(Stdio::null()).stderr(std::fs::File::create(&log_path).unwrap()).spawn().unwrap(),
+    ));
+
+    let first = renumbered(produce::synthetic(600, 41), "2");
+    produce::publish(&s, &s.sales_topic, &first, None).await.unwrap();
+    let want = reference::compute(&first).orders.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mongo_docs(&s, "order_totals").await.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "first events never landed:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Storage goes away for a while; events keep arriving.
+    az.pause();
+    let second = renumbered(produce::synthetic(600, 42), "1");
+    produce::publish(&s, &s.sales_topic, &second, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    az.resume();
+
+    let mut all = first.clone();
+    all.extend(second.iter().cloned());
+    let r = reference::compute(&all);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let totals: std::collections::BTreeMap<String, Vec<i64>> = mongo_docs(&s, "order_totals")
+            .await
+            .iter()
+            .map(|d| {
+                (
+                    d.get_str("_id").unwrap().to_string(),
+                    vec![int(d, "lines"), int(d, "units"), money(d, "total_amount")],
+                )
+            })
+            .collect();
+        if totals == r.orders {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover:\n{}", std::fs::read_to_string(&log_path).unwrap());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_mongo_matches(&s, &r).await;
+    unsafe_kill(guard.child().id(), 15);
+    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("batch failed; retrying"), "the outage was retried:\n{log}");
+    assert!(log.contains("recovered"), "{log}");
+
+    // The lake, read through the binary: every event in bronze exactly once, no lag.
+    let st = orderlake(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let bronze_line = text.lines().find(|l| l.starts_with(&format!("bronze/{}", s.sales_topic))).unwrap();
+    assert!(bronze_line.trim_end().ends_with(&format!(" {}", all.len())), "bronze rows: {bronze_line}");
+    for l in text.lines().filter(|l| l.starts_with(&format!("{}/", s.sales_topic))) {
+        assert!(l.trim_end().ends_with(" 0"), "lag 0: {l}");
+    }
+}

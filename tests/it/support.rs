@@ -234,19 +234,31 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A SecantusDB server of the test's own, on a free port, that the test may stop and restart.
-pub struct PrivateMongo {
+/// A server of the test's own (SecantusDB or Azurite) on a free port, that the test may stop and
+/// restart on the same port and data directory without disturbing the shared services.
+pub struct PrivateServer {
     pub port: u16,
+    kind: &'static str,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
 
-impl PrivateMongo {
-    pub fn start() -> PrivateMongo {
+pub type PrivateMongo = PrivateServer;
+
+impl PrivateServer {
+    fn launch(kind: &'static str) -> PrivateServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut m = PrivateMongo { port, dir: tempfile::tempdir().unwrap(), child: None };
+        let mut m = PrivateServer { port, kind, dir: tempfile::tempdir().unwrap(), child: None };
         m.resume();
         m
+    }
+
+    pub fn start() -> PrivateServer {
+        Self::launch("secantus")
+    }
+
+    pub fn azurite() -> PrivateServer {
+        Self::launch("azurite")
     }
 
     pub fn uri(&self) -> String {
@@ -255,15 +267,30 @@ impl PrivateMongo {
 
     /// (Re)starts the server on the same port and data directory and waits until it answers.
     pub fn resume(&mut self) {
-        let bin = python().parent().unwrap().join("secantusd-py");
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path"])
-            .arg(self.dir.path().join("data"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start secantusd-py");
+        let data = self.dir.path().join("data");
+        let port = self.port.to_string();
+        let mut cmd = if self.kind == "azurite" {
+            let cache = python().parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+            let mut c = Command::new(cache.join("node/node_modules/.bin/azurite-blob"));
+            c.args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port,
+                "--skipApiVersionCheck",
+                "--loose",
+                "--silent",
+                "--location",
+            ])
+            .arg(&data);
+            c
+        } else {
+            let mut c = Command::new(python().parent().unwrap().join("secantusd-py"));
+            c.args(["--host", "127.0.0.1", "--port", &port, "--storage-path"]).arg(&data);
+            c
+        };
+        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start private server");
         self.child = Some(child);
         for _ in 0..120 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -271,7 +298,7 @@ impl PrivateMongo {
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
-        panic!("private SecantusDB did not start on port {}", self.port);
+        panic!("private {} did not start on port {}", self.kind, self.port);
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s).
@@ -290,7 +317,7 @@ impl PrivateMongo {
     }
 }
 
-impl Drop for PrivateMongo {
+impl Drop for PrivateServer {
     fn drop(&mut self) {
         self.pause();
     }
