@@ -228,3 +228,69 @@ async fn storage_outage_is_retried_and_nothing_is_lost_or_doubled() {
         assert!(l.trim_end().ends_with(" 0"), "lag 0: {l}");
     }
 }
+
+/// The broker goes away mid-run: the consumer reconnects by itself, the batch in hand is kept,
+/// and once the broker is back every event lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_reconnects_and_nothing_is_lost_or_doubled() {
+    let mut broker = PrivateServer::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("broker-outage");
+    let mut s = settings(&name, &LakeKind::Local(dir.path().join("lake")), true);
+    s.brokers = format!("127.0.0.1:{}", broker.port);
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[batch]\nmax_records = 300\nmax_latency_ms = 300\n[run]\nmax_backoff_ms = 2000\n")
+        .unwrap();
+    orderlake::source::kafka::ensure_topics(&s, &[s.sales_topic.clone()]).await.unwrap();
+    let log_path = dir.path().join("run.log");
+    let mut guard = ChildGuard(Some(
+        Command::new(env!("CARGO_BIN_EXE_orderlake"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("ORDERLAKE_BROKERS", &s.brokers)
+            .env("ORDERLAKE_LAKE", s.lake.as_str())
+            .env("ORDERLAKE_MONGODB_URI", s.mongodb_uri.as_deref().unwrap())
+            .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database)
+            .env("ORDERLAKE_GROUP", &s.group)
+            .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let first = renumbered(produce::synthetic(600, 51), "8");
+    produce::publish(&s, &s.sales_topic, &first, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lake_complete(&s, first.len()).await {
+        assert!(
+            Instant::now() < deadline,
+            "first events never landed:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    broker.pause();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    broker.resume();
+    let second = renumbered(produce::synthetic(600, 52), "9");
+    produce::publish(&s, &s.sales_topic, &second, None).await.unwrap();
+    let mut all = first.clone();
+    all.extend(second.iter().cloned());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lake_complete(&s, all.len()).await {
+        assert!(Instant::now() < deadline, "did not recover:\n{}", std::fs::read_to_string(&log_path).unwrap());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let r = reference::compute(&all);
+    assert_lake_matches(&s, &r).await;
+    let bronze = read_table(&s, &format!("bronze/{}", s.sales_topic)).await;
+    let coords: std::collections::BTreeSet<(i64, i64)> = ints(&bronze, "partition")
+        .into_iter()
+        .zip(ints(&bronze, "offset"))
+        .map(|(p, o)| (p.unwrap(), o.unwrap()))
+        .collect();
+    assert_eq!(coords.len(), all.len(), "every event once in bronze");
+    unsafe_kill(guard.child().id(), 15);
+    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0");
+}

@@ -261,6 +261,10 @@ impl PrivateServer {
         Self::launch("azurite")
     }
 
+    pub fn tansu() -> PrivateServer {
+        Self::launch("tansu")
+    }
+
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}", self.port)
     }
@@ -270,7 +274,23 @@ impl PrivateServer {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         let data = self.dir.path().join("data");
         let port = self.port.to_string();
-        let mut cmd = if self.kind == "azurite" {
+        let mut cmd = if self.kind == "tansu" {
+            let cache = python().parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+            std::fs::create_dir_all(&data).unwrap();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut c = Command::new(cache.join("tansu/bin/tansu"));
+            // The sqlite path is relative: run from inside the data dir (memory:// would lose data).
+            c.current_dir(&data).args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ]);
+            c
+        } else if self.kind == "azurite" {
             let cache = python().parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
             let mut c = Command::new(cache.join("node/node_modules/.bin/azurite-blob"));
             c.args([
