@@ -30,27 +30,8 @@ fn orderlake(s: &Settings, config: &Path, args: &[&str]) -> Command {
     c
 }
 
-fn renumbered(records: Vec<SaleRecord>, prefix: &str) -> Vec<SaleRecord> {
-    records
-        .into_iter()
-        .map(|mut r| {
-            let c = if r.transaction_no.starts_with('C') { "C" } else { "" };
-            r.transaction_no = format!("{c}{prefix}{}", r.transaction_no.trim_start_matches('C'));
-            r
-        })
-        .collect()
-}
-
 async fn assert_exactly_once(s: &Settings, all: &[SaleRecord]) {
-    let bronze = read_table(s, &format!("bronze/{}", s.sales_topic)).await;
-    let coords: Vec<(i64, i64)> = ints(&bronze, "partition")
-        .into_iter()
-        .zip(ints(&bronze, "offset"))
-        .map(|(p, o)| (p.unwrap(), o.unwrap()))
-        .collect();
-    let distinct: std::collections::BTreeSet<_> = coords.iter().collect();
-    assert_eq!(distinct.len(), coords.len(), "an offset appears twice in bronze");
-    assert_eq!(coords.len(), all.len(), "every published event is in bronze");
+    assert_bronze_exactly_once(s, all.len()).await;
     let r = reference::compute(all);
     assert_lake_matches(s, &r).await;
     assert_mongo_matches(s, &r).await;

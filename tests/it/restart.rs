@@ -66,15 +66,7 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
     assert!(strs(&read_table(&s, "_orderlake/batches").await, "topic").len() >= 3, "several batches");
 
     // Every offset exactly once in bronze.
-    let bronze = read_table(&s, &format!("bronze/{}", s.sales_topic)).await;
-    let coords: Vec<(i64, i64)> = ints(&bronze, "partition")
-        .into_iter()
-        .zip(ints(&bronze, "offset"))
-        .map(|(p, o)| (p.unwrap(), o.unwrap()))
-        .collect();
-    let distinct: std::collections::BTreeSet<_> = coords.iter().collect();
-    assert_eq!(coords.len(), records.len() + bad.len());
-    assert_eq!(distinct.len(), coords.len(), "no offset twice in bronze");
+    assert_bronze_exactly_once(&s, records.len() + bad.len()).await;
 
     // The three bad events, each with its reason, once.
     let dl = read_table(&s, "bronze/_dead_letters").await;
@@ -86,15 +78,7 @@ async fn crashes_between_layers_heal_and_bad_events_are_dead_lettered() {
     assert!(errors.iter().any(|e| e.contains("more than 2 decimal places")), "{errors:?}");
 
     // Killed after MongoDB writes but before MongoDB progress: the rerun republishes, same result.
-    let more = produce::synthetic(250, 5).into_iter().map(|mut r| {
-        r.transaction_no = format!(
-            "{}8{}",
-            if r.transaction_no.starts_with('C') { "C" } else { "" },
-            r.transaction_no.trim_start_matches('C')
-        );
-        r
-    });
-    let more: Vec<_> = more.collect();
+    let more = renumbered(produce::synthetic(250, 5), "8");
     produce::publish(&s, &s.sales_topic, &more, None).await.unwrap();
     run_failing_at(&s, "before-mongo-progress").await;
     run_once(&s).await;

@@ -366,3 +366,44 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Sales lines with their transaction numbers prefixed, so a second batch of synthetic events
+/// makes new orders instead of adding lines to the first batch's (`C` cancellations stay `C…`).
+pub fn renumbered(records: Vec<orderlake::produce::SaleRecord>, prefix: &str) -> Vec<orderlake::produce::SaleRecord> {
+    records
+        .into_iter()
+        .map(|mut r| {
+            let c = if r.transaction_no.starts_with('C') { "C" } else { "" };
+            r.transaction_no = format!("{c}{prefix}{}", r.transaction_no.trim_start_matches('C'));
+            r
+        })
+        .collect()
+}
+
+/// Bronze of the sales topic holds exactly `expected` events, none twice.
+pub async fn assert_bronze_exactly_once(s: &Settings, expected: usize) {
+    let bronze = read_table(s, &format!("bronze/{}", s.sales_topic)).await;
+    let coords: Vec<(i64, i64)> = ints(&bronze, "partition")
+        .into_iter()
+        .zip(ints(&bronze, "offset"))
+        .map(|(p, o)| (p.unwrap(), o.unwrap()))
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = coords.iter().collect();
+    assert_eq!(distinct.len(), coords.len(), "an offset appears twice in bronze");
+    assert_eq!(coords.len(), expected, "every published event is in bronze");
+}
+
+/// The `orderlake` binary with the connection settings of `s` in its environment.
+pub fn orderlake_cmd(s: &Settings) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_orderlake"));
+    c.env("ORDERLAKE_BROKERS", &s.brokers)
+        .env("ORDERLAKE_LAKE", s.lake.as_str())
+        .env("ORDERLAKE_MONGODB_DATABASE", &s.mongodb_database)
+        .env("ORDERLAKE_GROUP", &s.group)
+        .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
+        .env_remove("ORDERLAKE_TEST_FAIL_AT");
+    if let Some(u) = &s.mongodb_uri {
+        c.env("ORDERLAKE_MONGODB_URI", u);
+    }
+    c
+}
