@@ -12,4 +12,5 @@ mod lake_format;
 mod outage;
 mod reference;
 mod restart;
+mod secure;
 mod support;

@@ -241,6 +241,8 @@ pub struct PrivateServer {
     kind: &'static str,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// Extra command-line arguments for the next (re)start, e.g. `--auth` and TLS files.
+    pub extra_args: Vec<String>,
 }
 
 pub type PrivateMongo = PrivateServer;
@@ -248,7 +250,8 @@ pub type PrivateMongo = PrivateServer;
 impl PrivateServer {
     fn launch(kind: &'static str) -> PrivateServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut m = PrivateServer { port, kind, dir: tempfile::tempdir().unwrap(), child: None };
+        let mut m =
+            PrivateServer { port, kind, dir: tempfile::tempdir().unwrap(), child: None, extra_args: Vec::new() };
         m.resume();
         m
     }
@@ -310,7 +313,12 @@ impl PrivateServer {
             c.args(["--host", "127.0.0.1", "--port", &port, "--storage-path"]).arg(&data);
             c
         };
-        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start private server");
+        let child = cmd
+            .args(&self.extra_args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start private server");
         self.child = Some(child);
         for _ in 0..120 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
