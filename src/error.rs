@@ -28,6 +28,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+    /// A stop (SIGTERM/SIGINT) was requested while work was being retried.
+    #[error("stopped")]
+    Stopped,
     /// Raised only by the test-only fault-injection setting, to simulate a crash at a stage boundary.
     #[error("injected fault at stage '{0}'")]
     InjectedFault(String),
@@ -37,7 +40,7 @@ impl Error {
     /// Whether retrying the same work later can succeed: everything but configuration mistakes and
     /// injected test faults (a deterministic failure keeps failing, and the log says so each time).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Error::Config(_) | Error::InjectedFault(_))
+        !matches!(self, Error::Config(_) | Error::InjectedFault(_) | Error::Stopped)
     }
 }
 

@@ -4,6 +4,7 @@
 //! all in the lake.
 
 pub mod progress;
+pub mod shutdown;
 pub mod stages;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub struct Pipeline {
     lake: Lake,
     mongo: Option<MongoSink>,
     topics: HashMap<String, TopicState>,
+    shutdown: shutdown::Shutdown,
 }
 
 impl Pipeline {
@@ -78,7 +80,7 @@ impl Pipeline {
             let progress = progress::load(&lake, &settings, &t, mongo.as_ref()).await?;
             topics.insert(t, TopicState { bronze, progress });
         }
-        Ok(Pipeline { settings, lake, mongo, topics })
+        Ok(Pipeline { settings, lake, mongo, topics, shutdown: shutdown::Shutdown::on_signals() })
     }
 
     fn stages(&self) -> Stages<'_> {
@@ -157,7 +159,9 @@ impl Pipeline {
                 Err(e) if once && started.elapsed() >= self.settings.once_retry_limit => return Err(e),
                 Err(e) => {
                     warn!(error = %crate::redact::redact(&e.to_string()), retry_in_ms = backoff.as_millis() as u64, "catching up failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    if self.shutdown.sleep_or_stop(backoff).await {
+                        return Err(crate::error::Error::Stopped);
+                    }
                     backoff = (backoff * 2).min(self.settings.max_backoff);
                     self.reload_progress().await;
                 }
@@ -190,7 +194,9 @@ impl Pipeline {
                 Err(e) => {
                     warn!(error = %crate::redact::redact(&e.to_string()), attempt, retry_in_ms = backoff.as_millis() as u64,
                         "batch failed; retrying (nothing is recorded as done until it is written)");
-                    tokio::time::sleep(backoff).await;
+                    if self.shutdown.sleep_or_stop(backoff).await {
+                        return Err(crate::error::Error::Stopped);
+                    }
                     backoff = (backoff * 2).min(self.settings.max_backoff);
                     attempt += 1;
                     self.reload_progress().await;
@@ -216,6 +222,24 @@ impl Pipeline {
         }
     }
 
+    /// [`Self::expected_for`], retried with backoff while the lake is unreachable.
+    async fn expected_for_retrying(&self, tp: &TopicPartition) -> Result<Option<i64>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.expected_for(tp).await {
+                Err(e) if e.is_transient() => {
+                    warn!(topic = %tp.0, partition = tp.1, error = %crate::redact::redact(&e.to_string()),
+                        retry_in_ms = backoff.as_millis() as u64, "cannot read the partition's position from bronze; retrying");
+                    if self.shutdown.sleep_or_stop(backoff).await {
+                        return Err(crate::error::Error::Stopped);
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Loads the lake's position for a newly seen partition.
     async fn expected_for(&self, tp: &TopicPartition) -> Result<Option<i64>> {
         let st = &self.topics[&tp.0];
@@ -225,6 +249,16 @@ impl Pipeline {
 
     /// Runs until stopped (ctrl-c), or with `once` until the end offsets seen at start are in the lake.
     pub async fn run(&mut self, once: bool) -> Result<RunSummary> {
+        match self.run_inner(once).await {
+            Err(crate::error::Error::Stopped) => {
+                warn!("stopped while retrying: the batch in hand was not written; it is read again on the next start");
+                Ok(RunSummary::default())
+            }
+            other => other,
+        }
+    }
+
+    async fn run_inner(&mut self, once: bool) -> Result<RunSummary> {
         self.catch_up_retrying(once).await?;
         let (consumer, rebalances) = kafka::consumer(&self.settings)?;
         let mut targets: HashMap<TopicPartition, i64> = HashMap::new();
@@ -260,7 +294,8 @@ impl Pipeline {
         let mut deadline: Option<Instant> = None;
         let idle = Duration::from_millis(200).min(b.max_latency);
         let mut last_progress = Instant::now();
-        let mut stop = std::pin::pin!(shutdown_signal());
+        let sd = self.shutdown.clone();
+        let mut stop = std::pin::pin!(async move { sd.wait().await });
         let once = targets.is_some();
         loop {
             // A revoked partition's position is re-read from bronze if it comes back. Its pending events
@@ -290,7 +325,7 @@ impl Pipeline {
                 Ok(Ok(m)) => {
                     let tp = (m.topic().to_string(), m.partition());
                     if !pos.expected.contains_key(&tp) {
-                        let e = self.expected_for(&tp).await?;
+                        let e = self.expected_for_retrying(&tp).await?;
                         pos.expected.insert(tp.clone(), e);
                     }
                     let expected = pos.expected[&tp];
@@ -381,7 +416,7 @@ impl Pipeline {
         }
         for tp in assigned {
             if !pos.expected.contains_key(&tp) {
-                let e = self.expected_for(&tp).await?;
+                let e = self.expected_for_retrying(&tp).await?;
                 pos.expected.insert(tp.clone(), e);
             }
             let target = targets.get(&tp).copied().unwrap_or(0);
@@ -390,20 +425,5 @@ impl Pipeline {
             }
         }
         Ok(true)
-    }
-}
-
-/// Resolves on SIGINT (ctrl-c) or SIGTERM (what Kubernetes and Container Apps send), naming it.
-async fn shutdown_signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
     }
 }

@@ -196,6 +196,28 @@ async fn storage_outage_is_retried_and_nothing_is_lost_or_doubled() {
     assert!(log.contains("batch failed; retrying"), "the outage was retried:\n{log}");
     assert!(log.contains("recovered"), "{log}");
 
+    // Storage away again, and a stop request arrives while batches are being retried: the process
+    // still exits 0 within the bound, and the next run writes what it gave up, exactly once.
+    let log2 = dir.path().join("run2.log");
+    let mut guard = ChildGuard(Some(
+        orderlake(&["run"]).stdout(Stdio::null()).stderr(std::fs::File::create(&log2).unwrap()).spawn().unwrap(),
+    ));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    az.pause();
+    let third = renumbered(produce::synthetic(100, 43), "0");
+    produce::publish(&s, &s.sales_topic, &third, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stopping = Instant::now();
+    unsafe_kill(guard.child().id(), 15);
+    let status = guard.child().wait().unwrap();
+    assert!(status.success(), "SIGTERM while retrying exits 0:\n{}", std::fs::read_to_string(&log2).unwrap());
+    assert!(stopping.elapsed() < Duration::from_secs(15), "bounded: {:?}", stopping.elapsed());
+    az.resume();
+    let out = orderlake(&["run", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    all.extend(third.iter().cloned());
+    assert_mongo_matches(&s, &reference::compute(&all)).await;
+
     // The lake, read through the binary: every event in bronze exactly once, no lag.
     let st = orderlake(&["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&st.stdout);
