@@ -4,6 +4,7 @@
 //! all in the lake.
 
 pub mod progress;
+pub mod retry;
 pub mod shutdown;
 pub mod stages;
 
@@ -23,6 +24,7 @@ use crate::model::RawEvent;
 use crate::sink::mongo::MongoSink;
 use crate::source::kafka::{self, OrderConsumer, RebalanceLog, TopicPartition};
 use progress::Progress;
+use retry::Retry;
 use stages::Stages;
 
 /// Summary of a run, printed by `run --once`.
@@ -150,55 +152,37 @@ impl Pipeline {
     /// [`Self::catch_up`], retried like a batch: another instance committing to the same tables,
     /// or a service that is briefly away, must not stop the run.
     async fn catch_up_retrying(&mut self, once: bool) -> Result<()> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let (mut retry, shutdown) = (Retry::new(&self.settings, once), self.shutdown.clone());
         loop {
             match self.catch_up().await {
                 Ok(()) => return Ok(()),
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) if once && started.elapsed() >= self.settings.once_retry_limit => return Err(e),
                 Err(e) => {
-                    warn!(error = %crate::redact::redact(&e.to_string()), retry_in_ms = backoff.as_millis() as u64, "catching up failed; retrying");
-                    if self.shutdown.sleep_or_stop(backoff).await {
-                        return Err(crate::error::Error::Stopped);
-                    }
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    retry.after(e, "catching up failed", &shutdown).await?;
                     self.reload_progress().await;
                 }
             }
         }
     }
 
-    /// [`Self::flush`], retried with capped exponential backoff on failures that can pass
-    /// (unreachable broker, storage or MongoDB, commit conflicts). With `--once`, gives up after
-    /// `run.once_retry_limit_ms`.
+    /// [`Self::flush`], retried on failures that can pass (unreachable broker, storage or MongoDB,
+    /// commit conflicts); see [`Retry`] for the policy.
     async fn flush_retrying(
         &mut self,
         consumer: &OrderConsumer,
         pending: &mut HashMap<String, Vec<RawEvent>>,
         once: bool,
     ) -> Result<usize> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 1u32;
+        let (mut retry, shutdown) = (Retry::new(&self.settings, once), self.shutdown.clone());
         loop {
             match self.flush(consumer, pending).await {
                 Ok(n) => {
-                    if attempt > 1 {
-                        info!(attempts = attempt, "batch committed after retrying: recovered");
+                    if retry.attempt > 1 {
+                        info!(attempts = retry.attempt, "batch committed after retrying: recovered");
                     }
                     return Ok(n);
                 }
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) if once && started.elapsed() >= self.settings.once_retry_limit => return Err(e),
                 Err(e) => {
-                    warn!(error = %crate::redact::redact(&e.to_string()), attempt, retry_in_ms = backoff.as_millis() as u64,
-                        "batch failed; retrying (nothing is recorded as done until it is written)");
-                    if self.shutdown.sleep_or_stop(backoff).await {
-                        return Err(crate::error::Error::Stopped);
-                    }
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
-                    attempt += 1;
+                    retry.after(e, "batch failed", &shutdown).await?;
                     self.reload_progress().await;
                 }
             }
@@ -222,20 +206,13 @@ impl Pipeline {
         }
     }
 
-    /// [`Self::expected_for`], retried with backoff while the lake is unreachable.
-    async fn expected_for_retrying(&self, tp: &TopicPartition) -> Result<Option<i64>> {
-        let mut backoff = Duration::from_millis(100);
+    /// [`Self::expected_for`], retried while the lake is unreachable.
+    async fn expected_for_retrying(&self, tp: &TopicPartition, once: bool) -> Result<Option<i64>> {
+        let mut retry = Retry::new(&self.settings, once);
         loop {
             match self.expected_for(tp).await {
-                Err(e) if e.is_transient() => {
-                    warn!(topic = %tp.0, partition = tp.1, error = %crate::redact::redact(&e.to_string()),
-                        retry_in_ms = backoff.as_millis() as u64, "cannot read the partition's position from bronze; retrying");
-                    if self.shutdown.sleep_or_stop(backoff).await {
-                        return Err(crate::error::Error::Stopped);
-                    }
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
-                }
-                other => return other,
+                Err(e) => retry.after(e, "cannot read the partition's position from bronze", &self.shutdown).await?,
+                ok => return ok,
             }
         }
     }
@@ -325,7 +302,7 @@ impl Pipeline {
                 Ok(Ok(m)) => {
                     let tp = (m.topic().to_string(), m.partition());
                     if !pos.expected.contains_key(&tp) {
-                        let e = self.expected_for_retrying(&tp).await?;
+                        let e = self.expected_for_retrying(&tp, once).await?;
                         pos.expected.insert(tp.clone(), e);
                     }
                     let expected = pos.expected[&tp];
@@ -416,7 +393,7 @@ impl Pipeline {
         }
         for tp in assigned {
             if !pos.expected.contains_key(&tp) {
-                let e = self.expected_for_retrying(&tp).await?;
+                let e = self.expected_for_retrying(&tp, true).await?;
                 pos.expected.insert(tp.clone(), e);
             }
             let target = targets.get(&tp).copied().unwrap_or(0);
