@@ -69,6 +69,7 @@ pub struct BatchFile {
     pub max_records: Option<usize>,
     pub max_bytes: Option<usize>,
     pub max_latency_ms: Option<u64>,
+    pub max_in_flight_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +115,9 @@ pub struct BatchSettings {
     pub max_records: usize,
     pub max_bytes: usize,
     pub max_latency: Duration,
+    /// Events read from Kafka but not yet committed to the lake, at most (bytes). Past it, every
+    /// assigned partition is paused until the pipeline catches up.
+    pub max_in_flight_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -211,12 +215,22 @@ impl Settings {
             max_records: fc.batch.max_records.unwrap_or(50_000),
             max_bytes: fc.batch.max_bytes.unwrap_or(64 * 1024 * 1024),
             max_latency: Duration::from_millis(fc.batch.max_latency_ms.unwrap_or(1_000)),
+            max_in_flight_bytes: fc.batch.max_in_flight_bytes.unwrap_or(128 * 1024 * 1024),
         };
         if batch.max_records == 0 {
             return Err(cfg("batch.max_records", "must be at least 1"));
         }
         if batch.max_bytes < 1024 {
             return Err(cfg("batch.max_bytes", "must be at least 1024"));
+        }
+        if batch.max_in_flight_bytes < batch.max_bytes {
+            return Err(cfg(
+                "batch.max_in_flight_bytes",
+                format!(
+                    "{} is below batch.max_bytes ({}): a batch could never fill; raise it or lower batch.max_bytes",
+                    batch.max_in_flight_bytes, batch.max_bytes
+                ),
+            ));
         }
         if batch.max_latency.is_zero() {
             return Err(cfg("batch.max_latency_ms", "must be at least 1"));

@@ -39,6 +39,21 @@ pub enum Error {
 impl Error {
     /// Whether retrying the same work later can succeed: everything but configuration mistakes and
     /// injected test faults (a deterministic failure keeps failing, and the log says so each time).
+    /// A Delta commit lost a race with another writer (another instance, typically).
+    pub fn is_commit_conflict(&self) -> bool {
+        use deltalake::DeltaTableError as D;
+        use deltalake::kernel::transaction::TransactionError as T;
+        matches!(
+            self,
+            Error::Delta(
+                D::VersionAlreadyExists(_)
+                    | D::Transaction {
+                        source: T::CommitConflict(_) | T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_)
+                    }
+            )
+        )
+    }
+
     pub fn is_transient(&self) -> bool {
         !matches!(self, Error::Config(_) | Error::InjectedFault(_) | Error::Stopped)
     }

@@ -13,8 +13,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // deltalake logs every lost commit race at ERROR; orderlake retries those and says so itself.
     let filter = EnvFilter::try_from_env("ORDERLAKE_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(format!("warn,orderlake={},deltalake_core::operations::merge=error", settings.log_level))
+        EnvFilter::new(format!(
+            "warn,orderlake={},deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off",
+            settings.log_level
+        ))
     });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match orderlake::cli::execute(cli, settings).await {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -290,16 +290,15 @@ pub async fn publish(settings: &Settings, topic: &str, records: &[SaleRecord], r
             let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
+        // Enqueued here, in order (a key's lines stay in order in their partition); delivery
+        // reports are collected as they come so a paced run really is paced.
         let payload = r.to_json();
-        let key = r.transaction_no.clone();
-        let p = producer.clone();
-        let to = topic.to_string();
-        inflight.push(async move {
-            p.send(FutureRecord::to(&to).key(&key).payload(&payload), Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e)
-        });
+        let rec = FutureRecord::to(topic).key(&r.transaction_no).payload(&payload);
+        inflight.push(enqueue(&producer, rec).await?);
+        while let Some(Some(r)) = inflight.next().now_or_never() {
+            r?;
+            sent += 1;
+        }
         while inflight.len() >= 10_000 {
             inflight.next().await.expect("non-empty")?;
             sent += 1;

@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use deltalake::DeltaTable;
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -22,7 +20,8 @@ use crate::error::Result;
 use crate::lake::{Lake, bronze, schema, version_of};
 use crate::model::RawEvent;
 use crate::sink::mongo::MongoSink;
-use crate::source::kafka::{self, OrderConsumer, RebalanceLog, TopicPartition};
+use crate::source::feed::{Fed, Feed};
+use crate::source::kafka::{self, OrderConsumer, TopicPartition};
 use progress::Progress;
 use retry::Retry;
 use stages::Stages;
@@ -39,14 +38,19 @@ struct TopicState {
     progress: Progress,
 }
 
-/// Where each assigned partition stands: the next offset the lake expects.
-#[derive(Default)]
-struct Positions {
-    /// `None`: bronze has nothing for the partition, read it from the beginning.
-    expected: HashMap<TopicPartition, Option<i64>>,
-    /// Partitions already repositioned since they were assigned.
-    sought: std::collections::HashSet<TopicPartition>,
+/// Where one partition stands for this consumer.
+struct Part {
+    /// The generation of the events accepted from it (see [`kafka::Epochs`]).
+    epoch: u64,
+    /// The next offset the lake expects; `None`: bronze has nothing, read from the beginning.
+    expected: Option<i64>,
+    /// Reading is known to continue from `expected`.
+    positioned: bool,
+    /// The generation a requested seek will produce; events until then are stale.
+    seeking: Option<u64>,
 }
+
+type Positions = HashMap<TopicPartition, Part>;
 
 pub struct Pipeline {
     settings: Settings,
@@ -237,7 +241,7 @@ impl Pipeline {
 
     async fn run_inner(&mut self, once: bool) -> Result<RunSummary> {
         self.catch_up_retrying(once).await?;
-        let (consumer, rebalances) = kafka::consumer(&self.settings)?;
+        let (consumer, epochs) = kafka::consumer(&self.settings)?;
         let mut targets: HashMap<TopicPartition, i64> = HashMap::new();
         if once {
             for t in self.settings.topics() {
@@ -252,20 +256,16 @@ impl Pipeline {
                 "run --once: consuming up to the end offsets seen at start"
             );
         }
-        let res = self.consume(&consumer, &rebalances, once.then_some(&targets)).await;
-        consumer.unsubscribe();
+        let mut feed = Feed::start(consumer, epochs, self.settings.batch.max_in_flight_bytes);
+        let res = self.consume(&mut feed, once.then_some(&targets)).await;
+        feed.close().await;
         res
     }
 
-    async fn consume(
-        &mut self,
-        consumer: &OrderConsumer,
-        rebalances: &RebalanceLog,
-        targets: Option<&HashMap<TopicPartition, i64>>,
-    ) -> Result<RunSummary> {
+    async fn consume(&mut self, feed: &mut Feed, targets: Option<&HashMap<TopicPartition, i64>>) -> Result<RunSummary> {
         let b = self.settings.batch.clone();
         let mut summary = RunSummary::default();
-        let mut pos = Positions::default();
+        let mut pos = Positions::new();
         let mut pending: HashMap<String, Vec<RawEvent>> = HashMap::new();
         let (mut pending_n, mut pending_bytes) = (0usize, 0usize);
         let mut deadline: Option<Instant> = None;
@@ -275,22 +275,14 @@ impl Pipeline {
         let mut stop = std::pin::pin!(async move { sd.wait().await });
         let once = targets.is_some();
         loop {
-            // A revoked partition's position is re-read from bronze if it comes back. Its pending events
-            // stay: they are valid data, and if the new owner writes the same offsets first, the
-            // per-partition `txn` conflict and the pre-append offset check keep bronze exactly once.
-            // (Dropping them livelocks under frequent rebalances: no batch ever completes.)
-            for tp in rebalances.take_revoked() {
-                pos.expected.remove(&tp);
-                pos.sought.remove(&tp);
-            }
             let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
-            let msg = tokio::select! {
-                m = tokio::time::timeout(wait, consumer.recv()) => m,
+            let fed = tokio::select! {
+                m = feed.next(wait) => m,
                 signal = &mut stop => {
                     info!(signal, pending = pending_n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
                         "stopping: committing the batch in hand, then leaving the group");
                     let limit = self.settings.shutdown_timeout;
-                    let flush = self.flush_retrying(consumer, &mut pending, once);
+                    let flush = self.flush_retrying(feed.consumer(), &mut pending, once);
                     match tokio::time::timeout(limit, flush).await {
                         Ok(r) => summary.events += r? as u64,
                         Err(_) => warn!("shutdown timeout: the batch in hand was given up; it is read again on the next start"),
@@ -298,43 +290,20 @@ impl Pipeline {
                     return Ok(summary);
                 }
             };
-            match msg {
-                Ok(Ok(m)) => {
-                    let tp = (m.topic().to_string(), m.partition());
-                    if !pos.expected.contains_key(&tp) {
-                        let e = self.expected_for_retrying(&tp, once).await?;
-                        pos.expected.insert(tp.clone(), e);
+            match fed {
+                Some(fed) => {
+                    let size = fed.event.size();
+                    match self.accept(feed, &mut pos, fed, once).await? {
+                        Some(ev) => {
+                            pending_bytes += size;
+                            pending_n += 1;
+                            pending.entry(ev.topic.clone()).or_default().push(ev);
+                            deadline.get_or_insert_with(|| Instant::now() + b.max_latency);
+                        }
+                        None => feed.release(size),
                     }
-                    let expected = pos.expected[&tp];
-                    let off = m.offset();
-                    if expected.is_some_and(|e| off < e) {
-                        debug!(topic = %tp.0, partition = tp.1, offset = off, "skipping an offset already in bronze");
-                        continue;
-                    }
-                    // The group's offset is not trusted: the first time a partition is read,
-                    // reposition it to where the lake says it stands unless it is already there.
-                    if !pos.sought.contains(&tp) && expected != Some(off) {
-                        pos.sought.insert(tp.clone());
-                        kafka::seek(consumer, &tp, expected)?;
-                        continue;
-                    }
-                    pos.sought.insert(tp.clone());
-                    pos.expected.insert(tp.clone(), Some(off + 1));
-                    let ev = RawEvent {
-                        topic: tp.0.clone(),
-                        partition: tp.1,
-                        offset: off,
-                        key: m.key().map(crate::model::value_text),
-                        value: m.payload().map(crate::model::value_text),
-                        timestamp_ms: m.timestamp().to_millis(),
-                    };
-                    pending_bytes += ev.size();
-                    pending_n += 1;
-                    pending.entry(tp.0).or_default().push(ev);
-                    deadline.get_or_insert_with(|| Instant::now() + b.max_latency);
                 }
-                Ok(Err(e)) => warn!(error = %e, "kafka consumer error (retrying)"),
-                Err(_) => {
+                None => {
                     // Idle: a MongoDB that was down may be back.
                     if self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due()) {
                         self.catch_up_retrying(once).await?;
@@ -343,12 +312,13 @@ impl Pipeline {
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
             if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
-                summary.events += self.flush_retrying(consumer, &mut pending, once).await? as u64;
+                summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
+                feed.release(pending_bytes);
                 (pending_n, pending_bytes, deadline) = (0, 0, None);
             }
             if let Some(targets) = targets {
-                if pending_n == 0 && self.caught_up(consumer, &mut pos, targets).await? {
+                if pending_n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
                     self.finish_mongo().await?;
                     return Ok(summary);
                 }
@@ -358,6 +328,45 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Decides what to do with an event read from Kafka: keep it for the batch, or drop it because
+    /// bronze already holds it, it is stale (read before a revoke or seek), or its partition first
+    /// has to be repositioned to where the lake says it stands. The group's committed offsets are
+    /// not trusted for that; they are written for lag tools only.
+    async fn accept(&self, feed: &Feed, pos: &mut Positions, fed: Fed, once: bool) -> Result<Option<RawEvent>> {
+        let Fed { event, epoch } = fed;
+        let tp = (event.topic.clone(), event.partition);
+        let known = pos.get(&tp).map(|p| (p.epoch, p.seeking));
+        if known.is_some_and(|(k, _)| epoch < k) {
+            return Ok(None);
+        }
+        if known.map(|(k, _)| k) != Some(epoch) {
+            // A new generation: the partition came back after a revoke, or a seek took effect.
+            let expected = self.expected_for_retrying(&tp, once).await?;
+            let positioned = known.is_some_and(|(_, seeking)| seeking == Some(epoch));
+            pos.insert(tp.clone(), Part { epoch, expected, positioned, seeking: None });
+        }
+        let part = pos.get_mut(&tp).expect("partition known");
+        if part.seeking.is_some() {
+            return Ok(None);
+        }
+        let off = event.offset;
+        if part.expected.is_some_and(|e| off < e) {
+            debug!(topic = %tp.0, partition = tp.1, offset = off, "skipping an offset already in bronze");
+            return Ok(None);
+        }
+        if !part.positioned {
+            // Offset 0 is where a partition with nothing in bronze starts anyway (unless retention
+            // has removed it: then the seek goes to what the broker still has).
+            if part.expected.unwrap_or(0) != off {
+                part.seeking = Some(feed.seek(tp, part.expected));
+                return Ok(None);
+            }
+            part.positioned = true;
+        }
+        part.expected = Some(off + 1);
+        Ok(Some(event))
     }
 
     /// `--once` ends with MongoDB caught up, or fails saying so: a scheduled job must not report
@@ -392,12 +401,12 @@ impl Pipeline {
             return Ok(false);
         }
         for tp in assigned {
-            if !pos.expected.contains_key(&tp) {
-                let e = self.expected_for_retrying(&tp, true).await?;
-                pos.expected.insert(tp.clone(), e);
+            if !pos.contains_key(&tp) {
+                let expected = self.expected_for_retrying(&tp, true).await?;
+                pos.insert(tp.clone(), Part { epoch: 0, expected, positioned: false, seeking: None });
             }
             let target = targets.get(&tp).copied().unwrap_or(0);
-            if pos.expected[&tp].unwrap_or(0) < target {
+            if pos[&tp].expected.unwrap_or(0) < target {
                 return Ok(false);
             }
         }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::shutdown::Shutdown;
 use crate::config::Settings;
@@ -35,8 +35,17 @@ impl Retry {
         if !e.is_transient() || self.limit.is_some_and(|l| self.started.elapsed() >= l) {
             return Err(e);
         }
-        warn!(error = %crate::redact::redact(&e.to_string()), attempt = self.attempt,
-            retry_in_ms = self.backoff.as_millis() as u64, "{what}; retrying");
+        if e.is_commit_conflict() {
+            // Expected with several instances in one group: both bring silver and gold up to date.
+            info!(
+                attempt = self.attempt,
+                retry_in_ms = self.backoff.as_millis() as u64,
+                "{what}: another writer committed first; retrying on the new table version"
+            );
+        } else {
+            warn!(error = %crate::redact::redact(&e.to_string()), attempt = self.attempt,
+                retry_in_ms = self.backoff.as_millis() as u64, "{what}; retrying");
+        }
         if shutdown.sleep_or_stop(self.backoff).await {
             return Err(Error::Stopped);
         }

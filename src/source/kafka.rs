@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -19,20 +18,32 @@ use crate::error::{Error, Result};
 
 pub type TopicPartition = (String, i32);
 
-/// Collects partitions revoked by a rebalance, for the pipeline to forget their positions.
+/// A generation number per partition, bumped whenever the partition's read position stops being
+/// continuous with what was handed over before: revoked by a rebalance, or repositioned by a seek.
+/// Events carry the generation they were read in, so the pipeline can tell stale ones apart.
 #[derive(Default, Clone)]
-pub struct RebalanceLog {
-    revoked: Arc<Mutex<Vec<TopicPartition>>>,
+pub struct Epochs {
+    next: Arc<std::sync::atomic::AtomicU64>,
+    current: Arc<Mutex<HashMap<TopicPartition, u64>>>,
 }
 
-impl RebalanceLog {
-    pub fn take_revoked(&self) -> Vec<TopicPartition> {
-        std::mem::take(&mut *self.revoked.lock().expect("rebalance log lock"))
+impl Epochs {
+    /// A fresh generation number, greater than every one handed out before.
+    pub fn allocate(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    pub fn set(&self, tp: TopicPartition, epoch: u64) {
+        self.current.lock().expect("epochs lock").insert(tp, epoch);
+    }
+
+    pub fn get(&self, tp: &TopicPartition) -> u64 {
+        self.current.lock().expect("epochs lock").get(tp).copied().unwrap_or(0)
     }
 }
 
 pub struct Ctx {
-    log: RebalanceLog,
+    epochs: Epochs,
 }
 
 impl ClientContext for Ctx {}
@@ -44,7 +55,10 @@ impl ConsumerContext for Ctx {
                 let parts: Vec<TopicPartition> =
                     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 info!(partitions = ?parts, "partitions revoked");
-                self.log.revoked.lock().expect("rebalance log lock").extend(parts);
+                for tp in parts {
+                    let e = self.epochs.allocate();
+                    self.epochs.set(tp, e);
+                }
             }
             Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
@@ -65,25 +79,28 @@ pub fn base_config(settings: &Settings) -> ClientConfig {
 
 /// A group consumer subscribed to the pipeline's topics. Offsets are never auto-committed:
 /// the pipeline commits them after the Delta commit, for lag tools only.
-pub fn consumer(settings: &Settings) -> Result<(OrderConsumer, RebalanceLog)> {
-    let log = RebalanceLog::default();
+pub fn consumer(settings: &Settings) -> Result<(OrderConsumer, Epochs)> {
+    let epochs = Epochs::default();
+    // librdkafka's own prefetch queue counts against the in-flight budget too.
+    let prefetch_kib = (settings.batch.max_in_flight_bytes / 4 / 1024).clamp(1024, 65536);
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group)
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "30000")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", prefetch_kib.to_string());
     // The user's librdkafka settings win over these defaults (e.g. a shorter session timeout)...
     for (k, v) in &settings.kafka_options {
         c.set(k, v);
     }
     // ...but offsets are never auto-committed: the lake is the truth about positions.
     c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
-    let consumer: OrderConsumer = c.create_with_context(Ctx { log: log.clone() })?;
+    let consumer: OrderConsumer = c.create_with_context(Ctx { epochs: epochs.clone() })?;
     let topics = settings.topics();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    Ok((consumer, log))
+    Ok((consumer, epochs))
 }
 
 /// Creates the topics that do not exist yet (`partitions` each); existing ones are left alone.
@@ -132,13 +149,6 @@ pub fn end_offsets<C: Consumer<X>, X: ConsumerContext>(
         }
     }
     Ok(out)
-}
-
-/// Repositions a partition; `None` means the beginning of what the broker retains.
-pub fn seek(consumer: &OrderConsumer, tp: &TopicPartition, offset: Option<i64>) -> Result<()> {
-    let o = offset.map_or(Offset::Beginning, Offset::Offset);
-    consumer.seek(&tp.0, tp.1, o, Duration::from_secs(10))?;
-    Ok(())
 }
 
 /// Commits the group's offsets (next offset to read) for lag tools; never read back for recovery.

@@ -1,3 +1,4 @@
 //! Where events come from.
 
+pub mod feed;
 pub mod kafka;

@@ -10,6 +10,7 @@ mod deploy;
 mod e2e;
 mod lake_format;
 mod outage;
+mod rebalance;
 mod reference;
 mod restart;
 mod secure;

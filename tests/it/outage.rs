@@ -18,22 +18,6 @@ async fn gold_orders(s: &orderlake::config::Settings) -> usize {
     }
 }
 
-/// Every event is in bronze and the batch log says every lake layer has applied bronze's last version.
-/// Read in this order on purpose: once all events are counted, the version read next is at least
-/// the one holding them, so the batch log matching it means every layer has them.
-async fn lake_complete(s: &orderlake::config::Settings, events: usize) -> bool {
-    let bronze_rel = format!("bronze/{}", s.sales_topic);
-    if table_version(s, &bronze_rel).await.is_none() || table_version(s, "_orderlake/batches").await.is_none() {
-        return false;
-    }
-    if strs(&read_table(s, &bronze_rel).await, "value").len() != events {
-        return false;
-    }
-    let bv = table_version(s, &bronze_rel).await.unwrap() as i64;
-    let done = ints(&read_table(s, "_orderlake/batches").await, "bronze_version").into_iter().flatten().max();
-    done == Some(bv)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     let mut mongo = PrivateMongo::start();

@@ -415,3 +415,19 @@ pub fn orderlake_cmd(s: &Settings) -> Command {
     }
     c
 }
+
+/// Every event is in bronze and the batch log says every lake layer has applied bronze's last version.
+/// Read in this order on purpose: once all events are counted, the version read next is at least
+/// the one holding them, so the batch log matching it means every layer has them.
+pub async fn lake_complete(s: &orderlake::config::Settings, events: usize) -> bool {
+    let bronze_rel = format!("bronze/{}", s.sales_topic);
+    if table_version(s, &bronze_rel).await.is_none() || table_version(s, "_orderlake/batches").await.is_none() {
+        return false;
+    }
+    if strs(&read_table(s, &bronze_rel).await, "value").len() != events {
+        return false;
+    }
+    let bv = table_version(s, &bronze_rel).await.unwrap() as i64;
+    let done = ints(&read_table(s, "_orderlake/batches").await, "bronze_version").into_iter().flatten().max();
+    done == Some(bv)
+}

@@ -1,0 +1,93 @@
+//! Scale-out: two instances in one consumer group share the partitions under load; the first is
+//! killed and restarted. Both write the same Delta tables, so their commits conflict and are
+//! retried; every offset still lands in bronze exactly once and gold and MongoDB equal the
+//! uninterrupted result.
+
+use std::time::Duration;
+
+use orderlake::produce;
+
+use crate::e2e::{assert_lake_matches, assert_mongo_matches};
+use crate::reference;
+use crate::support::*;
+
+fn instance(s: &orderlake::config::Settings, config: &std::path::Path, log: &std::path::Path) -> ChildGuard {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    ChildGuard(Some(
+        orderlake_cmd(s)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+fn tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_and_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("scale");
+    let s = settings(&name, &LakeKind::Local(dir.path().join("lake")), true);
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[batch]\nmax_records = 200\nmax_latency_ms = 200\n[kafka]\npartitions = 3\n[run]\nmax_backoff_ms = 1000\n\
+         [kafka.options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+    )
+    .unwrap();
+    let mut topic_settings = s.clone();
+    topic_settings.partitions = 3;
+    orderlake::source::kafka::ensure_topics(&topic_settings, std::slice::from_ref(&s.sales_topic)).await.unwrap();
+    let records = renumbered(produce::synthetic(4000, 77), "3");
+    let (ps, pr) = (s.clone(), records.clone());
+    let producer = tokio::spawn(async move { produce::publish(&ps, &ps.sales_topic, &pr, Some(250)).await });
+
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = instance(&s, &config, &log_a);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut b = instance(&s, &config, &log_b);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    a.child().kill().unwrap(); // SIGKILL: its partitions move to b once its session expires
+    a.child().wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted_at = std::fs::read_to_string(&log_a).unwrap().len();
+    let mut a = instance(&s, &config, &log_a);
+    producer.await.unwrap().unwrap();
+    // The two instances finish the work themselves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !lake_complete(&s, records.len()).await {
+        assert!(std::time::Instant::now() < deadline, "lake incomplete; a:\n{}\nb:\n{}", tail(&log_a), tail(&log_b));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = reference::compute(&records);
+    while !crate::e2e::mongo_matches(&s, &r).await {
+        assert!(std::time::Instant::now() < deadline, "MongoDB incomplete; a:\n{}\nb:\n{}", tail(&log_a), tail(&log_b));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (c, log) in [(&mut a, &log_a), (&mut b, &log_b)] {
+        unsafe_kill(c.child().id(), 15);
+        let ok = c.child().wait().unwrap().success();
+        assert!(ok, "SIGTERM exits 0; log tail:\n{}", tail(log));
+    }
+
+    let (la, lb) = (std::fs::read_to_string(&log_a).unwrap(), std::fs::read_to_string(&log_b).unwrap());
+    assert!(la[..restarted_at].contains("batch committed"), "instance a did work before the kill:\n{la}");
+    assert!(lb.contains("batch committed"), "instance b did work:\n{lb}");
+    assert!(la[restarted_at..].contains("partitions assigned"), "the restarted a rejoined the group:\n{la}");
+    if std::env::var("SHOW_LOGS").is_ok() {
+        eprintln!("A:\n{la}\nB:\n{lb}");
+    }
+    assert_bronze_exactly_once(&s, records.len()).await;
+    assert_lake_matches(&s, &r).await;
+    assert_mongo_matches(&s, &r).await;
+    let batches = ints(&read_table(&s, "_orderlake/batches").await, "bronze_version");
+    let distinct: std::collections::BTreeSet<_> = batches.iter().collect();
+    assert_eq!(distinct.len(), batches.len(), "the batch log never records a bronze version twice");
+}
