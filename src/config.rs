@@ -375,6 +375,9 @@ mod tests {
                 .contains("--storage-option")
         );
         assert!(bad(Overrides { group: Some("a/b".into()), ..Default::default() }).contains("--group"));
+        let fc: FileConfig = toml::from_str("[batch]\nmax_bytes = 4096\nmax_in_flight_bytes = 2048\n").unwrap();
+        let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("batch.max_in_flight_bytes") && e.contains("batch.max_bytes"), "{e}");
     }
 
     #[test]
@@ -384,6 +387,7 @@ mod tests {
         let d = Settings::from_parts(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!((s.brokers, s.group, s.batch.max_records), (d.brokers, d.group, d.batch.max_records));
         assert_eq!(s.batch.max_latency, d.batch.max_latency);
+        assert_eq!(s.batch.max_in_flight_bytes, d.batch.max_in_flight_bytes);
     }
 
     #[test]

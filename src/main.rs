@@ -20,7 +20,9 @@ async fn main() -> std::process::ExitCode {
             settings.log_level
         ))
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     match orderlake::cli::execute(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

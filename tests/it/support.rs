@@ -248,24 +248,29 @@ pub struct PrivateServer {
 pub type PrivateMongo = PrivateServer;
 
 impl PrivateServer {
-    fn launch(kind: &'static str) -> PrivateServer {
+    fn launch(kind: &'static str, args: &[&str]) -> PrivateServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut m =
-            PrivateServer { port, kind, dir: tempfile::tempdir().unwrap(), child: None, extra_args: Vec::new() };
+        let extra_args = args.iter().map(|a| a.to_string()).collect();
+        let mut m = PrivateServer { port, kind, dir: tempfile::tempdir().unwrap(), child: None, extra_args };
         m.resume();
         m
     }
 
     pub fn start() -> PrivateServer {
-        Self::launch("secantus")
+        Self::launch("secantus", &[])
+    }
+
+    /// SecantusDB with extra arguments (e.g. `--enable-test-commands` for fail points).
+    pub fn start_with(args: &[&str]) -> PrivateServer {
+        Self::launch("secantus", args)
     }
 
     pub fn azurite() -> PrivateServer {
-        Self::launch("azurite")
+        Self::launch("azurite", &[])
     }
 
     pub fn tansu() -> PrivateServer {
-        Self::launch("tansu")
+        Self::launch("tansu", &[])
     }
 
     pub fn uri(&self) -> String {
