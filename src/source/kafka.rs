@@ -103,15 +103,57 @@ pub fn consumer(settings: &Settings) -> Result<(OrderConsumer, Epochs)> {
     Ok((consumer, epochs))
 }
 
+/// Remembers the last client-level error librdkafka reported (it retries on its own and would
+/// otherwise only say "timed out"), so a start-up failure can name the real cause.
+#[derive(Default, Clone)]
+pub struct LastError(Arc<Mutex<Option<String>>>);
+
+impl ConsumerContext for LastError {}
+
+impl LastError {
+    fn take(&self) -> Option<String> {
+        self.0.lock().expect("last error lock").take()
+    }
+}
+
+/// Connects a throw-away client and serves its error callbacks for a moment: the admin client
+/// never delivers them (librdkafka reports e.g. a rejected SASL login only there).
+async fn diagnose(settings: &Settings) -> Option<String> {
+    let config = base_config(settings);
+    tokio::task::spawn_blocking(move || {
+        let last = LastError::default();
+        let c: BaseConsumer<LastError> = config.create_with_context(last.clone()).ok()?;
+        let _ = c.fetch_metadata(None, std::time::Duration::from_millis(1500));
+        for _ in 0..20 {
+            if let Some(e) = last.take() {
+                return Some(e);
+            }
+            let _ = c.poll(std::time::Duration::from_millis(100));
+        }
+        last.take()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+impl ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "kafka client error");
+        *self.0.lock().expect("last error lock") = Some(format!("{error} ({reason})"));
+    }
+}
+
 /// Creates the topics that do not exist yet (`partitions` each); existing ones are left alone.
 pub async fn ensure_topics(settings: &Settings, topics: &[String]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let admin: AdminClient<DefaultClientContext> = base_config(settings).create().map_err(client_config)?;
     let new: Vec<NewTopic<'_>> =
         topics.iter().map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(settings.connect_timeout));
-    let results = tokio::time::timeout(settings.connect_timeout, admin.create_topics(&new, &opts))
-        .await
-        .map_err(|_| unreachable_broker(settings))??;
+    let results = match tokio::time::timeout(settings.connect_timeout, admin.create_topics(&new, &opts)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(start_failure(settings, diagnose(settings).await)),
+    };
     for r in results {
         match r {
             Ok(t) => info!(topic = %t, partitions = settings.partitions, "created topic"),
@@ -122,12 +164,41 @@ pub async fn ensure_topics(settings: &Settings, topics: &[String]) -> Result<()>
     Ok(())
 }
 
+/// A client librdkafka refuses to create is a configuration problem (e.g. a `[kafka.options]`
+/// key it does not know).
+fn client_config(e: rdkafka::error::KafkaError) -> Error {
+    Error::Config(format!("[kafka.options]: librdkafka rejected the client settings: {e}"))
+}
+
+/// Why the broker did not answer in time, as precisely as librdkafka told us.
+fn start_failure(settings: &Settings, last: Option<String>) -> Error {
+    let Some(last) = last else { return unreachable_broker(settings) };
+    let l = last.to_ascii_lowercase();
+    if l.contains("sasl") || l.contains("authentication") {
+        Error::Config(format!(
+            "[kafka.options] sasl.*: the broker at {} rejected the credentials: {last} (check sasl.mechanisms, sasl.username and sasl.password)",
+            settings.brokers
+        ))
+    } else if l.contains("ssl") || l.contains("certificate") || l.contains("tls") {
+        Error::Config(format!(
+            "[kafka.options] ssl.* / security.protocol: the TLS connection to {} failed: {last} (check security.protocol and ssl.ca.location)",
+            settings.brokers
+        ))
+    } else {
+        Error::Config(format!("{} (last error: {last})", unreachable_message(settings)))
+    }
+}
+
 fn unreachable_broker(settings: &Settings) -> Error {
-    Error::Config(format!(
+    Error::Config(unreachable_message(settings))
+}
+
+fn unreachable_message(settings: &Settings) -> String {
+    format!(
         "--brokers / ORDERLAKE_BROKERS: no Kafka broker answered at {} within {} ms (is it running? `make services-up` starts the local one; kafka.connect_timeout_ms sets the wait)",
         settings.brokers,
         settings.connect_timeout.as_millis()
-    ))
+    )
 }
 
 /// Partitions of `topic` and their high watermarks (the offset the next message will get).
