@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(ORDERLAKE_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/orderlake
 AZURITE_KEY := Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
 
-.PHONY: demo test install services-up services-down build unit it lint clean-demo
+.PHONY: demo test bench install services-up services-down build unit it lint clean-demo
 
 install:
 	bash infra/local/install.sh
@@ -24,6 +24,11 @@ build:
 # Runs the whole job on the local stack: sample data → Kafka → Delta on Azurite → MongoDB, then a summary.
 demo: services-up build
 	bash infra/local/demo.sh
+
+# The benchmark (docs/performance.md) from a release build; `make bench ARGS="--events 50000"` for a quick one.
+bench: services-up
+	cargo build --release --bin orderlake
+	bash infra/local/bench.sh $(ARGS)
 
 # Installs and starts what the tests need, runs every test, stops the services it started even on failure.
 test: install

@@ -66,6 +66,10 @@ pub enum Command {
     Run {
         #[arg(long)]
         once: bool,
+        /// Land events in bronze only (raw, exactly once) and skip silver, gold and MongoDB; a later
+        /// run without this flag brings them up to date from bronze, without re-reading Kafka
+        #[arg(long)]
+        bronze_only: bool,
     },
     /// Publish sales events (Online Shop CSV format, keyed by TransactionNo) to a topic
     Produce {
@@ -104,6 +108,42 @@ pub enum Command {
     },
     /// Show offsets and lag per partition, table versions and row counts, MongoDB progress
     Status,
+    /// Measure throughput, freshness and memory against the consume ceiling and a Python peer, on
+    /// fresh topics of the configured broker, lake and MongoDB. Prints one table of figures and
+    /// ratios and writes them as JSON to --out (see docs/performance.md). Run it from a release
+    /// build: `make bench`
+    Bench {
+        /// Synthetic sales events in the throughput topic
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Partitions of the benchmark topics
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Producer pace of the freshness phase
+        #[arg(long, value_name = "EVENTS_PER_S", default_value_t = 5_000)]
+        rate: u32,
+        /// Length of the freshness phase
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        freshness_secs: u64,
+        /// batch.max_latency_ms of the benchmarked runs
+        #[arg(long, default_value_t = 500)]
+        max_latency_ms: u64,
+        /// Skip the Python peer
+        #[arg(long)]
+        no_peer: bool,
+        /// Events the Python peer processes (it reads the same topic) [default: all]
+        #[arg(long)]
+        peer_events: Option<usize>,
+        /// Skip the N/10 run that checks linear scaling
+        #[arg(long)]
+        no_scaling: bool,
+        /// Python with confluent-kafka, polars, deltalake, pymongo for the peer
+        #[arg(long, env = "ORDERLAKE_BENCH_PYTHON")]
+        python: Option<PathBuf>,
+        /// Where the JSON results and the per-phase logs go
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
 }
 
 impl Common {
@@ -128,7 +168,9 @@ pub fn settings(cli: &Cli) -> Result<Settings> {
 
 pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
     match cli.command {
-        Command::Run { once } => {
+        Command::Run { once, bronze_only } => {
+            let mut settings = settings;
+            settings.bronze_only = bronze_only;
             let mut p = Pipeline::start(settings).await?;
             let s = p.run(once).await?;
             tracing::info!(events = s.events, batches = s.batches, "run finished");
@@ -189,6 +231,39 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
         }
         Command::Status => {
             print!("{}", status::report(&settings).await?);
+            Ok(())
+        }
+        Command::Bench {
+            events,
+            partitions,
+            rate,
+            freshness_secs,
+            max_latency_ms,
+            no_peer,
+            peer_events,
+            no_scaling,
+            python,
+            out,
+        } => {
+            if events < 10 || rate == 0 || freshness_secs == 0 || partitions < 1 {
+                return Err(Error::Config(
+                    "bench: --events must be at least 10, --rate, --freshness-secs and --partitions at least 1".into(),
+                ));
+            }
+            let args = crate::bench::BenchArgs {
+                events,
+                partitions,
+                rate,
+                freshness_secs,
+                max_latency_ms,
+                peer: !no_peer,
+                peer_events,
+                scaling: !no_scaling,
+                out,
+                python,
+            };
+            let report = crate::bench::run(&settings, &args).await?;
+            println!("{report}");
             Ok(())
         }
     }

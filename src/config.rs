@@ -148,6 +148,9 @@ pub struct Settings {
     pub cdc: Option<crate::cdc_config::CdcSettings>,
     /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`).
     pub fail_at: Option<String>,
+    /// `run --bronze-only`: land events in bronze and stop there; the other layers catch up from
+    /// bronze on the next run without it.
+    pub bronze_only: bool,
 }
 
 fn cfg(key: &str, msg: impl std::fmt::Display) -> Error {
@@ -263,6 +266,7 @@ impl Settings {
             gold_prefix: prefix(fc.tables.gold, "gold", "tables.gold")?,
             log_level: level,
             fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT").ok().filter(|s| !s.is_empty()),
+            bronze_only: false,
             cdc: crate::cdc_config::CdcSettings::from_file(fc.cdc, o.cdc_prefix)?,
             shutdown_timeout: Duration::from_millis(fc.run.shutdown_timeout_ms.unwrap_or(30_000)),
             max_backoff: Duration::from_millis(fc.run.max_backoff_ms.unwrap_or(30_000).max(10)),

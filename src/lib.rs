@@ -4,6 +4,7 @@
 //! Data flows one way: `source` → `decode` → `lake` (bronze, silver) → `gold` → `sink`, driven by
 //! `pipeline`.
 
+pub mod bench;
 pub mod cdc_config;
 pub mod cdc_gen;
 pub mod cli;

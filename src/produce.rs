@@ -186,7 +186,7 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SaleRecord> {
 
 /// Enqueues a record now (so records keep their order within a partition), waiting while the
 /// producer's queue is full; the returned future resolves on delivery.
-async fn enqueue<K, P>(
+pub(crate) async fn enqueue<K, P>(
     producer: &FutureProducer,
     mut rec: FutureRecord<'_, K, P>,
 ) -> Result<impl std::future::Future<Output = Result<()>> + use<K, P>>

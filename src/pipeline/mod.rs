@@ -95,6 +95,9 @@ impl Pipeline {
 
     /// Finishes whatever a previous run left between bronze and the last stage.
     pub async fn catch_up(&mut self) -> Result<()> {
+        if self.settings.bronze_only {
+            return Ok(());
+        }
         let names: Vec<String> = self.topics.keys().cloned().collect();
         for t in names {
             let mut st = self.topics.remove(&t).expect("topic state");
@@ -135,6 +138,9 @@ impl Pipeline {
                     v as i64
                 };
                 self.settings.checkpoint("after-bronze")?;
+                if self.settings.bronze_only {
+                    return Ok(());
+                }
                 let fresh = (!events.is_empty()).then_some(events.as_slice());
                 self.stages().advance(&topic, &st.bronze, &mut st.progress, v, fresh).await
             }
@@ -305,7 +311,9 @@ impl Pipeline {
                 }
                 None => {
                     // Idle: a MongoDB that was down may be back.
-                    if self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due()) {
+                    if !self.settings.bronze_only
+                        && self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due())
+                    {
                         self.catch_up_retrying(once).await?;
                     }
                 }
@@ -372,6 +380,9 @@ impl Pipeline {
     /// `--once` ends with MongoDB caught up, or fails saying so: a scheduled job must not report
     /// success while the documents lag the lake.
     async fn finish_mongo(&mut self) -> Result<()> {
+        if self.settings.bronze_only {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.settings.once_retry_limit;
         while self.topics.values().any(|t| t.progress.mongo_behind()) {
             if Instant::now() >= deadline {

@@ -142,7 +142,7 @@ impl MongoSink {
                     d.insert("_v", version);
                     let id = d.get("_id").cloned().unwrap_or(Bson::Null);
                     doc! {
-                        "q": {"_id": id, "$or": [{"_v": {"$lte": version}}, {"_v": {"$exists": false}}]},
+                        "q": guard(id, version),
                         "u": d,
                         "upsert": true,
                     }
@@ -158,15 +158,21 @@ impl MongoSink {
 
     async fn delete(&self, coll: &str, ids: Vec<Bson>, version: i64, st: &mut PublishStats) -> Result<()> {
         for chunk in ids.chunks(CHUNK) {
-            let deletes: Vec<Document> = chunk
-                .iter()
-                .map(|id| doc! {"q": {"_id": id.clone(), "$or": [{"_v": {"$lte": version}}, {"_v": {"$exists": false}}]}, "limit": 1})
-                .collect();
+            let deletes: Vec<Document> =
+                chunk.iter().map(|id| doc! {"q": guard(id.clone(), version), "limit": 1}).collect();
             let reply = self.db.run_command(doc! {"delete": coll, "deletes": deletes, "ordered": false}).await?;
             st.deleted += check_reply(coll, &reply)?.0;
         }
         Ok(())
     }
+}
+
+/// The document `_id` unless it holds a newer gold version: `_v` missing or `<= version`. Written
+/// as one `$not`/`$gt` predicate beside the `_id` equality rather than an `$or`, so every server
+/// resolves it by the `_id` index (SecantusDB scanned the collection per update for the `$or`
+/// form: 2,000 upserts took 19 s instead of 0.5 s).
+fn guard(id: Bson, version: i64) -> Document {
+    doc! {"_id": id, "_v": {"$not": {"$gt": version}}}
 }
 
 /// Counts affected documents; a duplicate-key error means "the stored document is newer" (the

@@ -61,7 +61,7 @@ async fn two_instances_share_the_work_and_survive_a_kill() {
     let mut a = instance(&s, &config, &log_a);
     producer.await.unwrap().unwrap();
     // The two instances finish the work themselves.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
     while !lake_complete(&s, records.len()).await {
         assert!(std::time::Instant::now() < deadline, "lake incomplete; a:\n{}\nb:\n{}", tail(&log_a), tail(&log_b));
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,0 +1,191 @@
+//! The benchmark's output: one table of figures and ratios for people, the same as JSON for
+//! tools (`bench/results/<id>.json` and `bench/results/latest.json`).
+
+use std::fmt;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::ceiling::Ceiling;
+use super::child::Measured;
+use super::freshness::Latencies;
+use super::{Ctx, Phase};
+use crate::error::{Error, Result};
+
+pub struct Report {
+    pub json: Value,
+    text: String,
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({"cpu": cpu, "cores": cores, "memory_gib": mem_gib, "build": if cfg!(debug_assertions) { "debug" } else { "release" }})
+}
+
+fn phase_json(p: &Phase, ceiling: f64) -> Value {
+    json!({"events": p.events, "seconds": p.m.seconds, "events_per_s": p.per_s(),
+           "ratio_to_ceiling": p.per_s() / ceiling, "peak_rss_mib": p.m.peak_rss_mib})
+}
+
+fn check(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ctx: &Ctx<'_>,
+        produce_per_s: f64,
+        ceiling: Ceiling,
+        bronze: Phase,
+        full: Phase,
+        small: Option<Phase>,
+        fresh: (Latencies, Measured),
+        peer: Option<Phase>,
+    ) -> Report {
+        let c = ceiling.events as f64 / ceiling.seconds;
+        let (lat, fresh_m) = fresh;
+        let scaling = small.map(|s| full.m.seconds / (s.m.seconds * full.events as f64 / s.events as f64));
+        let vs_peer = peer.map(|p| full.per_s() / p.per_s());
+        let machine = machine();
+        let json = json!({
+            "id": ctx.id,
+            "machine": machine,
+            "events": ceiling.events,
+            "partitions": ctx.args.partitions,
+            "produce_events_per_s": produce_per_s,
+            "ceiling": {"events": ceiling.events, "bytes": ceiling.bytes, "seconds": ceiling.seconds, "events_per_s": c},
+            "bronze_only": phase_json(&bronze, c),
+            "full_pipeline": phase_json(&full, c),
+            "full_pipeline_tenth": small.map(|s| phase_json(&s, c)),
+            "scaling_time_ratio": scaling,
+            "freshness": {"rate": ctx.args.rate, "seconds": ctx.args.freshness_secs, "max_latency_ms": ctx.args.max_latency_ms,
+                          "produced_per_s": lat.produced_per_s, "tracked_orders": lat.tracked, "seen_orders": lat.seen,
+                          "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms, "max_ms": lat.max_ms,
+                          "peak_rss_mib": fresh_m.peak_rss_mib},
+            "python_peer": peer.map(|p| phase_json(&p, c)),
+            "orderlake_vs_peer": vs_peer,
+        });
+
+        let mut t = String::new();
+        let w = &mut t;
+        let _ = fmt::Write::write_fmt(
+            w,
+            format_args!(
+                "orderlake bench {} — {} events, {} partitions, {} build, {} cores ({})\n\n",
+                ctx.id,
+                ceiling.events,
+                ctx.args.partitions,
+                machine["build"].as_str().unwrap_or_default(),
+                machine["cores"],
+                machine["cpu"].as_str().unwrap_or_default()
+            ),
+        );
+        let _ = fmt::Write::write_fmt(
+            w,
+            format_args!(
+                "{:<34}{:>10}{:>10}{:>12}{:>12}{:>14}\n",
+                "phase", "events", "seconds", "events/s", "× ceiling", "peak RSS MiB"
+            ),
+        );
+        let row = |w: &mut String, name: &str, e: u64, s: f64, rss: Option<f64>| {
+            let _ = fmt::Write::write_fmt(
+                w,
+                format_args!(
+                    "{:<34}{:>10}{:>10.1}{:>12.0}{:>12.2}{:>14}\n",
+                    name,
+                    e,
+                    s,
+                    e as f64 / s,
+                    e as f64 / s / c,
+                    rss.map_or("-".to_string(), |r| format!("{r:.0}"))
+                ),
+            );
+        };
+        row(w, "ceiling (bare rdkafka consumer)", ceiling.events, ceiling.seconds, None);
+        row(w, "bronze only", bronze.events, bronze.m.seconds, Some(bronze.m.peak_rss_mib));
+        row(w, "full pipeline (bronze→gold→MongoDB)", full.events, full.m.seconds, Some(full.m.peak_rss_mib));
+        if let Some(s) = small {
+            row(w, "full pipeline, N/10", s.events, s.m.seconds, Some(s.m.peak_rss_mib));
+        }
+        if let Some(p) = peer {
+            row(w, "python peer (confluent-kafka+polars)", p.events, p.m.seconds, Some(p.m.peak_rss_mib));
+        }
+        let _ = fmt::Write::write_fmt(
+            w,
+            format_args!(
+                "\nfreshness at {}/s (batch max latency {} ms): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms \
+                 ({} of {} tracked orders seen), peak RSS {:.0} MiB\n",
+                ctx.args.rate,
+                ctx.args.max_latency_ms,
+                lat.p50_ms,
+                lat.p95_ms,
+                lat.p99_ms,
+                lat.max_ms,
+                lat.seen,
+                lat.tracked,
+                fresh_m.peak_rss_mib
+            ),
+        );
+        if let Some(r) = scaling {
+            let _ = fmt::Write::write_fmt(
+                w,
+                format_args!(
+                    "scaling: time(N) / (10 × time(N/10)) = {r:.2}  (1.00 = linear; above 1 = per-event cost grows)\n"
+                ),
+            );
+        }
+        let _ = fmt::Write::write_fmt(w, format_args!("\ntargets (this machine, ratios within this run):\n"));
+        let bronze_r = bronze.per_s() / c;
+        let full_r = full.per_s() / c;
+        let peak = bronze.m.peak_rss_mib.max(full.m.peak_rss_mib).max(fresh_m.peak_rss_mib);
+        let mut lines = vec![
+            format!("  bronze ≥ 0.80 × ceiling: {bronze_r:.2} — {}", check(bronze_r >= 0.8)),
+            format!("  full pipeline ≥ 0.50 × ceiling: {full_r:.2} — {}", check(full_r >= 0.5)),
+            format!(
+                "  freshness p99 ≤ 2000 ms at {}/s: {:.0} ms — {}",
+                ctx.args.rate,
+                lat.p99_ms,
+                check(lat.p99_ms <= 2000.0)
+            ),
+            format!("  peak RSS ≤ 512 MiB: {peak:.0} MiB — {}", check(peak <= 512.0)),
+        ];
+        if let Some(v) = vs_peer {
+            lines.push(format!("  ≥ 10 × the Python peer: {v:.1} × — {}", check(v >= 10.0)));
+        }
+        if let Some(r) = scaling {
+            lines.push(format!("  linear scaling (ratio ≤ 1.25): {r:.2} — {}", check(r <= 1.25)));
+        }
+        for l in lines {
+            let _ = fmt::Write::write_fmt(w, format_args!("{l}\n"));
+        }
+        Report { json, text: t }
+    }
+
+    /// Writes `<out>/<id>.json` and `<out>/latest.json`.
+    pub fn write(&self, out: &Path, id: &str) -> Result<()> {
+        let body = serde_json::to_string_pretty(&self.json).map_err(|e| Error::Other(e.to_string()))?;
+        for name in [format!("{id}.json"), "latest.json".to_string()] {
+            std::fs::write(out.join(&name), &body)
+                .map_err(|e| Error::Other(format!("{}: {e}", out.join(&name).display())))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
