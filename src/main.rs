@@ -3,8 +3,27 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// Query planning in the Delta/DataFusion stack recurses over filter expressions, and a batch that
+/// touches thousands of orders builds big ones: 8 MiB of stack overflowed on the second 30,000-event
+/// batch of the benchmark. Every thread that runs pipeline code gets this much instead.
+const STACK: usize = 256 * 1024 * 1024;
+
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(STACK)
+        .build()
+        .expect("tokio runtime");
+    std::thread::Builder::new()
+        .name("orderlake-main".into())
+        .stack_size(STACK)
+        .spawn(move || runtime.block_on(run()))
+        .expect("main thread")
+        .join()
+        .unwrap_or(std::process::ExitCode::FAILURE)
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = orderlake::cli::Cli::parse();
     let settings = match orderlake::cli::settings(&cli) {
         Ok(s) => s,

@@ -115,6 +115,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
 
     let topic = id.clone();
     let records = produce::synthetic(args.events, 2026);
+    let orders = distinct_orders(&records);
     info!(events = records.len(), topic, partitions = args.partitions, "bench: publishing the test topic");
     let t = std::time::Instant::now();
     produce::publish(&s, &topic, &records, None).await?;
@@ -126,12 +127,15 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     let n = ceiling.events;
     let bronze = ctx.once("bronze", &topic, n, &["--bronze-only"], false).await?;
     let full = ctx.once("full", &topic, n, &[], true).await?;
+    verify(&ctx, "full", orders).await?;
 
     let scaling = if args.scaling {
         let small_topic = format!("{id}-small");
         let small = produce::synthetic(args.events / 10, 2027);
         produce::publish(&s, &small_topic, &small, None).await?;
-        Some(ctx.once("full-small", &small_topic, small.len() as u64, &[], true).await?)
+        let phase = ctx.once("full-small", &small_topic, small.len() as u64, &[], true).await?;
+        verify(&ctx, "full-small", distinct_orders(&small)).await?;
+        Some(phase)
     } else {
         None
     };
@@ -142,6 +146,25 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     let report = Report::new(&ctx, produce_per_s, ceiling, bronze, full, scaling, fresh, peer);
     report.write(&args.out, &id)?;
     Ok(report)
+}
+
+fn distinct_orders(records: &[produce::SaleRecord]) -> u64 {
+    records.iter().map(|r| r.transaction_no.as_str()).collect::<std::collections::HashSet<_>>().len() as u64
+}
+
+/// A benchmark must not time a pipeline that skipped work: the phase's MongoDB holds one order
+/// total per order published.
+async fn verify(ctx: &Ctx<'_>, phase: &str, orders: u64) -> Result<()> {
+    let uri = ctx.settings.mongodb_uri.as_deref().unwrap_or_default();
+    let coll = mongodb::Client::with_uri_str(uri)
+        .await?
+        .database(&ctx.database(phase))
+        .collection::<mongodb::bson::Document>("order_totals");
+    let found = coll.count_documents(mongodb::bson::doc! {}).await?;
+    if found != orders {
+        return Err(Error::Other(format!("bench {phase}: MongoDB holds {found} order totals, expected {orders}")));
+    }
+    Ok(())
 }
 
 /// Freshness phase: a continuous `orderlake run` on its own paced topic.

@@ -22,6 +22,10 @@ const CHUNK: usize = 1000;
 pub struct MongoSink {
     db: Database,
     group: String,
+    /// Per collection: did most documents of the last publish already exist? Then updates go
+    /// straight to guarded upserts; otherwise plain inserts go first (5x cheaper on SecantusDB,
+    /// cheaper on MongoDB too) and only the documents that exist take the upsert path.
+    mostly_existing: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -82,7 +86,7 @@ impl MongoSink {
         let client = Client::with_options(opts)?;
         let db = client.database(database);
         db.run_command(doc! {"ping": 1}).await?;
-        Ok(MongoSink { db, group: group.to_string() })
+        Ok(MongoSink { db, group: group.to_string(), mostly_existing: Default::default() })
     }
 
     pub fn database(&self) -> &Database {
@@ -134,16 +138,27 @@ impl MongoSink {
     }
 
     async fn upsert(&self, coll: &str, docs: Vec<Document>, version: i64, st: &mut PublishStats) -> Result<()> {
+        let mut docs: Vec<Document> = docs
+            .into_iter()
+            .map(|mut d| {
+                d.insert("_v", version);
+                d
+            })
+            .collect();
+        let existing_first = self.mostly_existing.lock().expect("sink lock").get(coll).copied().unwrap_or(false);
+        if !existing_first && !docs.is_empty() {
+            let total = docs.len();
+            docs = self.insert_new(coll, docs, st).await?;
+            self.mostly_existing.lock().expect("sink lock").insert(coll.to_string(), docs.len() * 2 > total);
+        }
         for chunk in docs.chunks(CHUNK) {
             let updates: Vec<Document> = chunk
                 .iter()
                 .map(|d| {
-                    let mut d = d.clone();
-                    d.insert("_v", version);
                     let id = d.get("_id").cloned().unwrap_or(Bson::Null);
                     doc! {
                         "q": guard(id, version),
-                        "u": d,
+                        "u": d.clone(),
                         "upsert": true,
                     }
                 })
@@ -153,7 +168,39 @@ impl MongoSink {
             st.upserted += n;
             st.stale += stale;
         }
+        if existing_first {
+            // Re-check now and then whether new documents have become the common case.
+            self.mostly_existing.lock().expect("sink lock").remove(coll);
+        }
         Ok(())
+    }
+
+    /// Inserts the documents that do not exist yet; returns those that do (duplicate `_id`), for
+    /// the guarded upsert. An insert needs no guard: no stored document means nothing newer.
+    async fn insert_new(&self, coll: &str, docs: Vec<Document>, st: &mut PublishStats) -> Result<Vec<Document>> {
+        let mut existing = Vec::new();
+        for chunk in docs.chunks(CHUNK) {
+            let reply = self.db.run_command(doc! {"insert": coll, "documents": chunk, "ordered": false}).await?;
+            let n = reply.get_i32("n").map(|n| n as u64).or_else(|_| reply.get_i64("n").map(|n| n as u64)).unwrap_or(0);
+            st.upserted += n;
+            if let Ok(errs) = reply.get_array("writeErrors") {
+                for e in errs.iter().filter_map(Bson::as_document) {
+                    let code = e.get_i32("code").map(i64::from).or_else(|_| e.get_i64("code")).unwrap_or(0);
+                    let index =
+                        e.get_i32("index").map(|i| i as usize).or_else(|_| e.get_i64("index").map(|i| i as usize));
+                    match (code, index) {
+                        (11000, Ok(i)) if i < chunk.len() => existing.push(chunk[i].clone()),
+                        _ => {
+                            return Err(Error::Other(format!(
+                                "mongodb {coll}: insert error {code}: {}",
+                                e.get_str("errmsg").unwrap_or("?")
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(existing)
     }
 
     async fn delete(&self, coll: &str, ids: Vec<Bson>, version: i64, st: &mut PublishStats) -> Result<()> {

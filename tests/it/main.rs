@@ -4,6 +4,7 @@
 
 mod backpressure;
 mod bad_input;
+mod bench;
 mod cdc;
 mod config_errors;
 mod crash;

@@ -1,0 +1,52 @@
+//! `orderlake bench` in quick mode, as `make test` runs it: every phase runs against the real
+//! broker, Azurite and SecantusDB, and every figure lands in the printed table and the JSON.
+//! A smoke test of the benchmark, never of a speed: no figure is compared to a target here.
+
+use std::process::Command;
+
+use crate::support::*;
+
+#[test]
+fn quick_bench_reports_every_figure() {
+    let name = unique("bench");
+    let container = name.to_lowercase().replace(['.', '_'], "-");
+    create_container(&container);
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlake"));
+    cmd.args(["bench", "--events", "50000", "--freshness-secs", "4", "--rate", "1000", "--out"])
+        .arg(out.path())
+        .arg("--python")
+        .arg(python())
+        .env("ORDERLAKE_BROKERS", brokers())
+        .env("ORDERLAKE_LAKE", format!("az://{container}/runs"))
+        .env("ORDERLAKE_MONGODB_URI", mongodb_uri())
+        .env("ORDERLAKE_MONGODB_DATABASE", name.replace(['.', '-'], "_"))
+        .env_remove("ORDERLAKE_CONFIG");
+    for o in azurite_options() {
+        cmd.arg("--storage-option").arg(o);
+    }
+    let run = cmd.output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    for row in ["ceiling", "bronze only", "full pipeline", "N/10", "python peer", "freshness at 1000/s", "scaling"] {
+        assert!(stdout.contains(row), "no '{row}' in the table:\n{stdout}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("latest.json")).unwrap()).unwrap();
+    assert_eq!(json["events"], 50000);
+    assert!(json["ceiling"]["events_per_s"].as_f64().unwrap() > 0.0);
+    for phase in ["bronze_only", "full_pipeline", "full_pipeline_tenth", "python_peer"] {
+        let p = &json[phase];
+        assert!(p["events_per_s"].as_f64().unwrap() > 0.0, "{phase}: {p}");
+        assert!(p["peak_rss_mib"].as_f64().unwrap() > 10.0, "{phase}: a real process was measured: {p}");
+        assert!(p["ratio_to_ceiling"].as_f64().is_some(), "{phase}: {p}");
+    }
+    assert_eq!(json["full_pipeline"]["events"], 50000);
+    assert_eq!(json["python_peer"]["events"], 50000, "the peer processed the same topic");
+    let f = &json["freshness"];
+    assert!(f["tracked_orders"].as_u64().unwrap() > 0);
+    assert_eq!(f["seen_orders"], f["tracked_orders"], "every tracked order reached MongoDB: {f}");
+    assert!(f["p99_ms"].as_f64().unwrap() >= f["p50_ms"].as_f64().unwrap());
+    assert!(json["orderlake_vs_peer"].as_f64().unwrap() > 0.0);
+    assert!(json["scaling_time_ratio"].as_f64().unwrap() > 0.0);
+}
