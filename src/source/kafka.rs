@@ -147,8 +147,21 @@ impl ClientContext for LastError {
 /// Creates the topics that do not exist yet (`partitions` each); existing ones are left alone.
 pub async fn ensure_topics(settings: &Settings, topics: &[String]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create().map_err(client_config)?;
+    // Topics that exist are left alone without asking to create them: a locked-down cluster (or
+    // Event Hubs with a Listen-only key) may not grant CreateTopics at all.
+    let timeout = settings.connect_timeout;
+    let md = match admin.inner().fetch_metadata(None, timeout) {
+        Ok(md) => md,
+        Err(_) => return Err(start_failure(settings, diagnose(settings).await)),
+    };
+    let existing: std::collections::HashSet<&str> =
+        md.topics().iter().filter(|t| t.error().is_none() && !t.partitions().is_empty()).map(|t| t.name()).collect();
+    let missing: Vec<&String> = topics.iter().filter(|t| !existing.contains(t.as_str())).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1))).collect();
+        missing.iter().map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(settings.connect_timeout));
     let results = match tokio::time::timeout(settings.connect_timeout, admin.create_topics(&new, &opts)).await {
         Ok(r) => r?,

@@ -97,39 +97,3 @@ async fn malformed_events_are_dead_lettered_with_a_reason_and_the_rest_goes_on()
     assert_eq!(totals.get("900001"), Some(&vec![1000]));
     assert_eq!(totals.get("900002"), Some(&vec![1000]));
 }
-
-/// The local tansu never serves a 10 MB record (docs/reliability.md, known limits), so this case
-/// runs the real pipeline, lake and decoders against librdkafka's mock cluster as the broker: the
-/// 10 MB event is dead-lettered as too large and the events after it in the partition go on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_10_mb_message_is_dead_lettered_and_the_partition_goes_on() {
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(&unique("huge"), &LakeKind::Local(dir.path().join("lake")), false);
-    s.brokers = mock.bootstrap_servers();
-    s.partitions = 1;
-    mock.create_topic(&s.sales_topic, 1, 1).unwrap();
-    let huge = format!(
-        r#"{{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","ProductName":"{}","Price":1,"Quantity":1}}"#,
-        "x".repeat(10 << 20)
-    );
-    let p: FutureProducer =
-        orderlake::source::kafka::base_config(&s).set("message.max.bytes", "12000000").create().unwrap();
-    for (key, value) in [("before", GOOD.to_string()), ("huge", huge), ("after", GOOD.replace("900001", "900003"))] {
-        p.send(FutureRecord::to(&s.sales_topic).key(key).payload(&value).partition(0), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(120), run_once(&s)).await.expect("run --once finishes");
-
-    let dl = read_table(&s, "bronze/_dead_letters").await;
-    let keys = strs(&dl, "key");
-    let errors = strs(&dl, "error");
-    assert_eq!(keys, vec![Some("huge".to_string())], "only the 10 MB event is dead-lettered");
-    assert!(errors[0].as_deref().unwrap().contains("exceeds the 1 MiB limit"), "{errors:?}");
-    let totals = keyed(&read_table(&s, "gold/order_totals").await, "order_id", &["total_amount"]);
-    assert_eq!(totals.get("900001"), Some(&vec![1000]), "the event before it");
-    assert_eq!(totals.get("900003"), Some(&vec![1000]), "the event after it");
-    assert_bronze_exactly_once(&s, 3).await;
-}
