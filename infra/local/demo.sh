@@ -9,19 +9,13 @@ root="$(cd "$here/../.." && pwd)"
 . "$here/env.sh"
 BIN="${CARGO_TARGET_DIR:-$ORDERLAKE_CACHE/target}/debug/orderlake"
 
-export ORDERLAKE_BROKERS="127.0.0.1:$KAFKA_PORT"
+use_local_stack
 export ORDERLAKE_LAKE="${DEMO_LAKE:-az://orderlake-demo/lake}"
-export ORDERLAKE_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"
 export ORDERLAKE_MONGODB_DATABASE="${DEMO_DATABASE:-orderlake}"
 export ORDERLAKE_SALES_TOPIC="shop.sales"
 export ORDERLAKE_GROUP="orderlake-demo"
 # CDC topics shop.public.{orders,order_items,products,customers} and the card-number mask.
 export ORDERLAKE_CONFIG="$root/infra/docker/orderlake.toml"
-# Azurite: the well-known development account, over http.
-export AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1
-export AZURE_STORAGE_ACCOUNT_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-export AZURE_STORAGE_USE_EMULATOR=true
-export AZURE_ALLOW_HTTP=true
 
 echo "== 1/4 container orderlake-demo on Azurite"
 "$ORDERLAKE_VENV/bin/python" "$here/azure_container.py" orderlake-demo
