@@ -220,3 +220,30 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
     let total: i64 = r2.orders.values().map(|v| v[2]).sum();
     assert!(out.contains(&format!("sum_cents={total}")), "python reader sum: {out}");
 }
+
+/// `run --bronze-only` lands the raw events and nothing else; the next ordinary run refines them
+/// from bronze alone (it reads nothing new from Kafka) to the same gold and MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bronze_only_lands_raw_events_and_the_next_run_refines_them_from_bronze() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&unique("bronzeonly"), &LakeKind::Local(dir.path().join("lake")), true);
+    let records = renumbered(produce::synthetic(1500, 31), "6");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+
+    s.bronze_only = true;
+    let first = Pipeline::start(s.clone()).await.unwrap().run(true).await.unwrap();
+    assert_eq!(first.events, records.len() as u64);
+    assert_bronze_exactly_once(&s, records.len()).await;
+    for t in ["silver/order_items", "gold/order_totals", "_orderlake/batches"] {
+        assert_eq!(table_version(&s, t).await, None, "{t} is not written by --bronze-only");
+    }
+    assert!(mongo_docs(&s, "order_totals").await.is_empty(), "nothing is published by --bronze-only");
+
+    s.bronze_only = false;
+    let second = Pipeline::start(s.clone()).await.unwrap().run(true).await.unwrap();
+    assert_eq!(second.events, 0, "the refining run reads nothing new from Kafka");
+    let r = reference::compute(&records);
+    assert_lake_matches(&s, &r).await;
+    assert_mongo_matches(&s, &r).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+}
