@@ -114,6 +114,33 @@ async fn read_frame(lake: &Lake, rel: &str, spec: &TableSpec, column: &str, valu
     bridge::to_frame(&batches, &spec.arrow_schema())
 }
 
+/// Rows of a table where any of the `(column, values)` conditions holds (nothing when all are empty).
+async fn read_any(lake: &Lake, rel: &str, spec: &TableSpec, any: Vec<(&str, Vec<Expr>)>) -> Result<DataFrame> {
+    let filter = any
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(column, values)| deltalake::datafusion::prelude::col(format!("\"{column}\"")).in_list(values, false))
+        .reduce(Expr::or);
+    let batches = match (filter, lake.open(rel).await?) {
+        (Some(f), Some(t)) => crate::lake::read::scan(&t, Some(f)).await?,
+        _ => Vec::new(),
+    };
+    bridge::to_frame(&batches, &spec.arrow_schema())
+}
+
+/// The rows of `df` whose string column `c` is one of `keys`.
+fn keep_strings(df: &DataFrame, c: &str, keys: &BTreeSet<String>) -> Result<DataFrame> {
+    let mask: BooleanChunked = df.column(c)?.str()?.iter().map(|v| Some(v.is_some_and(|s| keys.contains(s)))).collect();
+    Ok(df.filter(&mask)?)
+}
+
+/// The rows of `df` whose date column `c` (days since the epoch) is one of `days`.
+fn keep_dates(df: &DataFrame, c: &str, days: &BTreeSet<i32>) -> Result<DataFrame> {
+    let s = df.column(c)?.cast(&DataType::Int32)?;
+    let mask: BooleanChunked = s.i32()?.iter().map(|v| Some(v.is_some_and(|d| days.contains(&d)))).collect();
+    Ok(df.filter(&mask)?)
+}
+
 fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
     Ok(df.column(c)?.str()?.iter().flatten().map(String::from).collect())
 }
@@ -279,7 +306,25 @@ pub async fn recompute(
     products_touched.extend(touched.products.iter().cloned());
 
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let cust_orders = read_frame(lake, &gp("order_totals"), ot_spec, "customer_id", str_lits(&customers)).await?;
+    let product_lits = str_lits(&products_touched);
+    let product_lines =
+        read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", product_lits.clone()).await?;
+    let line_orders = strings(&product_lines, "order_id")?;
+    // One read of order_totals (as just committed) serves the customer, day and product aggregates;
+    // for sales traffic each of the three key sets covers most of the table.
+    let related = read_any(
+        lake,
+        &gp("order_totals"),
+        ot_spec,
+        vec![
+            ("customer_id", str_lits(&customers)),
+            ("order_date", date_lits(&days)),
+            ("order_id", str_lits(&line_orders)),
+        ],
+    )
+    .await?;
+
+    let cust_orders = keep_strings(&related, "customer_id", &customers)?;
     let customer_totals = totals::customer_totals(&cust_orders, now_us)?;
     let gone_customers =
         totals::missing_keys(&key_frame("customer_id", customers)?, &customer_totals, &["customer_id"])?;
@@ -297,7 +342,7 @@ pub async fn recompute(
         .await?,
     );
 
-    let day_orders = read_frame(lake, &gp("order_totals"), ot_spec, "order_date", date_lits(&days)).await?;
+    let day_orders = keep_dates(&related, "order_date", &days)?;
     let daily_sales = totals::daily_sales(&day_orders)?;
     let old_days =
         read_frame(lake, &gp("daily_sales"), &schema::GOLD_DAILY_SALES, "order_date", date_lits(&days)).await?;
@@ -307,12 +352,8 @@ pub async fn recompute(
         commit(lake, gold_prefix, "daily_sales", &schema::GOLD_DAILY_SALES, &daily_sales, &gone_days, c).await?,
     );
 
-    let product_lits = str_lits(&products_touched);
-    let product_lines =
-        read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", product_lits.clone()).await?;
     let product_rows = read_frame(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", product_lits).await?;
-    let line_orders = strings(&product_lines, "order_id")?;
-    let line_totals = read_frame(lake, &gp("order_totals"), ot_spec, "order_id", str_lits(&line_orders)).await?;
+    let line_totals = keep_strings(&related, "order_id", &line_orders)?;
     let product_sales = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
     let gone_products =
         totals::missing_keys(&key_frame("product_id", products_touched)?, &product_sales, &["product_id"])?;
