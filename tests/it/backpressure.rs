@@ -95,14 +95,7 @@ async fn slow_mongodb_pauses_consumption_within_the_budget() {
     )
     .unwrap();
     let log_path = dir.path().join("run.log");
-    let mut guard = ChildGuard(Some(
-        orderlake_cmd(&s)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut guard = spawn_run(orderlake_cmd(&s), &config, &log_path);
     let deadline = Instant::now() + Duration::from_secs(60);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     while !log().contains("consumption paused") {

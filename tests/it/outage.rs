@@ -32,16 +32,9 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     )
     .unwrap();
     let log_path = dir.path().join("run.log");
-    let mut guard = ChildGuard(Some(
-        orderlake_cmd(&s)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("ORDERLAKE_MONGODB_URI", format!("{}/?serverSelectionTimeoutMS=2000", mongo.uri()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut cmd = orderlake_cmd(&s);
+    cmd.env("ORDERLAKE_MONGODB_URI", format!("{}/?serverSelectionTimeoutMS=2000", mongo.uri()));
+    let mut guard = spawn_run(cmd, &config, &log_path);
 
     let first = renumbered(produce::synthetic(600, 31), "5");
     produce::publish(&s, &s.sales_topic, &first, None).await.unwrap();
@@ -227,15 +220,7 @@ async fn broker_outage_reconnects_and_nothing_is_lost_or_doubled() {
         .unwrap();
     orderlake::source::kafka::ensure_topics(&s, &[s.sales_topic.clone()]).await.unwrap();
     let log_path = dir.path().join("run.log");
-    let mut guard = ChildGuard(Some(
-        orderlake_cmd(&s)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut guard = spawn_run(orderlake_cmd(&s), &config, &log_path);
     let first = renumbered(produce::synthetic(600, 51), "8");
     produce::publish(&s, &s.sales_topic, &first, None).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(150);

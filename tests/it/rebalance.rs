@@ -11,19 +11,6 @@ use crate::e2e::{assert_lake_matches, assert_mongo_matches};
 use crate::reference;
 use crate::support::*;
 
-fn instance(s: &orderlake::config::Settings, config: &std::path::Path, log: &std::path::Path) -> ChildGuard {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    ChildGuard(Some(
-        orderlake_cmd(s)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ))
-}
-
 fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -50,15 +37,15 @@ async fn two_instances_share_the_work_and_survive_a_kill() {
     let producer = tokio::spawn(async move { produce::publish(&ps, &ps.sales_topic, &pr, Some(250)).await });
 
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let mut a = instance(&s, &config, &log_a);
+    let mut a = spawn_run(orderlake_cmd(&s), &config, &log_a);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut b = instance(&s, &config, &log_b);
+    let mut b = spawn_run(orderlake_cmd(&s), &config, &log_b);
     tokio::time::sleep(Duration::from_secs(6)).await;
     a.child().kill().unwrap(); // SIGKILL: its partitions move to b once its session expires
     a.child().wait().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarted_at = std::fs::read_to_string(&log_a).unwrap().len();
-    let mut a = instance(&s, &config, &log_a);
+    let mut a = spawn_run(orderlake_cmd(&s), &config, &log_a);
     producer.await.unwrap().unwrap();
     // The two instances finish the work themselves.
     let deadline = std::time::Instant::now() + Duration::from_secs(240);

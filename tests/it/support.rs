@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -378,6 +378,14 @@ impl Drop for ChildGuard {
             let _ = c.wait();
         }
     }
+}
+
+/// `cmd` (an [`orderlake_cmd`]) running `run --config <config>` in the background, its log appended
+/// to `log` (a restarted instance keeps one log); killed when the guard drops.
+pub fn spawn_run(mut cmd: Command, config: &std::path::Path, log: &std::path::Path) -> ChildGuard {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let child = cmd.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    ChildGuard(Some(child))
 }
 
 /// Sales lines with their transaction numbers prefixed, so a second batch of synthetic events
