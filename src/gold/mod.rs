@@ -7,17 +7,43 @@ pub mod totals;
 
 use std::collections::{BTreeSet, HashMap};
 
-use deltalake::datafusion::prelude::{Expr, lit};
+use deltalake::datafusion::prelude::lit;
 use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::Transaction;
 use polars::prelude::*;
 
 use crate::error::Result;
 use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
-use crate::lake::read::{scan_where_in, str_lits};
+use crate::lake::read::{scan_keys, scan_where_in};
 use crate::lake::schema::{self, TableSpec};
 use crate::lake::{Lake, silver, version_of};
 use crate::model::{Changes, Entity};
+
+/// Elapsed time per gold step, logged at debug level (`ORDERLAKE_LOG=orderlake::gold=debug`) to
+/// see where a batch's gold time goes.
+struct Laps {
+    start: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u128)>,
+}
+
+impl Laps {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Laps { start: now, last: now, steps: Vec::new() }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, (now - self.last).as_millis()));
+        self.last = now;
+    }
+
+    fn log(&self) {
+        let steps: Vec<String> = self.steps.iter().map(|(s, ms)| format!("{s}={ms}")).collect();
+        tracing::debug!(total_ms = self.start.elapsed().as_millis() as u64, steps = %steps.join(" "), "gold steps (ms)");
+    }
+}
 
 /// The keys a batch changed, by entity.
 #[derive(Debug, Default, Clone)]
@@ -106,39 +132,31 @@ impl GoldCommit<'_> {
     }
 }
 
-async fn read_frame(lake: &Lake, rel: &str, spec: &TableSpec, column: &str, values: Vec<Expr>) -> Result<DataFrame> {
+/// Rows of a table whose string `column` is one of `keys` (nothing when the table or `keys` is empty).
+async fn read_keys(
+    lake: &Lake,
+    rel: &str,
+    spec: &TableSpec,
+    column: &str,
+    keys: &BTreeSet<String>,
+) -> Result<DataFrame> {
     let batches = match lake.open(rel).await? {
-        Some(t) if !values.is_empty() => scan_where_in(&t, column, values).await?,
+        Some(t) if !keys.is_empty() => scan_keys(&t, column, keys).await?,
         _ => Vec::new(),
     };
     bridge::to_frame(&batches, &spec.arrow_schema())
 }
 
-/// Rows of a table where any of the `(column, values)` conditions holds (nothing when all are empty).
-async fn read_any(lake: &Lake, rel: &str, spec: &TableSpec, any: Vec<(&str, Vec<Expr>)>) -> Result<DataFrame> {
-    let filter = any
-        .into_iter()
-        .filter(|(_, values)| !values.is_empty())
-        .map(|(column, values)| deltalake::datafusion::prelude::col(format!("\"{column}\"")).in_list(values, false))
-        .reduce(Expr::or);
-    let batches = match (filter, lake.open(rel).await?) {
-        (Some(f), Some(t)) => crate::lake::read::scan(&t, Some(f)).await?,
+/// Rows of a table whose date `column` is one of `days` (a short list: an `IN` filter prunes files).
+async fn read_days(lake: &Lake, rel: &str, spec: &TableSpec, column: &str, days: &BTreeSet<i32>) -> Result<DataFrame> {
+    let batches = match lake.open(rel).await? {
+        Some(t) if !days.is_empty() => {
+            let lits = days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
+            scan_where_in(&t, column, lits).await?
+        }
         _ => Vec::new(),
     };
     bridge::to_frame(&batches, &spec.arrow_schema())
-}
-
-/// The rows of `df` whose string column `c` is one of `keys`.
-fn keep_strings(df: &DataFrame, c: &str, keys: &BTreeSet<String>) -> Result<DataFrame> {
-    let mask: BooleanChunked = df.column(c)?.str()?.iter().map(|v| Some(v.is_some_and(|s| keys.contains(s)))).collect();
-    Ok(df.filter(&mask)?)
-}
-
-/// The rows of `df` whose date column `c` (days since the epoch) is one of `days`.
-fn keep_dates(df: &DataFrame, c: &str, days: &BTreeSet<i32>) -> Result<DataFrame> {
-    let s = df.column(c)?.cast(&DataType::Int32)?;
-    let mask: BooleanChunked = s.i32()?.iter().map(|v| Some(v.is_some_and(|d| days.contains(&d)))).collect();
-    Ok(df.filter(&mask)?)
 }
 
 fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
@@ -220,28 +238,22 @@ async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched
         }
     }
     if !t.items.is_empty() {
-        let lines = read_frame(lake, &gp, lines_spec, "item_id", str_lits(&t.items)).await?;
+        let lines = read_keys(lake, &gp, lines_spec, "item_id", &t.items).await?;
         t.orders.extend(strings(&lines, "order_id")?);
     }
     if !t.products.is_empty() {
-        let lits = str_lits(&t.products);
-        let lines = read_frame(lake, &gp, lines_spec, "product_id", lits.clone()).await?;
-        let products = read_frame(
-            lake,
-            &format!("{silver_prefix}/products"),
-            &schema::SILVER_PRODUCTS,
-            "product_id",
-            lits.clone(),
-        )
-        .await?;
+        let lines = read_keys(lake, &gp, lines_spec, "product_id", &t.products).await?;
+        let products =
+            read_keys(lake, &format!("{silver_prefix}/products"), &schema::SILVER_PRODUCTS, "product_id", &t.products)
+                .await?;
         t.orders.extend(strings(&totals::stale_lines(&lines, &products)?, "order_id")?);
         if t.cdc {
-            let items = read_frame(
+            let items = read_keys(
                 lake,
                 &format!("{silver_prefix}/order_items"),
                 &schema::SILVER_ORDER_ITEMS,
                 "product_id",
-                lits,
+                &t.products,
             )
             .await?;
             let priced_by_product = items.lazy().filter(col("unit_price").is_null()).collect()?;
@@ -249,10 +261,6 @@ async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched
         }
     }
     Ok(t)
-}
-
-fn date_lits(days: &BTreeSet<i32>) -> Vec<Expr> {
-    days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect()
 }
 
 /// Recomputes every gold table for `touched` and commits what `c` says is still needed.
@@ -266,23 +274,24 @@ pub async fn recompute(
 ) -> Result<GoldFrames> {
     let sp = |t: &str| format!("{silver_prefix}/{t}");
     let gp = |t: &str| format!("{gold_prefix}/{t}");
+    let mut laps = Laps::new();
     let touched = &expand(lake, silver_prefix, gold_prefix, touched).await?;
-    let order_lits = str_lits(&touched.orders);
+    laps.mark("expand");
+    let ids = &touched.orders;
 
-    let orders = read_frame(lake, &sp("orders"), &schema::SILVER_ORDERS, "order_id", order_lits.clone()).await?;
-    let items =
-        read_frame(lake, &sp("order_items"), &schema::SILVER_ORDER_ITEMS, "order_id", order_lits.clone()).await?;
+    let orders = read_keys(lake, &sp("orders"), &schema::SILVER_ORDERS, "order_id", ids).await?;
+    let items = read_keys(lake, &sp("order_items"), &schema::SILVER_ORDER_ITEMS, "order_id", ids).await?;
     let mut product_ids = strings(&items, "product_id")?;
     product_ids.extend(touched.products.iter().cloned());
-    let products =
-        read_frame(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", str_lits(&product_ids)).await?;
-    let old_totals =
-        read_frame(lake, &gp("order_totals"), &schema::GOLD_ORDER_TOTALS, "order_id", order_lits.clone()).await?;
-    let old_lines = read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "order_id", order_lits).await?;
+    let products = read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &product_ids).await?;
+    let old_totals = read_keys(lake, &gp("order_totals"), &schema::GOLD_ORDER_TOTALS, "order_id", ids).await?;
+    let old_lines = read_keys(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "order_id", ids).await?;
+    laps.mark("read_orders");
 
     let mut versions = HashMap::new();
     let lines = totals::order_lines(&items, &orders, &products)?;
     let order_totals = totals::order_totals(&orders, &lines, now_us)?;
+    laps.mark("compute_orders");
     let gone_lines = totals::missing_keys(&old_lines, &lines, &["item_id"])?;
     let gone_orders =
         totals::missing_keys(&key_frame("order_id", touched.orders.iter().cloned())?, &order_totals, &["order_id"])?;
@@ -290,10 +299,12 @@ pub async fn recompute(
         "order_lines".into(),
         commit(lake, gold_prefix, "order_lines", &schema::GOLD_ORDER_LINES, &lines, &gone_lines, c).await?,
     );
+    laps.mark("merge_order_lines");
     versions.insert(
         "order_totals".into(),
         commit(lake, gold_prefix, "order_totals", &schema::GOLD_ORDER_TOTALS, &order_totals, &gone_orders, c).await?,
     );
+    laps.mark("merge_order_totals");
 
     // Totals of everything those orders belong to, now and before (a moved order re-totals both).
     let mut customers = strings(&order_totals, "customer_id")?;
@@ -306,25 +317,12 @@ pub async fn recompute(
     products_touched.extend(touched.products.iter().cloned());
 
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let product_lits = str_lits(&products_touched);
     let product_lines =
-        read_frame(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", product_lits.clone()).await?;
+        read_keys(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", &products_touched).await?;
+    laps.mark("read_product_lines");
     let line_orders = strings(&product_lines, "order_id")?;
-    // One read of order_totals (as just committed) serves the customer, day and product aggregates;
-    // for sales traffic each of the three key sets covers most of the table.
-    let related = read_any(
-        lake,
-        &gp("order_totals"),
-        ot_spec,
-        vec![
-            ("customer_id", str_lits(&customers)),
-            ("order_date", date_lits(&days)),
-            ("order_id", str_lits(&line_orders)),
-        ],
-    )
-    .await?;
-
-    let cust_orders = keep_strings(&related, "customer_id", &customers)?;
+    let cust_orders = read_keys(lake, &gp("order_totals"), ot_spec, "customer_id", &customers).await?;
+    laps.mark("read_customer_orders");
     let customer_totals = totals::customer_totals(&cust_orders, now_us)?;
     let gone_customers =
         totals::missing_keys(&key_frame("customer_id", customers)?, &customer_totals, &["customer_id"])?;
@@ -341,19 +339,21 @@ pub async fn recompute(
         )
         .await?,
     );
+    laps.mark("customer_totals");
 
-    let day_orders = keep_dates(&related, "order_date", &days)?;
+    let day_orders = read_days(lake, &gp("order_totals"), ot_spec, "order_date", &days).await?;
     let daily_sales = totals::daily_sales(&day_orders)?;
-    let old_days =
-        read_frame(lake, &gp("daily_sales"), &schema::GOLD_DAILY_SALES, "order_date", date_lits(&days)).await?;
+    let old_days = read_days(lake, &gp("daily_sales"), &schema::GOLD_DAILY_SALES, "order_date", &days).await?;
     let gone_days = totals::missing_keys(&old_days, &daily_sales, &["order_date", "country"])?;
     versions.insert(
         "daily_sales".into(),
         commit(lake, gold_prefix, "daily_sales", &schema::GOLD_DAILY_SALES, &daily_sales, &gone_days, c).await?,
     );
+    laps.mark("daily_sales");
 
-    let product_rows = read_frame(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", product_lits).await?;
-    let line_totals = keep_strings(&related, "order_id", &line_orders)?;
+    let product_rows =
+        read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &products_touched).await?;
+    let line_totals = read_keys(lake, &gp("order_totals"), ot_spec, "order_id", &line_orders).await?;
     let product_sales = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
     let gone_products =
         totals::missing_keys(&key_frame("product_id", products_touched)?, &product_sales, &["product_id"])?;
@@ -362,6 +362,8 @@ pub async fn recompute(
         commit(lake, gold_prefix, "product_sales", &schema::GOLD_PRODUCT_SALES, &product_sales, &gone_products, c)
             .await?,
     );
+    laps.mark("product_sales");
+    laps.log();
 
     Ok(GoldFrames {
         deleted_orders: strings(&gone_orders, "order_id")?.into_iter().collect(),

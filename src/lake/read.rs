@@ -1,8 +1,13 @@
 //! Reading tables back: filtered scans for gold recompute (only the keys a batch touched) and whole
 //! scans for status and tests.
 
-use arrow::array::RecordBatch;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema};
 use deltalake::DeltaTable;
+use deltalake::datafusion::common::JoinType;
 use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
 
 use crate::error::Result;
@@ -14,6 +19,29 @@ pub async fn scan_where_in(table: &DeltaTable, column: &str, values: Vec<Expr>) 
     }
     scan(table, Some(col(format!("\"{column}\"")).in_list(values, false))).await
 }
+
+/// Rows of `table` whose string `column` is one of `keys`, as a hash semi-join against the keys.
+/// A batch touches thousands of keys; as an `IN (...)` literal list the planner's cost (and stack
+/// depth) grows with the list, while the join stays one hash lookup per scanned row.
+pub async fn scan_keys(table: &DeltaTable, column: &str, keys: &BTreeSet<String>) -> Result<Vec<RecordBatch>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let rows = ctx.read_table(table.table_provider().await?)?;
+    // The key column as the scan presents it (Utf8 or Utf8View), so the join needs no coercion.
+    let kind = rows.schema().field_with_unqualified_name(column)?.data_type().clone();
+    let values: Arc<dyn arrow::array::Array> = Arc::new(StringArray::from_iter_values(keys.iter()));
+    let values = arrow::compute::cast(&values, &kind)?;
+    let key_batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new(KEY, kind, false)])), vec![values])?;
+    // Keys on the left (the hash table's side), rows streamed on the right.
+    let matched = ctx.read_batch(key_batch)?.join(rows, JoinType::RightSemi, &[KEY], &[column], None)?;
+    Ok(matched.collect().await?)
+}
+
+/// Name of the key column of `scan_keys`' join (distinct from every table column).
+const KEY: &str = "__orderlake_key";
 
 /// Rows of `table` matching `filter` (all rows when `None`).
 pub async fn scan(table: &DeltaTable, filter: Option<Expr>) -> Result<Vec<RecordBatch>> {
