@@ -286,10 +286,15 @@ impl Settings {
 
     /// Test-only fault injection: returns an error when `stage` is the configured failure point.
     pub fn checkpoint(&self, stage: &str) -> Result<()> {
-        match &self.fail_at {
-            Some(s) if s == stage => Err(Error::InjectedFault(stage.to_string())),
-            _ => Ok(()),
-        }
+        fault_point(self.fail_at.as_deref(), stage)
+    }
+}
+
+/// [`Settings::checkpoint`] for work that runs apart from the settings (the MongoDB publish task).
+pub fn fault_point(fail_at: Option<&str>, stage: &str) -> Result<()> {
+    match fail_at {
+        Some(s) if s == stage => Err(Error::InjectedFault(stage.to_string())),
+        _ => Ok(()),
     }
 }
 

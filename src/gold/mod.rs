@@ -140,8 +140,21 @@ async fn read_keys(
     column: &str,
     keys: &BTreeSet<String>,
 ) -> Result<DataFrame> {
+    read_some(lake, rel, spec, column, keys, None).await
+}
+
+/// [`read_keys`] with only `columns` (must include `column`): the wide reads of a batch (every
+/// line of the touched products, every order of the touched customers) need a few columns.
+async fn read_some(
+    lake: &Lake,
+    rel: &str,
+    spec: &TableSpec,
+    column: &str,
+    keys: &BTreeSet<String>,
+    columns: Option<&[&str]>,
+) -> Result<DataFrame> {
     let batches = match lake.open(rel).await? {
-        Some(t) if !keys.is_empty() => scan_keys(&t, column, keys).await?,
+        Some(t) if !keys.is_empty() => scan_keys(&t, column, keys, columns).await?,
         _ => Vec::new(),
     };
     bridge::to_frame(&batches, &spec.arrow_schema())
@@ -242,7 +255,8 @@ async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched
         t.orders.extend(strings(&lines, "order_id")?);
     }
     if !t.products.is_empty() {
-        let lines = read_keys(lake, &gp, lines_spec, "product_id", &t.products).await?;
+        let cols = ["order_id", "product_id", "product_name"];
+        let lines = read_some(lake, &gp, lines_spec, "product_id", &t.products, Some(&cols)).await?;
         let products =
             read_keys(lake, &format!("{silver_prefix}/products"), &schema::SILVER_PRODUCTS, "product_id", &t.products)
                 .await?;
@@ -284,8 +298,13 @@ pub async fn recompute(
     let mut product_ids = strings(&items, "product_id")?;
     product_ids.extend(touched.products.iter().cloned());
     let products = read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &product_ids).await?;
-    let old_totals = read_keys(lake, &gp("order_totals"), &schema::GOLD_ORDER_TOTALS, "order_id", ids).await?;
-    let old_lines = read_keys(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "order_id", ids).await?;
+    // What gold held for these orders: only where they were (customer, day) and their lines' keys.
+    let cols = ["order_id", "customer_id", "order_date"];
+    let old_totals =
+        read_some(lake, &gp("order_totals"), &schema::GOLD_ORDER_TOTALS, "order_id", ids, Some(&cols)).await?;
+    let cols = ["order_id", "item_id", "product_id"];
+    let old_lines =
+        read_some(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "order_id", ids, Some(&cols)).await?;
     laps.mark("read_orders");
 
     let mut versions = HashMap::new();
@@ -317,11 +336,20 @@ pub async fn recompute(
     products_touched.extend(touched.products.iter().cloned());
 
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let product_lines =
-        read_keys(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "product_id", &products_touched).await?;
+    let line_cols = ["product_id", "order_id", "quantity", "line_amount"];
+    let product_lines = read_some(
+        lake,
+        &gp("order_lines"),
+        &schema::GOLD_ORDER_LINES,
+        "product_id",
+        &products_touched,
+        Some(&line_cols),
+    )
+    .await?;
     laps.mark("read_product_lines");
     let line_orders = strings(&product_lines, "order_id")?;
-    let cust_orders = read_keys(lake, &gp("order_totals"), ot_spec, "customer_id", &customers).await?;
+    let cols = ["customer_id", "order_id", "order_date", "country", "cancelled", "units", "total_amount"];
+    let cust_orders = read_some(lake, &gp("order_totals"), ot_spec, "customer_id", &customers, Some(&cols)).await?;
     laps.mark("read_customer_orders");
     let customer_totals = totals::customer_totals(&cust_orders, now_us)?;
     let gone_customers =
@@ -353,7 +381,8 @@ pub async fn recompute(
 
     let product_rows =
         read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &products_touched).await?;
-    let line_totals = read_keys(lake, &gp("order_totals"), ot_spec, "order_id", &line_orders).await?;
+    let cols = ["order_id", "cancelled", "total_amount"];
+    let line_totals = read_some(lake, &gp("order_totals"), ot_spec, "order_id", &line_orders, Some(&cols)).await?;
     let product_sales = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
     let gone_products =
         totals::missing_keys(&key_frame("product_id", products_touched)?, &product_sales, &["product_id"])?;

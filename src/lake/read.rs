@@ -20,16 +20,25 @@ pub async fn scan_where_in(table: &DeltaTable, column: &str, values: Vec<Expr>) 
     scan(table, Some(col(format!("\"{column}\"")).in_list(values, false))).await
 }
 
-/// Rows of `table` whose string `column` is one of `keys`, as a hash semi-join against the keys.
+/// Rows of `table` whose string `column` is one of `keys`, as a hash semi-join against the keys,
+/// with only `columns` when given (Parquet then decodes nothing else).
 /// A batch touches thousands of keys; as an `IN (...)` literal list the planner's cost (and stack
 /// depth) grows with the list, while the join stays one hash lookup per scanned row.
-pub async fn scan_keys(table: &DeltaTable, column: &str, keys: &BTreeSet<String>) -> Result<Vec<RecordBatch>> {
+pub async fn scan_keys(
+    table: &DeltaTable,
+    column: &str,
+    keys: &BTreeSet<String>,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
-    let rows = ctx.read_table(table.table_provider().await?)?;
+    let mut rows = ctx.read_table(table.table_provider().await?)?;
+    if let Some(cols) = columns {
+        rows = rows.select_columns(cols)?;
+    }
     // The key column as the scan presents it (Utf8 or Utf8View), so the join needs no coercion.
     let kind = rows.schema().field_with_unqualified_name(column)?.data_type().clone();
     let values: Arc<dyn arrow::array::Array> = Arc::new(StringArray::from_iter_values(keys.iter()));

@@ -55,7 +55,7 @@ type Positions = HashMap<TopicPartition, Part>;
 pub struct Pipeline {
     settings: Settings,
     lake: Lake,
-    mongo: Option<MongoSink>,
+    mongo: Option<std::sync::Arc<MongoSink>>,
     topics: HashMap<String, TopicState>,
     shutdown: shutdown::Shutdown,
 }
@@ -68,13 +68,16 @@ impl Pipeline {
         lake.check().await?;
         kafka::ensure_topics(&settings, &settings.topics()).await?;
         let mongo = match &settings.mongodb_uri {
-            Some(uri) => {
-                Some(MongoSink::connect(uri, &settings.mongodb_database, &settings.group).await.map_err(|e| {
-                    crate::error::Error::Config(format!(
-                        "--mongodb-uri / ORDERLAKE_MONGODB_URI: cannot reach MongoDB: {e}"
-                    ))
-                })?)
-            }
+            Some(uri) => Some(
+                MongoSink::connect(uri, &settings.mongodb_database, &settings.group)
+                    .await
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| {
+                        crate::error::Error::Config(format!(
+                            "--mongodb-uri / ORDERLAKE_MONGODB_URI: cannot reach MongoDB: {e}"
+                        ))
+                    })?,
+            ),
             None => {
                 info!("MongoDB publishing is off (no --mongodb-uri / ORDERLAKE_MONGODB_URI)");
                 None
@@ -83,7 +86,7 @@ impl Pipeline {
         let mut topics = HashMap::new();
         for t in settings.topics() {
             let bronze = lake.open_or_create(&bronze::table_name(&settings.bronze_prefix, &t), &schema::BRONZE).await?;
-            let progress = progress::load(&lake, &settings, &t, mongo.as_ref()).await?;
+            let progress = progress::load(&lake, &settings, &t, mongo.as_deref()).await?;
             topics.insert(t, TopicState { bronze, progress });
         }
         Ok(Pipeline { settings, lake, mongo, topics, shutdown: shutdown::Shutdown::on_signals() })
@@ -207,6 +210,7 @@ impl Pipeline {
                 Ok(mut p) => {
                     p.mongo = st.progress.mongo;
                     p.mongo_retry = st.progress.mongo_retry;
+                    p.publishing = st.progress.publishing.take();
                     st.progress = p;
                 }
                 Err(e) => {
@@ -288,8 +292,12 @@ impl Pipeline {
                     info!(signal, pending = pending_n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
                         "stopping: committing the batch in hand, then leaving the group");
                     let limit = self.settings.shutdown_timeout;
-                    let flush = self.flush_retrying(feed.consumer(), &mut pending, once);
-                    match tokio::time::timeout(limit, flush).await {
+                    let flush_and_publish = async {
+                        let n = self.flush_retrying(feed.consumer(), &mut pending, once).await?;
+                        self.settle_publishes(true).await?;
+                        Ok::<_, crate::error::Error>(n)
+                    };
+                    match tokio::time::timeout(limit, flush_and_publish).await {
                         Ok(r) => summary.events += r? as u64,
                         Err(_) => warn!("shutdown timeout: the batch in hand was given up; it is read again on the next start"),
                     }
@@ -310,7 +318,8 @@ impl Pipeline {
                     }
                 }
                 None => {
-                    // Idle: a MongoDB that was down may be back.
+                    // Idle: collect finished publishes; a MongoDB that was down may be back.
+                    self.settle_publishes(false).await?;
                     if !self.settings.bronze_only
                         && self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due())
                     {
@@ -384,7 +393,11 @@ impl Pipeline {
             return Ok(());
         }
         let deadline = Instant::now() + self.settings.once_retry_limit;
-        while self.topics.values().any(|t| t.progress.mongo_behind()) {
+        loop {
+            self.settle_publishes(true).await?;
+            if !self.topics.values().any(|t| t.progress.mongo_behind()) {
+                return Ok(());
+            }
             if Instant::now() >= deadline {
                 return Err(crate::error::Error::Other(
                     "the lake is complete but MongoDB publishing is behind (MongoDB unreachable); run again to publish"
@@ -396,6 +409,13 @@ impl Pipeline {
                 tokio::time::sleep_until(at.into()).await;
             }
             self.catch_up_retrying(true).await?;
+        }
+    }
+
+    /// Settles the MongoDB publishes in flight: all of them with `wait`, else those that finished.
+    async fn settle_publishes(&mut self, wait: bool) -> Result<()> {
+        for (topic, st) in self.topics.iter_mut() {
+            stages::settle(topic, &mut st.progress, self.settings.max_backoff, wait).await?;
         }
         Ok(())
     }

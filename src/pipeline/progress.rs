@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::lake::{Lake, dead_letter, txn_version};
-use crate::sink::mongo::MongoSink;
+use crate::sink::mongo::{MongoSink, PublishStats};
 use crate::{gold, lake::silver};
 
 /// `-1` means "nothing applied yet".
@@ -25,7 +25,22 @@ pub fn dead_letters_app_id(group: &str, topic: &str) -> String {
     format!("{group}/dead_letters/{topic}")
 }
 
-#[derive(Debug, Clone, Default)]
+/// A MongoDB publish running in the background while the lake works on the next batch. Until it
+/// is settled, MongoDB's confirmed position (`Progress::mongo`) does not move: a crash loses only
+/// the publish, which the next start redoes from bronze.
+pub struct InFlight {
+    /// The bronze version MongoDB stands at once this publish (and its progress write) succeeds.
+    pub upto: i64,
+    pub task: tokio::task::JoinHandle<Result<Option<PublishStats>>>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("upto", &self.upto).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
 pub struct Progress {
     /// Effective applied version per lake stage: `dead_letters`, `silver/<t>`, `gold/<t>`.
     pub lake: HashMap<String, i64>,
@@ -35,16 +50,23 @@ pub struct Progress {
     pub mongo: Option<i64>,
     /// While MongoDB is unreachable: when to try publishing again, and how long to wait after that.
     pub mongo_retry: Option<(std::time::Instant, std::time::Duration)>,
+    /// The publish in flight, if any.
+    pub publishing: Option<InFlight>,
 }
 
 impl Progress {
     /// The oldest bronze version some stage still lacks (exclusive lower bound of catch-up).
     pub fn lowest(&self) -> i64 {
         let lake = self.lake.values().copied().min().unwrap_or(NONE).min(self.lake_done.max(NONE));
-        match self.mongo {
+        match self.mongo_planned() {
             Some(m) if self.mongo_due() => lake.min(m),
             _ => lake,
         }
+    }
+
+    /// Where MongoDB stands once the publish in flight succeeds (work after it can be planned).
+    pub fn mongo_planned(&self) -> Option<i64> {
+        self.publishing.as_ref().map(|f| f.upto).or(self.mongo)
     }
 
     /// Whether MongoDB should be written now (not waiting out a backoff after a failure).
@@ -52,9 +74,9 @@ impl Progress {
         self.mongo_retry.is_none_or(|(at, _)| std::time::Instant::now() >= at)
     }
 
-    /// Whether MongoDB is behind the lake.
+    /// Whether MongoDB is behind the lake (counting the publish in flight as done).
     pub fn mongo_behind(&self) -> bool {
-        self.mongo.is_some_and(|m| m < self.lake_done)
+        self.mongo_planned().is_some_and(|m| m < self.lake_done)
     }
 
     pub fn get(&self, stage: &str) -> i64 {

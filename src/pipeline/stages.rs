@@ -3,14 +3,15 @@
 //! catch-up after a crash (events are read back from bronze commits), so there is one code path
 //! to get right. Each stage only takes the bronze versions it has not applied yet.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use tracing::{info, warn};
 
-use super::progress::{self, Progress};
+use super::progress::{self, InFlight, Progress};
 use crate::config::Settings;
 use crate::decode::{Decoded, decode_topic};
 use crate::error::Result;
@@ -18,7 +19,7 @@ use crate::gold::{self, GoldCommit, Touched};
 use crate::lake::rows::{batch, long_col, str_col, ts_col};
 use crate::lake::{Lake, bronze, commit_with, dead_letter, has_applied, schema, silver, txn_version};
 use crate::model::{Changes, RawEvent};
-use crate::sink::mongo::MongoSink;
+use crate::sink::mongo::{MongoSink, PublishStats};
 
 /// Bronze versions read back per catch-up step, bounding memory after a long outage.
 const CATCH_UP_VERSIONS: i64 = 50;
@@ -26,7 +27,7 @@ const CATCH_UP_VERSIONS: i64 = 50;
 pub struct Stages<'a> {
     pub settings: &'a Settings,
     pub lake: &'a Lake,
-    pub mongo: Option<&'a MongoSink>,
+    pub mongo: Option<&'a Arc<MongoSink>>,
 }
 
 /// Decoded events of one bronze version.
@@ -99,6 +100,8 @@ impl Stages<'_> {
         let events: usize = units.iter().map(|u| u.events).sum();
         if events == 0 {
             // Only commits without events (e.g. the table's creation): nothing to apply anywhere.
+            // MongoDB may only move past them once what is in flight is confirmed.
+            settle(topic, p, s.max_backoff, true).await?;
             p.mark_lake_done(upto);
             p.mongo = p.mongo.map(|m| m.max(upto));
             return Ok(());
@@ -131,7 +134,7 @@ impl Stages<'_> {
 
         // Gold covers what gold or MongoDB still lacks; tables that already have `upto` skip the commit.
         let gold_after = gold::TABLES.iter().map(|(n, _)| p.get(&format!("gold/{n}"))).min().unwrap_or(progress::NONE);
-        let touched_after = p.mongo.map_or(gold_after, |m| m.min(gold_after));
+        let touched_after = p.mongo_planned().map_or(gold_after, |m| m.min(gold_after));
         let is_cdc = s.cdc.as_ref().is_some_and(|c| c.table_for_topic(topic).is_some());
         let touched = Touched::from_changes(&changes_after(units, touched_after), is_cdc);
         let applied = p.gold();
@@ -169,37 +172,26 @@ impl Stages<'_> {
         }
         p.mark_lake_done(upto);
 
+        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order);
+        // this batch's then runs in the background while the lake takes the next batch.
         let mut published = None;
-        if let (Some(m), Some(mv)) = (self.mongo, p.mongo)
-            && mv < upto
-            && p.mongo_due()
-        {
-            let publish = async {
-                let stats = match &frames {
-                    Some(f) => Some(m.publish(f, s.fail_at.as_deref()).await?),
-                    None => None,
-                };
-                s.checkpoint("before-mongo-progress")?;
-                m.set_progress(topic, upto).await?;
-                Ok::<_, crate::error::Error>(stats)
-            };
-            match publish.await {
-                Ok(stats) => {
-                    if p.mongo_retry.take().is_some() {
-                        info!(topic, bronze_version = upto, "MongoDB reachable again: publishing caught up");
-                    }
-                    published = stats;
-                    p.mongo = Some(upto);
-                }
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) => {
-                    // The lake goes on; MongoDB keeps its own progress and catches up later.
-                    let wait =
-                        p.mongo_retry.map_or(std::time::Duration::from_secs(1), |(_, w)| (w * 2).min(s.max_backoff));
-                    p.mongo_retry = Some((std::time::Instant::now() + wait, wait));
-                    warn!(topic, error = %crate::redact::redact(&e.to_string()), retry_in_ms = wait.as_millis() as u64,
-                        published_up_to = mv, "MongoDB unavailable: the lake goes on, publishing will catch up (degraded)");
-                }
+        if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
+            published = settle(topic, p, s.max_backoff, true).await?;
+            let mv = p.mongo.unwrap_or(progress::NONE);
+            // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
+            // (after a failed publish, a later catch-up from bronze covers the gap instead).
+            if mv < upto && mv >= touched_after && p.mongo_due() {
+                let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
+                let task = tokio::spawn(async move {
+                    let stats = match &frames {
+                        Some(f) => Some(m.publish(f, fail_at.as_deref()).await?),
+                        None => None,
+                    };
+                    crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
+                    m.set_progress(&topic, upto).await?;
+                    Ok(stats)
+                });
+                p.publishing = Some(InFlight { upto, task });
             }
         }
         info!(
@@ -211,9 +203,35 @@ impl Stages<'_> {
             silver_ms = silver_done.as_millis() as u64,
             gold_ms = (gold_done - silver_done).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
-            mongo = ?published.map(|p| (p.upserted, p.deleted, p.stale)),
+            mongo_published = ?published.map(|p| (p.upserted, p.deleted, p.stale)),
             "batch committed"
         );
         Ok(())
+    }
+}
+
+/// Waits for (or, without `wait`, only collects a finished) MongoDB publish in flight and records
+/// its outcome: MongoDB's position moves on success; a transient failure puts publishing into
+/// backoff while the lake goes on (a later catch-up republishes from bronze); anything else fails
+/// the batch. Returns the publish's figures when one was settled.
+pub async fn settle(topic: &str, p: &mut Progress, max_backoff: Duration, wait: bool) -> Result<Option<PublishStats>> {
+    let Some(f) = p.publishing.take_if(|f| wait || f.task.is_finished()) else { return Ok(None) };
+    let outcome = f.task.await.map_err(|e| crate::error::Error::Other(format!("MongoDB publish task: {e}")))?;
+    match outcome {
+        Ok(stats) => {
+            if p.mongo_retry.take().is_some() {
+                info!(topic, bronze_version = f.upto, "MongoDB reachable again: publishing caught up");
+            }
+            p.mongo = Some(p.mongo.map_or(f.upto, |m| m.max(f.upto)));
+            Ok(stats)
+        }
+        Err(e) if !e.is_transient() => Err(e),
+        Err(e) => {
+            let wait = p.mongo_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(max_backoff));
+            p.mongo_retry = Some((Instant::now() + wait, wait));
+            warn!(topic, error = %crate::redact::redact(&e.to_string()), retry_in_ms = wait.as_millis() as u64,
+                published_up_to = ?p.mongo, "MongoDB unavailable: the lake goes on, publishing will catch up (degraded)");
+            Ok(None)
+        }
     }
 }

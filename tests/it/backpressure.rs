@@ -83,7 +83,9 @@ async fn slow_mongodb_pauses_consumption_within_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(&unique("slowsink"), &LakeKind::Local(dir.path().join("lake")), true);
     s.mongodb_uri = Some(format!("{}/?appName=slow-sink", mongo.uri()));
-    let records = renumbered(produce::synthetic(3000, 9), "5");
+    // Enough events that "held back" is clear: the lake may run one batch ahead of a publish, and
+    // the in-flight budget holds two more.
+    let records = renumbered(produce::synthetic(6000, 9), "5");
     produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
     set_slow_updates(&mongo.uri(), Some(1500)).await;
 
