@@ -108,6 +108,16 @@ pub enum Command {
     },
     /// Show offsets and lag per partition, table versions and row counts, MongoDB progress
     Status,
+    /// Compact small files (OPTIMIZE; bronze once its day is over), checkpoint, clean up expired
+    /// log entries and VACUUM unreferenced files (also orphans of writers that died mid-write)
+    /// older than maintenance.vacuum_retention_hours, in every table; prints files and MiB before
+    /// and after. Safe while `run` is going: a compaction that loses a commit race is skipped.
+    /// `run` also does this (without the orphan scan) every maintenance.every_batches batches
+    Maintain {
+        /// Only compact, checkpoint and clean up the log; delete no files
+        #[arg(long)]
+        no_vacuum: bool,
+    },
     /// Measure throughput, freshness and memory against the consume ceiling and a Python peer, on
     /// fresh topics of the configured broker, lake and MongoDB. Prints one table of figures and
     /// ratios and writes them as JSON to --out (see docs/performance.md). Run it from a release
@@ -227,6 +237,17 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 return Ok(());
             }
             produce::publish(&settings, &topic, &records, rate).await?;
+            Ok(())
+        }
+        Command::Maintain { no_vacuum } => {
+            let mut settings = settings;
+            if no_vacuum {
+                // Nothing is old enough for a retention of ~forever.
+                settings.maintenance.vacuum_retention = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+            }
+            let lake = crate::lake::Lake::new(&settings);
+            lake.check().await?;
+            print!("{}", crate::maintain::render(&crate::maintain::all(&lake, &settings, !no_vacuum).await?));
             Ok(())
         }
         Command::Status => {

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub cdc: crate::cdc_config::CdcFile,
     #[serde(default)]
     pub run: RunFile,
+    #[serde(default)]
+    pub maintenance: MaintenanceFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +87,15 @@ pub struct RunFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MaintenanceFile {
+    pub every_batches: Option<u64>,
+    pub target_file_mb: Option<u64>,
+    pub vacuum_retention_hours: Option<u64>,
+    pub allow_short_retention: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TablesFile {
     pub bronze: Option<String>,
     pub silver: Option<String>,
@@ -120,6 +131,20 @@ pub struct BatchSettings {
     pub max_in_flight_bytes: usize,
 }
 
+/// Hours below which VACUUM may delete files a reader or time travel still needs (Delta's default
+/// `deletedFileRetentionDuration`, 7 days).
+pub const SAFE_RETENTION_HOURS: u64 = 168;
+
+#[derive(Debug, Clone)]
+pub struct MaintenanceSettings {
+    /// `run` maintains the tables after every this many committed batches (0: never).
+    pub every_batches: u64,
+    /// OPTIMIZE packs small files into files of about this size.
+    pub target_file_bytes: u64,
+    /// VACUUM deletes unreferenced files older than this.
+    pub vacuum_retention: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub brokers: String,
@@ -134,6 +159,7 @@ pub struct Settings {
     pub mongodb_uri: Option<String>,
     pub mongodb_database: String,
     pub batch: BatchSettings,
+    pub maintenance: MaintenanceSettings,
     pub bronze_prefix: String,
     pub silver_prefix: String,
     pub gold_prefix: String,
@@ -238,6 +264,25 @@ impl Settings {
         if batch.max_latency.is_zero() {
             return Err(cfg("batch.max_latency_ms", "must be at least 1"));
         }
+        let m = &fc.maintenance;
+        let retention_hours = m.vacuum_retention_hours.unwrap_or(SAFE_RETENTION_HOURS);
+        if retention_hours < SAFE_RETENTION_HOURS && !m.allow_short_retention.unwrap_or(false) {
+            return Err(cfg(
+                "maintenance.vacuum_retention_hours",
+                format!(
+                    "{retention_hours} is below the safe minimum of {SAFE_RETENTION_HOURS} (7 days): a running reader or time travel may still need those files; set maintenance.allow_short_retention = true to override"
+                ),
+            ));
+        }
+        let target_mb = m.target_file_mb.unwrap_or(128);
+        if !(1..=4096).contains(&target_mb) {
+            return Err(cfg("maintenance.target_file_mb", format!("{target_mb} must be between 1 and 4096")));
+        }
+        let maintenance = MaintenanceSettings {
+            every_batches: m.every_batches.unwrap_or(100),
+            target_file_bytes: target_mb * 1024 * 1024,
+            vacuum_retention: Duration::from_secs(retention_hours * 3600),
+        };
         let prefix = |v: Option<String>, d: &str, key: &str| -> Result<String> {
             let p = v.unwrap_or_else(|| d.into());
             if p.is_empty() || p.starts_with('/') || p.contains("..") {
@@ -261,6 +306,7 @@ impl Settings {
             mongodb_uri,
             mongodb_database,
             batch,
+            maintenance,
             bronze_prefix: prefix(fc.tables.bronze, "bronze", "tables.bronze")?,
             silver_prefix: prefix(fc.tables.silver, "silver", "tables.silver")?,
             gold_prefix: prefix(fc.tables.gold, "gold", "tables.gold")?,
@@ -397,6 +443,21 @@ mod tests {
         assert_eq!((s.brokers, s.group, s.batch.max_records), (d.brokers, d.group, d.batch.max_records));
         assert_eq!(s.batch.max_latency, d.batch.max_latency);
         assert_eq!(s.batch.max_in_flight_bytes, d.batch.max_in_flight_bytes);
+        let (m, dm) = (&s.maintenance, &d.maintenance);
+        assert_eq!(
+            (m.every_batches, m.target_file_bytes, m.vacuum_retention),
+            (dm.every_batches, dm.target_file_bytes, dm.vacuum_retention)
+        );
+    }
+
+    #[test]
+    fn vacuum_retention_has_a_safe_minimum() {
+        let short = "[maintenance]\nvacuum_retention_hours = 24\n";
+        let e = Settings::from_parts(toml::from_str(short).unwrap(), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("maintenance.vacuum_retention_hours") && e.contains("allow_short_retention"), "{e}");
+        let forced = format!("{short}allow_short_retention = true\n");
+        let s = Settings::from_parts(toml::from_str(&forced).unwrap(), Overrides::default()).unwrap();
+        assert_eq!(s.maintenance.vacuum_retention, Duration::from_secs(24 * 3600));
     }
 
     #[test]

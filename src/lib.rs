@@ -13,6 +13,7 @@ pub mod decode;
 pub mod error;
 pub mod gold;
 pub mod lake;
+pub mod maintain;
 pub mod model;
 pub mod pipeline;
 pub mod produce;

@@ -7,11 +7,9 @@ use rdkafka::consumer::BaseConsumer;
 
 use crate::config::Settings;
 use crate::error::Result;
-use crate::lake::{Lake, bronze, dead_letter, read, version_of};
-use crate::pipeline::progress;
+use crate::lake::{Lake, bronze, read, version_of};
 use crate::sink::mongo::MongoSink;
 use crate::source::kafka;
-use crate::{gold, lake::silver};
 
 pub async fn report(settings: &Settings) -> Result<String> {
     let lake = Lake::new(settings);
@@ -38,14 +36,7 @@ pub async fn report(settings: &Settings) -> Result<String> {
         }
     }
     writeln!(out, "\n{:<36} {:>8} {:>10}", "table", "version", "rows").ok();
-    let mut tables: Vec<String> =
-        settings.topics().iter().map(|t| bronze::table_name(&settings.bronze_prefix, t)).collect();
-    tables.push(dead_letter::table_name(&settings.bronze_prefix));
-    tables.extend(silver::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.silver_prefix)));
-    tables.push(format!("{}/{}", settings.silver_prefix, silver::TOMBSTONES));
-    tables.extend(gold::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.gold_prefix)));
-    tables.push(progress::batches_table().to_string());
-    for rel in tables {
+    for rel in crate::maintain::tables(settings) {
         match lake.open(&rel).await? {
             Some(t) => writeln!(out, "{:<36} {:>8} {:>10}", rel, version_of(&t), read::count(&t).await?).ok(),
             None => writeln!(out, "{:<36} {:>8} {:>10}", rel, "-", "(not created yet)").ok(),

@@ -331,6 +331,11 @@ impl Pipeline {
             if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
                 summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
+                let every = self.settings.maintenance.every_batches;
+                if every > 0 && summary.batches % every == 0 {
+                    // Between batches, so this instance never races its own writes.
+                    crate::maintain::in_run(&self.lake, &self.settings).await;
+                }
                 feed.release(pending_bytes);
                 (pending_n, pending_bytes, deadline) = (0, 0, None);
             }

@@ -11,6 +11,7 @@ mod crash;
 mod deploy;
 mod e2e;
 mod lake_format;
+mod maintain;
 mod outage;
 mod rebalance;
 mod reference;

@@ -423,6 +423,10 @@ pub fn orderlake_cmd(s: &Settings) -> Command {
         .env("ORDERLAKE_GROUP", &s.group)
         .env("ORDERLAKE_SALES_TOPIC", &s.sales_topic)
         .env_remove("ORDERLAKE_TEST_FAIL_AT");
+    // Storage options travel as the AZURE_* variables they are read from.
+    for (k, v) in &s.storage_options {
+        c.env(k.to_ascii_uppercase(), v);
+    }
     if let Some(u) = &s.mongodb_uri {
         c.env("ORDERLAKE_MONGODB_URI", u);
     }

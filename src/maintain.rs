@@ -1,0 +1,161 @@
+//! Table maintenance: `orderlake maintain`, and every `maintenance.every_batches` batches inside
+//! `run`. Micro-batches add a few small files to every table per batch; left alone, every read
+//! and MERGE lists and opens more of them, so a continuous consumer slows down by the hour. Per
+//! table: OPTIMIZE packs small files into files of about `maintenance.target_file_mb` (bronze only
+//! for days that are over, so today's appends never race it), then a checkpoint, expired-log
+//! cleanup, and VACUUM of unreferenced files older than the retention (never below 7 days unless
+//! overridden; see `config`). The exactly-once markers (`txn`) are table state, so maintenance
+//! keeps them; it commits no data change.
+
+use std::fmt::Write;
+use std::num::NonZeroU64;
+
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::{DeltaTable, FilterOp, FilterValue};
+use tracing::{info, warn};
+
+use crate::config::{MaintenanceSettings, Settings};
+use crate::error::{Error, Result};
+use crate::lake::{Lake, bronze, dead_letter, version_of};
+use crate::pipeline::progress;
+use crate::{gold, lake::silver};
+
+/// Every table orderlake writes, by path under the lake root.
+pub fn tables(settings: &Settings) -> Vec<String> {
+    let mut t: Vec<String> = settings.topics().iter().map(|t| bronze::table_name(&settings.bronze_prefix, t)).collect();
+    t.push(dead_letter::table_name(&settings.bronze_prefix));
+    t.extend(silver::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.silver_prefix)));
+    t.push(format!("{}/{}", settings.silver_prefix, silver::TOMBSTONES));
+    t.extend(gold::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.gold_prefix)));
+    t.push(progress::batches_table().to_string());
+    t
+}
+
+/// What maintenance did to one table.
+#[derive(Debug, Clone, Default)]
+pub struct TableReport {
+    pub table: String,
+    pub files_before: usize,
+    pub bytes_before: i64,
+    pub files_after: usize,
+    pub bytes_after: i64,
+    /// Small files OPTIMIZE replaced.
+    pub compacted: u64,
+    /// Unreferenced files VACUUM deleted from storage.
+    pub vacuumed: usize,
+    /// Why the table was left as it was (e.g. another writer won the commit race).
+    pub skipped: Option<String>,
+}
+
+fn files_and_bytes(t: &DeltaTable) -> Result<(usize, i64)> {
+    let data = t.snapshot()?.log_data();
+    Ok((data.num_files(), data.iter().map(|f| f.size()).sum()))
+}
+
+/// Maintains one table; `None` when it does not exist (yet). `full_vacuum` also deletes files the
+/// log never referenced (left by a writer that died before its commit), at the cost of listing
+/// the whole table directory.
+pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, full_vacuum: bool) -> Result<Option<TableReport>> {
+    let Some(t) = lake.open(rel).await? else { return Ok(None) };
+    let (files_before, bytes_before) = files_and_bytes(&t)?;
+    let mut r = TableReport { table: rel.to_string(), files_before, bytes_before, ..Default::default() };
+    let target = NonZeroU64::new(m.target_file_bytes).unwrap_or(NonZeroU64::MIN);
+    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(today.as_str()))];
+    let partitioned = t.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date");
+    let mut optimize = t.clone().optimize().with_target_size(target);
+    if partitioned {
+        optimize = optimize.with_filters(&closed_days);
+    }
+    let t = match optimize.await {
+        Ok((t, metrics)) => {
+            r.compacted = metrics.num_files_removed;
+            t
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            if !e.is_commit_conflict() {
+                return Err(e);
+            }
+            // Another writer changed the files being packed; the next round picks them up.
+            r.skipped = Some("another writer committed first; compaction is retried next time".into());
+            lake.open(rel).await?.unwrap_or(t)
+        }
+    };
+    deltalake::checkpoints::create_checkpoint(&t, None).await?;
+    deltalake::checkpoints::cleanup_metadata(&t, None).await?;
+    let retention = chrono::Duration::from_std(m.vacuum_retention)
+        .map_err(|e| Error::Config(format!("maintenance.vacuum_retention_hours: {e}")))?;
+    let mode = if full_vacuum { VacuumMode::Full } else { VacuumMode::Lite };
+    // The minimum is enforced (with its override) when the settings are read.
+    let (t, vacuumed) =
+        t.vacuum().with_retention_period(retention).with_enforce_retention_duration(false).with_mode(mode).await?;
+    r.vacuumed = vacuumed.files_deleted.len();
+    (r.files_after, r.bytes_after) = files_and_bytes(&t)?;
+    info!(
+        table = rel,
+        version = version_of(&t),
+        files_before = r.files_before,
+        files_after = r.files_after,
+        bytes_before = r.bytes_before,
+        bytes_after = r.bytes_after,
+        vacuumed = r.vacuumed,
+        "table maintained"
+    );
+    Ok(Some(r))
+}
+
+/// Maintains every table of the pipeline, one after the other.
+pub async fn all(lake: &Lake, settings: &Settings, full_vacuum: bool) -> Result<Vec<TableReport>> {
+    let mut out = Vec::new();
+    for rel in tables(settings) {
+        if let Some(r) = table(lake, &rel, &settings.maintenance, full_vacuum).await? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Maintenance inside `run`: a failure is logged and left for the next round, never fatal, because
+/// ingestion matters more than compaction.
+pub async fn in_run(lake: &Lake, settings: &Settings) {
+    let started = std::time::Instant::now();
+    match all(lake, settings, false).await {
+        Ok(reports) => {
+            let (before, after): (usize, usize) =
+                reports.iter().fold((0, 0), |(b, a), r| (b + r.files_before, a + r.files_after));
+            info!(
+                tables = reports.len(),
+                files_before = before,
+                files_after = after,
+                ms = started.elapsed().as_millis() as u64,
+                "maintenance done"
+            );
+        }
+        Err(e) => {
+            warn!(error = %crate::redact::redact(&e.to_string()), "maintenance failed; retried after the next interval")
+        }
+    }
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The report `orderlake maintain` prints: files and MiB before → after per table.
+pub fn render(reports: &[TableReport]) -> String {
+    let mut out = String::new();
+    writeln!(out, "{:<36} {:>13} {:>17} {:>10} {:>9}", "table", "files", "MiB", "compacted", "vacuumed").ok();
+    for r in reports {
+        let files = format!("{} → {}", r.files_before, r.files_after);
+        let bytes = format!("{} → {}", mib(r.bytes_before), mib(r.bytes_after));
+        writeln!(out, "{:<36} {:>13} {:>17} {:>10} {:>9}", r.table, files, bytes, r.compacted, r.vacuumed).ok();
+        if let Some(why) = &r.skipped {
+            writeln!(out, "  {}: {why}", r.table).ok();
+        }
+    }
+    if reports.is_empty() {
+        writeln!(out, "(no tables yet)").ok();
+    }
+    out
+}

@@ -1,0 +1,109 @@
+//! Table maintenance on Azurite: `run` compacts on its cadence, `orderlake maintain` packs the
+//! small files of every table, checkpoints and vacuums, and afterwards the data, the exactly-once
+//! markers and an independent reader all see the same tables. A VACUUM retention below the safe
+//! minimum is refused at start unless explicitly allowed.
+
+use orderlake::lake::Lake;
+use orderlake::produce;
+
+use crate::e2e::{GOLD, SILVER, assert_lake_matches, run_once};
+use crate::reference;
+use crate::support::*;
+
+/// Live files of a table, as its Delta log lists them.
+async fn files(s: &orderlake::config::Settings, rel: &str) -> usize {
+    let t = Lake::new(s).open(rel).await.unwrap().unwrap();
+    t.snapshot().unwrap().log_data().num_files()
+}
+
+/// A count column of `table`'s row in `orderlake maintain`'s report, `back` columns from the end
+/// (0: vacuumed, 1: compacted).
+fn report_count(report: &str, table: &str, back: usize) -> usize {
+    let line = report.lines().find(|l| l.split_whitespace().next() == Some(table)).expect("table in report");
+    line.split_whitespace().rev().nth(back).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
+    let name = unique("maintain");
+    let extra = "[maintenance]\nevery_batches = 2\nvacuum_retention_hours = 0\nallow_short_retention = true\n";
+    let s = settings_with(&name, &LakeKind::Azurite, false, extra);
+    let records = renumbered(produce::synthetic(6000, 21), "7");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("[batch]\nmax_records = 1200\nmax_latency_ms = 500\n{extra}")).unwrap();
+
+    // `run` maintains every second batch on its own.
+    let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("maintenance done"), "run maintains on its cadence:\n{log}");
+    let r = reference::compute(&records);
+    assert_lake_matches(&s, &r).await;
+
+    let tables: Vec<&str> = GOLD.iter().chain(SILVER.iter()).copied().collect();
+    let mut before = Vec::new();
+    for t in &tables {
+        before.push((files(&s, t).await, read_table(&s, t).await.iter().map(|b| b.num_rows()).sum::<usize>()));
+    }
+
+    let out = orderlake_cmd(&s).args(["maintain", "--config"]).arg(&config).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    for (t, (files_before, rows_before)) in tables.iter().zip(&before) {
+        let (f, rows) = (files(&s, t).await, read_table(&s, t).await.iter().map(|b| b.num_rows()).sum::<usize>());
+        assert_eq!(rows, *rows_before, "{t}: maintenance changes no row");
+        assert!(f <= *files_before, "{t}: {files_before} files became {f}");
+        assert!(report.contains(&format!("{files_before} → {f}")), "{t} in the report:\n{report}");
+    }
+    for t in &tables {
+        assert_eq!(files(&s, t).await, 1, "{t}: small files packed into one\n{report}");
+    }
+    // The batch log only appends, one file per batch: compaction is visible there.
+    assert!(report_count(&report, "_orderlake/batches", 1) > 1, "{report}");
+    assert_eq!(files(&s, "_orderlake/batches").await, 1, "{report}");
+    let bronze = format!("bronze/{}", s.sales_topic);
+    let bronze_files = files(&s, &bronze).await;
+    assert!(
+        bronze_files > 1 && report.contains(&format!("{bronze_files} → {bronze_files}")),
+        "today's bronze partition stays open (compacted once the day is over):\n{report}"
+    );
+    assert!(report_count(&report, "gold/order_lines", 0) > 0, "replaced files are vacuumed:\n{report}");
+    assert_lake_matches(&s, &r).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+
+    // The `txn` markers survived: a re-run finds nothing to do and commits nothing.
+    let mut maintained = Vec::new();
+    for t in &tables {
+        maintained.push(table_version(&s, t).await);
+    }
+    run_once(&s).await;
+    for (t, v) in tables.iter().zip(&maintained) {
+        assert_eq!(table_version(&s, t).await, *v, "{t}: a re-run after maintenance commits nothing");
+    }
+    assert_lake_matches(&s, &r).await;
+
+    // An independent reader opens the compacted, vacuumed table from its checkpoint.
+    let out = run_python("check_delta.py", &[&format!("{}gold/order_lines", s.lake), "line_amount"]);
+    let total_lines: i64 = r.orders.values().map(|v| v[0]).sum();
+    assert!(out.contains(&format!("rows={total_lines} files=1")), "{out}");
+}
+
+#[test]
+fn a_vacuum_retention_below_seven_days_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[maintenance]\nvacuum_retention_hours = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderlake"))
+        .args(["maintain", "--lake"])
+        .arg(dir.path().join("lake"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("maintenance.vacuum_retention_hours") && err.contains("allow_short_retention"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
