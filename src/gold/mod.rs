@@ -293,18 +293,21 @@ pub async fn recompute(
     laps.mark("expand");
     let ids = &touched.orders;
 
-    let orders = read_keys(lake, &sp("orders"), &schema::SILVER_ORDERS, "order_id", ids).await?;
-    let items = read_keys(lake, &sp("order_items"), &schema::SILVER_ORDER_ITEMS, "order_id", ids).await?;
+    // Independent reads and commits run concurrently: on object storage each is a few round trips
+    // of waiting, which dominated small batches.
+    let (orders_path, items_path, ot_path, ol_path) =
+        (sp("orders"), sp("order_items"), gp("order_totals"), gp("order_lines"));
+    // What gold held for these orders: only where they were (customer, day) and their lines' keys.
+    let (ot_cols, ol_cols) = (["order_id", "customer_id", "order_date"], ["order_id", "item_id", "product_id"]);
+    let (orders, items, old_totals, old_lines) = tokio::try_join!(
+        read_keys(lake, &orders_path, &schema::SILVER_ORDERS, "order_id", ids),
+        read_keys(lake, &items_path, &schema::SILVER_ORDER_ITEMS, "order_id", ids),
+        read_some(lake, &ot_path, &schema::GOLD_ORDER_TOTALS, "order_id", ids, Some(&ot_cols)),
+        read_some(lake, &ol_path, &schema::GOLD_ORDER_LINES, "order_id", ids, Some(&ol_cols)),
+    )?;
     let mut product_ids = strings(&items, "product_id")?;
     product_ids.extend(touched.products.iter().cloned());
     let products = read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &product_ids).await?;
-    // What gold held for these orders: only where they were (customer, day) and their lines' keys.
-    let cols = ["order_id", "customer_id", "order_date"];
-    let old_totals =
-        read_some(lake, &gp("order_totals"), &schema::GOLD_ORDER_TOTALS, "order_id", ids, Some(&cols)).await?;
-    let cols = ["order_id", "item_id", "product_id"];
-    let old_lines =
-        read_some(lake, &gp("order_lines"), &schema::GOLD_ORDER_LINES, "order_id", ids, Some(&cols)).await?;
     laps.mark("read_orders");
 
     let mut versions = HashMap::new();
@@ -314,16 +317,13 @@ pub async fn recompute(
     let gone_lines = totals::missing_keys(&old_lines, &lines, &["item_id"])?;
     let gone_orders =
         totals::missing_keys(&key_frame("order_id", touched.orders.iter().cloned())?, &order_totals, &["order_id"])?;
-    versions.insert(
-        "order_lines".into(),
-        commit(lake, gold_prefix, "order_lines", &schema::GOLD_ORDER_LINES, &lines, &gone_lines, c).await?,
-    );
-    laps.mark("merge_order_lines");
-    versions.insert(
-        "order_totals".into(),
-        commit(lake, gold_prefix, "order_totals", &schema::GOLD_ORDER_TOTALS, &order_totals, &gone_orders, c).await?,
-    );
-    laps.mark("merge_order_totals");
+    let (lines_v, totals_v) = tokio::try_join!(
+        commit(lake, gold_prefix, "order_lines", &schema::GOLD_ORDER_LINES, &lines, &gone_lines, c),
+        commit(lake, gold_prefix, "order_totals", &schema::GOLD_ORDER_TOTALS, &order_totals, &gone_orders, c),
+    )?;
+    versions.insert("order_lines".to_string(), lines_v);
+    versions.insert("order_totals".to_string(), totals_v);
+    laps.mark("merge_orders");
 
     // Totals of everything those orders belong to, now and before (a moved order re-totals both).
     let mut customers = strings(&order_totals, "customer_id")?;
@@ -335,63 +335,51 @@ pub async fn recompute(
     products_touched.extend(strings(&old_lines, "product_id")?);
     products_touched.extend(touched.products.iter().cloned());
 
+    // The three aggregates read what was just committed and are independent of each other.
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let line_cols = ["product_id", "order_id", "quantity", "line_amount"];
-    let product_lines = read_some(
-        lake,
-        &gp("order_lines"),
-        &schema::GOLD_ORDER_LINES,
-        "product_id",
-        &products_touched,
-        Some(&line_cols),
-    )
-    .await?;
-    laps.mark("read_product_lines");
-    let line_orders = strings(&product_lines, "order_id")?;
-    let cols = ["customer_id", "order_id", "order_date", "country", "cancelled", "units", "total_amount"];
-    let cust_orders = read_some(lake, &gp("order_totals"), ot_spec, "customer_id", &customers, Some(&cols)).await?;
-    laps.mark("read_customer_orders");
-    let customer_totals = totals::customer_totals(&cust_orders, now_us)?;
-    let gone_customers =
-        totals::missing_keys(&key_frame("customer_id", customers)?, &customer_totals, &["customer_id"])?;
-    versions.insert(
-        "customer_totals".into(),
-        commit(
-            lake,
-            gold_prefix,
-            "customer_totals",
-            &schema::GOLD_CUSTOMER_TOTALS,
-            &customer_totals,
-            &gone_customers,
-            c,
-        )
-        .await?,
-    );
-    laps.mark("customer_totals");
-
-    let day_orders = read_days(lake, &gp("order_totals"), ot_spec, "order_date", &days).await?;
-    let daily_sales = totals::daily_sales(&day_orders)?;
-    let old_days = read_days(lake, &gp("daily_sales"), &schema::GOLD_DAILY_SALES, "order_date", &days).await?;
-    let gone_days = totals::missing_keys(&old_days, &daily_sales, &["order_date", "country"])?;
-    versions.insert(
-        "daily_sales".into(),
-        commit(lake, gold_prefix, "daily_sales", &schema::GOLD_DAILY_SALES, &daily_sales, &gone_days, c).await?,
-    );
-    laps.mark("daily_sales");
-
-    let product_rows =
-        read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &products_touched).await?;
-    let cols = ["order_id", "cancelled", "total_amount"];
-    let line_totals = read_some(lake, &gp("order_totals"), ot_spec, "order_id", &line_orders, Some(&cols)).await?;
-    let product_sales = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
-    let gone_products =
-        totals::missing_keys(&key_frame("product_id", products_touched)?, &product_sales, &["product_id"])?;
-    versions.insert(
-        "product_sales".into(),
-        commit(lake, gold_prefix, "product_sales", &schema::GOLD_PRODUCT_SALES, &product_sales, &gone_products, c)
-            .await?,
-    );
-    laps.mark("product_sales");
+    let (ot_path, ol_path) = (gp("order_totals"), gp("order_lines"));
+    let customers_part = async {
+        let cols = ["customer_id", "order_id", "order_date", "country", "cancelled", "units", "total_amount"];
+        let cust_orders = read_some(lake, &ot_path, ot_spec, "customer_id", &customers, Some(&cols)).await?;
+        let rows = totals::customer_totals(&cust_orders, now_us)?;
+        let gone =
+            totals::missing_keys(&key_frame("customer_id", customers.iter().cloned())?, &rows, &["customer_id"])?;
+        let v = commit(lake, gold_prefix, "customer_totals", &schema::GOLD_CUSTOMER_TOTALS, &rows, &gone, c).await?;
+        Ok::<_, crate::error::Error>((rows, gone, v))
+    };
+    let days_part = async {
+        let ds_path = gp("daily_sales");
+        let (day_orders, old_days) = tokio::try_join!(
+            read_days(lake, &ot_path, ot_spec, "order_date", &days),
+            read_days(lake, &ds_path, &schema::GOLD_DAILY_SALES, "order_date", &days),
+        )?;
+        let rows = totals::daily_sales(&day_orders)?;
+        let gone = totals::missing_keys(&old_days, &rows, &["order_date", "country"])?;
+        let v = commit(lake, gold_prefix, "daily_sales", &schema::GOLD_DAILY_SALES, &rows, &gone, c).await?;
+        Ok::<_, crate::error::Error>((rows, gone, v))
+    };
+    let products_part = async {
+        let line_cols = ["product_id", "order_id", "quantity", "line_amount"];
+        let lines_spec = &schema::GOLD_ORDER_LINES;
+        let product_lines =
+            read_some(lake, &ol_path, lines_spec, "product_id", &products_touched, Some(&line_cols)).await?;
+        let line_orders = strings(&product_lines, "order_id")?;
+        let (p_path, cols) = (sp("products"), ["order_id", "cancelled", "total_amount"]);
+        let (product_rows, line_totals) = tokio::try_join!(
+            read_keys(lake, &p_path, &schema::SILVER_PRODUCTS, "product_id", &products_touched),
+            read_some(lake, &ot_path, ot_spec, "order_id", &line_orders, Some(&cols)),
+        )?;
+        let rows = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
+        let gone =
+            totals::missing_keys(&key_frame("product_id", products_touched.iter().cloned())?, &rows, &["product_id"])?;
+        commit(lake, gold_prefix, "product_sales", &schema::GOLD_PRODUCT_SALES, &rows, &gone, c).await
+    };
+    let ((customer_totals, gone_customers, cv), (daily_sales, gone_days, dv), pv) =
+        tokio::try_join!(customers_part, days_part, products_part)?;
+    versions.insert("customer_totals".to_string(), cv);
+    versions.insert("daily_sales".to_string(), dv);
+    versions.insert("product_sales".to_string(), pv);
+    laps.mark("aggregates");
     laps.log();
 
     Ok(GoldFrames {

@@ -122,12 +122,26 @@ impl Stages<'_> {
         }
         p.lake.insert("dead_letters".into(), upto.max(dl_after));
 
-        for (name, spec) in silver::TABLES {
-            let stage = format!("silver/{name}");
-            let changes = changes_after(units, p.get(&stage));
+        // The silver tables are independent: their MERGEs run concurrently (each is mostly waiting
+        // on storage), and each records its own marker, so a failure of one leaves the others done.
+        // Deletes also write the one shared tombstone table, so batches with deletes go one table
+        // at a time rather than race themselves there.
+        let silver_work = silver::TABLES.iter().map(|(name, spec)| {
+            let changes = changes_after(units, p.get(&format!("silver/{name}")));
             let txn = Transaction::new(silver::app_id(&s.group, topic), upto);
-            silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, txn, now).await?;
-            p.lake.insert(stage, upto);
+            async move { silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, txn, now).await }
+        });
+        let deletes =
+            units.iter().any(|u| !u.decoded.changes.deletes.is_empty() || !u.decoded.changes.truncates.is_empty());
+        if deletes {
+            for work in silver_work {
+                work.await?;
+            }
+        } else {
+            futures::future::try_join_all(silver_work).await?;
+        }
+        for (name, _) in silver::TABLES {
+            p.lake.insert(format!("silver/{name}"), upto);
         }
         let silver_done = started.elapsed();
         s.checkpoint("after-silver")?;
