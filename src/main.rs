@@ -8,7 +8,19 @@ use tracing_subscriber::EnvFilter;
 /// batch of the benchmark. Every thread that runs pipeline code gets this much instead.
 const STACK: usize = 256 * 1024 * 1024;
 
+/// glibc gives every thread that allocates its own malloc arena, and freed scan buffers stay
+/// resident per arena. Two arenas cut peak RSS by a quarter (723 → 558 MiB for 600,000 events) for
+/// about 7 % more time; mimalloc was 6 % faster but peaked at 1.2 GiB.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(STACK)
