@@ -108,6 +108,18 @@ pub enum Command {
     },
     /// Show offsets and lag per partition, table versions and row counts, MongoDB progress
     Status,
+    /// Run SQL over the lake's tables (DataFusion) and print the result as a table. Tables are named
+    /// by layer: gold.order_totals, gold.order_lines, gold.customer_totals, gold.daily_sales,
+    /// gold.product_sales, silver.orders, silver.order_items, silver.products, silver.customers,
+    /// bronze."<topic>", bronze._dead_letters, orderlake.batches. Example:
+    /// orderlake query "SELECT country, sum(revenue) AS revenue FROM gold.daily_sales GROUP BY country ORDER BY revenue DESC"
+    Query {
+        /// The SQL statement
+        sql: String,
+        /// Print at most this many rows
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Compact small files (OPTIMIZE; bronze once its day is over), checkpoint, clean up expired
     /// log entries and VACUUM unreferenced files (also orphans of writers that died mid-write)
     /// older than maintenance.vacuum_retention_hours, in every table; prints files and MiB before
@@ -248,6 +260,10 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             let lake = crate::lake::Lake::new(&settings);
             lake.check().await?;
             print!("{}", crate::maintain::render(&crate::maintain::all(&lake, &settings, !no_vacuum).await?));
+            Ok(())
+        }
+        Command::Query { sql, limit } => {
+            print!("{}", crate::query::run(&settings, &sql, limit).await?);
             Ok(())
         }
         Command::Status => {

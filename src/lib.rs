@@ -17,6 +17,7 @@ pub mod maintain;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
+pub mod query;
 pub mod redact;
 pub mod sink;
 pub mod source;

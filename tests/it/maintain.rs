@@ -23,7 +23,7 @@ fn report_count(report: &str, table: &str, back: usize) -> usize {
     line.split_whitespace().rev().nth(back).unwrap().parse().unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
     let name = unique("maintain");
     let extra = "[maintenance]\nevery_batches = 2\nvacuum_retention_hours = 0\nallow_short_retention = true\n";
