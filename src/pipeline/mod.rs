@@ -3,6 +3,7 @@
 //! up to that bronze version. `--once` records the end offsets at start and stops once they are
 //! all in the lake.
 
+mod eta;
 pub mod progress;
 pub mod retry;
 pub mod shutdown;
@@ -238,6 +239,16 @@ impl Pipeline {
         Ok(stored.get(&tp.1).map(|o| o + 1))
     }
 
+    /// Events between bronze's stored position and the end offsets of a `--once` run.
+    async fn events_to_do(&self, targets: &HashMap<TopicPartition, i64>) -> Result<u64> {
+        let mut n = 0;
+        for (tp, end) in targets {
+            let next = self.expected_for_retrying(tp, true).await?.unwrap_or(0);
+            n += (end - next).max(0) as u64;
+        }
+        Ok(n)
+    }
+
     /// Runs until stopped (ctrl-c), or with `once` until the end offsets seen at start are in the lake.
     pub async fn run(&mut self, once: bool) -> Result<RunSummary> {
         match self.run_inner(once).await {
@@ -280,7 +291,13 @@ impl Pipeline {
         let (mut pending_n, mut pending_bytes) = (0usize, 0usize);
         let mut deadline: Option<Instant> = None;
         let idle = Duration::from_millis(200).min(b.max_latency);
-        let mut last_progress = Instant::now();
+        let mut eta = match targets {
+            Some(t) => Some(eta::Eta::new(self.events_to_do(t).await?)),
+            None => None,
+        };
+        if let Some(e) = &eta {
+            info!(events = e.to_do(), "run --once: events between the lake's position and the end offsets");
+        }
         let sd = self.shutdown.clone();
         let mut stop = std::pin::pin!(async move { sd.wait().await });
         let once = targets.is_some();
@@ -342,11 +359,13 @@ impl Pipeline {
             if let Some(targets) = targets {
                 if pending_n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
                     self.finish_mongo().await?;
+                    if let Some(e) = &eta {
+                        info!("{}", e.done(summary.events, summary.batches));
+                    }
                     return Ok(summary);
                 }
-                if last_progress.elapsed() >= Duration::from_secs(5) {
-                    last_progress = Instant::now();
-                    info!(events = summary.events, batches = summary.batches, "run --once progress");
+                if let Some(line) = eta.as_mut().and_then(|e| e.tick(summary.events)) {
+                    info!("{line}");
                 }
             }
         }

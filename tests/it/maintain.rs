@@ -39,6 +39,7 @@ async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("maintenance done"), "run maintains on its cadence:\n{log}");
+    assert!(log.contains(&format!("run --once done: {} events in 5 batches", records.len())), "closing line:\n{log}");
     let r = reference::compute(&records);
     assert_lake_matches(&s, &r).await;
 
