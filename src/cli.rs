@@ -107,7 +107,11 @@ pub enum Command {
         to_csv: Option<PathBuf>,
     },
     /// Show offsets and lag per partition, table versions and row counts, MongoDB progress
-    Status,
+    Status {
+        /// One JSON document instead of text (partitions, tables, mongodb), for scripts and monitors
+        #[arg(long)]
+        json: bool,
+    },
     /// Run SQL over the lake's tables (DataFusion) and print the result as a table. Tables are named
     /// by layer: gold.order_totals, gold.order_lines, gold.customer_totals, gold.daily_sales,
     /// gold.product_sales, silver.orders, silver.order_items, silver.products, silver.customers,
@@ -266,8 +270,8 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             print!("{}", crate::query::run(&settings, &sql, limit).await?);
             Ok(())
         }
-        Command::Status => {
-            print!("{}", status::report(&settings).await?);
+        Command::Status { json } => {
+            print!("{}", status::report(&settings, json).await?);
             Ok(())
         }
         Command::Bench {

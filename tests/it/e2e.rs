@@ -173,6 +173,18 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
     assert!(lags.iter().all(|l| l.trim_end().ends_with(" 0")), "lag 0 everywhere:\n{text}");
     assert!(text.contains("gold/order_totals") && text.contains(&r.orders.len().to_string()), "{text}");
     assert!(text.contains("published up to bronze version"), "{text}");
+    // The same as one JSON document for scripts and monitors.
+    let st = cmd.arg("--json").output().unwrap();
+    assert!(st.status.success(), "status --json failed: {}", String::from_utf8_lossy(&st.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status --json is JSON");
+    let parts = j["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert!(parts.iter().all(|p| p["lag"] == 0 && p["topic"] == s.sales_topic.as_str()), "{j}");
+    let ot = j["tables"].as_array().unwrap().iter().find(|t| t["table"] == "gold/order_totals").unwrap();
+    assert_eq!(ot["rows"], r.orders.len(), "{j}");
+    let published = &j["mongodb"]["topics"][0];
+    assert_eq!(published["behind"], 0, "{j}");
+    assert_eq!(published["published"], published["bronze_version"], "{j}");
 
     // Idempotence: nothing new → no new table version, identical documents.
     let (v1, d1) = (versions(&s).await, all_docs(&s).await);
