@@ -70,6 +70,10 @@ pub enum Command {
         /// run without this flag brings them up to date from bronze, without re-reading Kafka
         #[arg(long)]
         bronze_only: bool,
+        /// Serve Prometheus /metrics and the /healthz, /readyz probes on this address (e.g.
+        /// 0.0.0.0:9464 in a container); off when unset
+        #[arg(long, env = "ORDERLAKE_METRICS_ADDR", value_name = "HOST:PORT")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Publish sales events (Online Shop CSV format, keyed by TransactionNo) to a topic
     Produce {
@@ -194,9 +198,14 @@ pub fn settings(cli: &Cli) -> Result<Settings> {
 
 pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
     match cli.command {
-        Command::Run { once, bronze_only } => {
+        Command::Run { once, bronze_only, metrics_addr } => {
             let mut settings = settings;
             settings.bronze_only = bronze_only;
+            if let Some(addr) = metrics_addr {
+                // Stuck: no turn of the consume loop for longer than a slow batch and its retries.
+                let stuck_after = (4 * settings.max_backoff).max(std::time::Duration::from_secs(120));
+                crate::metrics::serve(addr, stuck_after.as_millis() as i64).await?;
+            }
             let mut p = Pipeline::start(settings).await?;
             let s = p.run(once).await?;
             tracing::info!(events = s.events, batches = s.batches, "run finished");

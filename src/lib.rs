@@ -14,6 +14,7 @@ pub mod error;
 pub mod gold;
 pub mod lake;
 pub mod maintain;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod produce;

@@ -159,6 +159,12 @@ impl Pipeline {
         }
         if !next.is_empty() {
             kafka::commit_for_lag_tools(consumer, &next);
+            for ((t, p), o) in &next {
+                // The high watermark librdkafka cached from its last fetch: no broker round trip.
+                if let Some(hi) = kafka::cached_high_watermark(consumer, t, *p) {
+                    crate::metrics::global().lag(t, *p, hi - o);
+                }
+            }
         }
         Ok(n)
     }
@@ -187,15 +193,19 @@ impl Pipeline {
         once: bool,
     ) -> Result<usize> {
         let (mut retry, shutdown) = (Retry::new(&self.settings, once), self.shutdown.clone());
+        let started = Instant::now();
+        let newest_kafka_ms = pending.values().flatten().filter_map(|e| e.timestamp_ms).max();
         loop {
             match self.flush(consumer, pending).await {
                 Ok(n) => {
+                    crate::metrics::global().batch(n as u64, started.elapsed(), newest_kafka_ms);
                     if retry.attempt > 1 {
                         info!(attempts = retry.attempt, "batch committed after retrying: recovered");
                     }
                     return Ok(n);
                 }
                 Err(e) => {
+                    crate::metrics::global().retry(e.is_commit_conflict());
                     retry.after(e, "batch failed", &shutdown).await?;
                     self.reload_progress().await;
                 }
@@ -301,11 +311,14 @@ impl Pipeline {
         let sd = self.shutdown.clone();
         let mut stop = std::pin::pin!(async move { sd.wait().await });
         let once = targets.is_some();
+        crate::metrics::global().set_ready(true);
         loop {
+            crate::metrics::global().tick();
             let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let fed = tokio::select! {
                 m = feed.next(wait) => m,
                 signal = &mut stop => {
+                    crate::metrics::global().set_ready(false);
                     info!(signal, pending = pending_n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
                         "stopping: committing the batch in hand, then leaving the group");
                     let limit = self.settings.shutdown_timeout;

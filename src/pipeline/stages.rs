@@ -117,6 +117,7 @@ impl Stages<'_> {
             let dead: Vec<_> = merged(units, dl_after).flat_map(|u| u.decoded.dead.iter().cloned()).collect();
             if !dead.is_empty() {
                 dead_letter::append(t, &dead, Transaction::new(app_id, upto), now).await?;
+                crate::metrics::global().dead_letters(dead.len() as u64);
                 tracing::warn!(topic, count = dead.len(), first_error = %dead[0].error, "dead-lettered undecodable events");
             }
         }
@@ -207,6 +208,9 @@ impl Stages<'_> {
                 });
                 p.publishing = Some(InFlight { upto, task });
             }
+        }
+        if let Some(m) = p.mongo {
+            crate::metrics::global().mongo_behind(topic, p.lake_done - m);
         }
         info!(
             topic,

@@ -252,3 +252,21 @@ pub fn commit_for_lag_tools(consumer: &OrderConsumer, next: &HashMap<TopicPartit
 pub fn assignment(consumer: &OrderConsumer) -> Result<Vec<TopicPartition>> {
     Ok(consumer.assignment()?.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
 }
+
+/// The high watermark librdkafka cached from its last fetch response for a partition (no broker
+/// round trip, unlike `fetch_watermarks`); `None` before the first fetch.
+pub fn cached_high_watermark(consumer: &OrderConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the out-parameters are locals.
+    let err = unsafe {
+        rdkafka_sys::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}

@@ -12,6 +12,7 @@ mod deploy;
 mod e2e;
 mod lake_format;
 mod maintain;
+mod metrics;
 mod outage;
 mod query;
 mod rebalance;

@@ -1,0 +1,80 @@
+//! `run --metrics-addr`: Prometheus metrics and the /healthz, /readyz probes of a continuous run
+//! against the real broker and Azurite, read over plain HTTP as a scraper would.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use orderlake::produce;
+
+use crate::support::*;
+
+/// `GET path` → (status code, body); `None` while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_probes_follow_a_running_pipeline() {
+    let s = settings(&unique("metrics"), &LakeKind::Azurite, false);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[batch]\nmax_records = 400\nmax_latency_ms = 300\n").unwrap();
+    let log_path = dir.path().join("run.log");
+    let mut cmd = orderlake_cmd(&s);
+    cmd.env("ORDERLAKE_METRICS_ADDR", format!("127.0.0.1:{port}"));
+    let mut guard = spawn_run(cmd, &config, &log_path);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while get(port, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(get(port, "/nothing").map(|r| r.0), Some(404));
+
+    let records = renumbered(produce::synthetic(1500, 12), "6");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let metrics = loop {
+        let m = get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+        let lags: Vec<f64> = (0..3)
+            .filter_map(|p| {
+                value(&m, &format!("orderlake_partition_lag{{topic=\"{}\",partition=\"{p}\"}}", s.sales_topic))
+            })
+            .collect();
+        if value(&m, "orderlake_events_consumed_total") == Some(records.len() as f64) && lags == [0.0; 3] {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed every event with no lag:\n{m}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(lake_complete(&s, records.len()).await, "what the metrics say is in the lake");
+    let batches = value(&metrics, "orderlake_batches_committed_total").unwrap();
+    assert!(batches >= 3.0, "1,500 events in batches of at most 400:\n{metrics}");
+    assert_eq!(value(&metrics, "orderlake_batch_duration_seconds_count"), Some(batches), "{metrics}");
+    assert_eq!(value(&metrics, "orderlake_batch_duration_seconds_bucket{le=\"+Inf\"}"), Some(batches));
+    let freshness = value(&metrics, "orderlake_freshness_seconds").unwrap();
+    assert!(freshness > 0.0 && freshness < 120.0, "{metrics}");
+    assert_eq!(value(&metrics, "orderlake_events_dead_lettered_total"), Some(0.0));
+    assert_eq!(value(&metrics, "orderlake_ready"), Some(1.0));
+
+    unsafe_kill(guard.child().id(), 15);
+    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0:\n{}", log());
+}
