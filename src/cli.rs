@@ -116,6 +116,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild silver and/or gold from bronze alone (no Kafka, MongoDB untouched), through the same
+    /// path a restarted run takes. Gold keeps serving its rows while it is recomputed; silver is
+    /// emptied and refilled. Interrupted? `--resume` (or any `run`) continues where it stopped
+    Rebuild {
+        /// silver: silver from the first bronze version, then gold; gold: gold only
+        #[arg(long, value_enum, default_value_t = crate::rebuild::Layer::Gold)]
+        layer: crate::rebuild::Layer,
+        /// With --layer gold: recompute what bronze versions from this one touched
+        #[arg(long, default_value_t = 0, value_name = "V")]
+        from_version: i64,
+        /// Continue an interrupted rebuild without resetting again
+        #[arg(long)]
+        resume: bool,
+    },
     /// Run SQL over the lake's tables (DataFusion) and print the result as a table. Tables are named
     /// by layer: gold.order_totals, gold.order_lines, gold.customer_totals, gold.daily_sales,
     /// gold.product_sales, silver.orders, silver.order_items, silver.products, silver.customers,
@@ -273,6 +287,10 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             let lake = crate::lake::Lake::new(&settings);
             lake.check().await?;
             print!("{}", crate::maintain::render(&crate::maintain::all(&lake, &settings, !no_vacuum).await?));
+            Ok(())
+        }
+        Command::Rebuild { layer, from_version, resume } => {
+            print!("{}", crate::rebuild::run(settings, layer, from_version.max(0), resume).await?);
             Ok(())
         }
         Command::Query { sql, limit } => {

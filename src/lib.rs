@@ -19,6 +19,7 @@ pub mod model;
 pub mod pipeline;
 pub mod produce;
 pub mod query;
+pub mod rebuild;
 pub mod redact;
 pub mod sink;
 pub mod source;

@@ -184,6 +184,17 @@ pub fn commit_with(txns: Vec<Transaction>) -> CommitProperties {
     CommitProperties::default().with_application_transactions(txns)
 }
 
+/// Records progress markers without data: one commit holding an empty batch and the `txn`s.
+/// (delta-rs refuses a write with no batch at all.)
+pub async fn mark(table: DeltaTable, spec: &TableSpec, txns: Vec<Transaction>) -> Result<DeltaTable> {
+    let empty = arrow::array::RecordBatch::new_empty(spec.arrow_schema());
+    Ok(table
+        .write(vec![empty])
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .with_commit_properties(commit_with(txns))
+        .await?)
+}
+
 /// The current version of a table (tables orderlake opens always exist).
 pub fn version_of(table: &DeltaTable) -> u64 {
     table.version().unwrap_or(0)

@@ -13,11 +13,11 @@ use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::{col, lit};
 use deltalake::kernel::Transaction;
 
+use super::Lake;
 use super::merge::{MergeSpec, merge, with_deleted_flag};
 use super::read::{scan, str_lits};
 use super::rows::{self, str_col, ts_col};
 use super::schema::{self, TableSpec};
-use super::{Lake, commit_with};
 use crate::error::Result;
 use crate::model::{Changes, DeleteRow, Entity, SourcePos};
 
@@ -200,7 +200,7 @@ pub async fn apply_table(
     }
     if source.num_rows() == 0 {
         // Everything was older than what silver has: record progress only.
-        let t = table.write(vec![]).with_commit_properties(commit_with(vec![txn])).await?;
+        let t = super::mark(table, spec, vec![txn]).await?;
         return Ok(Some(t));
     }
     let m = MergeSpec { spec, guard: Some("source_pos") };

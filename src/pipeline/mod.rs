@@ -84,6 +84,18 @@ impl Pipeline {
                 None
             }
         };
+        Self::with(settings, lake, mongo).await
+    }
+
+    /// The pipeline over the lake alone, without Kafka or MongoDB: for `rebuild`, which only
+    /// catches the layers up from bronze.
+    pub async fn open_lake(settings: Settings) -> Result<Pipeline> {
+        let lake = Lake::new(&settings);
+        lake.check().await?;
+        Self::with(settings, lake, None).await
+    }
+
+    async fn with(settings: Settings, lake: Lake, mongo: Option<std::sync::Arc<MongoSink>>) -> Result<Pipeline> {
         let mut topics = HashMap::new();
         for t in settings.topics() {
             let bronze = lake.open_or_create(&bronze::table_name(&settings.bronze_prefix, &t), &schema::BRONZE).await?;

@@ -74,7 +74,7 @@ impl Stages<'_> {
                 for (v, recs) in bronze::read_commits(bronze_table, from, log_end as u64).await? {
                     raw.push((v as i64, recs));
                 }
-                info!(topic, from = after + 1, to = log_end, "catching up from bronze");
+                info!(topic, from = after + 1, to = log_end, of = upto, "catching up from bronze");
             }
             if let (Some(f), true) = (fresh, end == upto) {
                 raw.push((upto, f.to_vec()));

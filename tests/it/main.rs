@@ -16,6 +16,7 @@ mod metrics;
 mod outage;
 mod query;
 mod rebalance;
+mod rebuild;
 mod reference;
 mod restart;
 mod secure;
