@@ -3,6 +3,7 @@
 //! markers and an independent reader all see the same tables. A VACUUM retention below the safe
 //! minimum is refused at start unless explicitly allowed.
 
+use object_store::ObjectStoreExt;
 use orderlake::lake::Lake;
 use orderlake::produce;
 
@@ -84,6 +85,18 @@ async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
         assert_eq!(table_version(&s, t).await, *v, "{t}: a re-run after maintenance commits nothing");
     }
     assert_lake_matches(&s, &r).await;
+
+    // What Power BI's DeltaLake.Table reads (docs/powerbi.md): protocol 1/2, no table features,
+    // statistics, mapped column types, and a checkpoint to start from.
+    let uris: Vec<String> = GOLD.iter().map(|t| format!("{}{t}", s.lake)).collect();
+    let out = run_python("powerbi_compat.py", &uris.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), GOLD.len(), "{out}");
+    for t in GOLD {
+        let table = Lake::new(&s).open(t).await.unwrap().unwrap();
+        let store = table.log_store().object_store(None);
+        let head = store.head(&object_store::path::Path::from("_delta_log/_last_checkpoint")).await;
+        assert!(head.is_ok(), "{t}: maintenance leaves a checkpoint for readers to start from");
+    }
 
     // An independent reader opens the compacted, vacuumed table from its checkpoint.
     let out = run_python("check_delta.py", &[&format!("{}gold/order_lines", s.lake), "line_amount"]);
