@@ -2,7 +2,7 @@
 //! Debezium connector registration and orderlake's compose config agree with each other, with
 //! the reference schema in infra/sql/ and with the CLI's environment variables.
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use serde_yaml::Value;
 
 use crate::support::repo_root;
@@ -68,8 +68,10 @@ fn compose_debezium_and_orderlake_config_agree() {
     assert!(customers.pii.contains_key("credit_card"));
 
     // Every ORDERLAKE_* variable the compose file sets is one orderlake reads.
-    let mut known: Vec<String> = orderlake::cli::Cli::command()
+    let cli = orderlake::cli::Cli::command();
+    let mut known: Vec<String> = cli
         .get_arguments()
+        .chain(cli.get_subcommands().flat_map(|c| c.get_arguments()))
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
         .collect();
     known.extend(["ORDERLAKE_PII_SALT", "ORDERLAKE_LOG"].map(String::from));
@@ -83,4 +85,24 @@ fn compose_debezium_and_orderlake_config_agree() {
     }
     let ports = serde_yaml::to_string(&compose["services"]["kafka"]["ports"]).unwrap();
     assert!(ports.contains("9092:9092"));
+
+    // Every service's command is one the CLI accepts; the metrics port is published.
+    for svc in ["orderlake", "producer"] {
+        let args: Vec<String> = compose["services"][svc]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let argv = std::iter::once("orderlake".to_string()).chain(args);
+        assert!(orderlake::cli::Cli::try_parse_from(argv).is_ok(), "{svc}: the command parses");
+    }
+    let orderlake = serde_yaml::to_string(&compose["services"]["orderlake"]).unwrap();
+    assert!(orderlake.contains("--metrics-addr") && orderlake.contains("9464:9464"), "{orderlake}");
+    // The optional Kafka UI reads the broker on its internal listener, behind a profile.
+    let ui = &compose["services"]["kafka-ui"];
+    assert_eq!(ui["profiles"][0].as_str(), Some("ui"));
+    assert_eq!(ui["environment"]["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"].as_str(), Some("kafka:29092"));
+    let listeners = compose["services"]["kafka"]["environment"]["KAFKA_LISTENERS"].as_str().unwrap();
+    assert!(listeners.contains("INTERNAL://:29092"), "{listeners}");
 }
