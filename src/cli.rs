@@ -279,14 +279,11 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             Ok(())
         }
         Command::Maintain { no_vacuum } => {
-            let mut settings = settings;
-            if no_vacuum {
-                // Nothing is old enough for a retention of ~forever.
-                settings.maintenance.vacuum_retention = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
-            }
+            use crate::maintain::{Vacuum, all, render};
             let lake = crate::lake::Lake::new(&settings);
             lake.check().await?;
-            print!("{}", crate::maintain::render(&crate::maintain::all(&lake, &settings, !no_vacuum).await?));
+            let vacuum = if no_vacuum { Vacuum::Off } else { Vacuum::Orphans };
+            print!("{}", render(&all(&lake, &settings, vacuum).await?));
             Ok(())
         }
         Command::Rebuild { layer, from_version, resume } => {

@@ -20,15 +20,36 @@ use crate::lake::{Lake, bronze, dead_letter, version_of};
 use crate::pipeline::progress;
 use crate::{gold, lake::silver};
 
+/// A table orderlake writes: its layer and name as SQL sees them (`gold.order_totals`), and its
+/// path under the lake root. One list for `maintain`, `status` and `query`.
+pub struct TableRef {
+    pub layer: &'static str,
+    pub name: String,
+    pub rel: String,
+}
+
+/// Every table orderlake writes.
+pub fn catalog(settings: &Settings) -> Vec<TableRef> {
+    let table = |layer, name: &str, rel: String| TableRef { layer, name: name.to_string(), rel };
+    let mut t: Vec<TableRef> = settings
+        .topics()
+        .iter()
+        .map(|topic| table("bronze", topic, bronze::table_name(&settings.bronze_prefix, topic)))
+        .collect();
+    let dl = dead_letter::table_name(&settings.bronze_prefix);
+    t.push(table("bronze", dl.rsplit('/').next().unwrap_or(&dl), dl.clone()));
+    let sp = &settings.silver_prefix;
+    t.extend(silver::TABLES.iter().map(|(n, _)| table("silver", n, format!("{sp}/{n}"))));
+    t.push(table("silver", silver::TOMBSTONES, format!("{sp}/{}", silver::TOMBSTONES)));
+    let gp = &settings.gold_prefix;
+    t.extend(gold::TABLES.iter().map(|(n, _)| table("gold", n, format!("{gp}/{n}"))));
+    t.push(table("orderlake", "batches", progress::batches_table().to_string()));
+    t
+}
+
 /// Every table orderlake writes, by path under the lake root.
 pub fn tables(settings: &Settings) -> Vec<String> {
-    let mut t: Vec<String> = settings.topics().iter().map(|t| bronze::table_name(&settings.bronze_prefix, t)).collect();
-    t.push(dead_letter::table_name(&settings.bronze_prefix));
-    t.extend(silver::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.silver_prefix)));
-    t.push(format!("{}/{}", settings.silver_prefix, silver::TOMBSTONES));
-    t.extend(gold::TABLES.iter().map(|(n, _)| format!("{}/{n}", settings.gold_prefix)));
-    t.push(progress::batches_table().to_string());
-    t
+    catalog(settings).into_iter().map(|t| t.rel).collect()
 }
 
 /// What maintenance did to one table.
@@ -52,10 +73,20 @@ fn files_and_bytes(t: &DeltaTable) -> Result<(usize, i64)> {
     Ok((data.num_files(), data.iter().map(|f| f.size()).sum()))
 }
 
-/// Maintains one table; `None` when it does not exist (yet). `full_vacuum` also deletes files the
-/// log never referenced (left by a writer that died before its commit), at the cost of listing
-/// the whole table directory.
-pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, full_vacuum: bool) -> Result<Option<TableReport>> {
+/// Which files VACUUM deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vacuum {
+    /// None (`maintain --no-vacuum`).
+    Off,
+    /// Files the log removed, older than the retention (inside `run`: cheap).
+    Removed,
+    /// Also files the log never referenced (left by a writer that died before its commit), at the
+    /// cost of listing the whole table directory.
+    Orphans,
+}
+
+/// Maintains one table; `None` when it does not exist (yet).
+pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
     let Some(t) = lake.open(rel).await? else { return Ok(None) };
     let (files_before, bytes_before) = files_and_bytes(&t)?;
     let mut r = TableReport { table: rel.to_string(), files_before, bytes_before, ..Default::default() };
@@ -84,13 +115,27 @@ pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, full_vacuum:
     };
     deltalake::checkpoints::create_checkpoint(&t, None).await?;
     deltalake::checkpoints::cleanup_metadata(&t, None).await?;
-    let retention = chrono::Duration::from_std(m.vacuum_retention)
-        .map_err(|e| Error::Config(format!("maintenance.vacuum_retention_hours: {e}")))?;
-    let mode = if full_vacuum { VacuumMode::Full } else { VacuumMode::Lite };
-    // The minimum is enforced (with its override) when the settings are read.
-    let (t, vacuumed) =
-        t.vacuum().with_retention_period(retention).with_enforce_retention_duration(false).with_mode(mode).await?;
-    r.vacuumed = vacuumed.files_deleted.len();
+    let mode = match vacuum {
+        Vacuum::Off => None,
+        Vacuum::Removed => Some(VacuumMode::Lite),
+        Vacuum::Orphans => Some(VacuumMode::Full),
+    };
+    let t = match mode {
+        Some(mode) => {
+            let retention = chrono::Duration::from_std(m.vacuum_retention)
+                .map_err(|e| Error::Config(format!("maintenance.vacuum_retention_hours: {e}")))?;
+            // The minimum is enforced (with its override) when the settings are read.
+            let (t, vacuumed) = t
+                .vacuum()
+                .with_retention_period(retention)
+                .with_enforce_retention_duration(false)
+                .with_mode(mode)
+                .await?;
+            r.vacuumed = vacuumed.files_deleted.len();
+            t
+        }
+        None => t,
+    };
     (r.files_after, r.bytes_after) = files_and_bytes(&t)?;
     info!(
         table = rel,
@@ -106,10 +151,10 @@ pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, full_vacuum:
 }
 
 /// Maintains every table of the pipeline, one after the other.
-pub async fn all(lake: &Lake, settings: &Settings, full_vacuum: bool) -> Result<Vec<TableReport>> {
+pub async fn all(lake: &Lake, settings: &Settings, vacuum: Vacuum) -> Result<Vec<TableReport>> {
     let mut out = Vec::new();
     for rel in tables(settings) {
-        if let Some(r) = table(lake, &rel, &settings.maintenance, full_vacuum).await? {
+        if let Some(r) = table(lake, &rel, &settings.maintenance, vacuum).await? {
             out.push(r);
         }
     }
@@ -120,7 +165,7 @@ pub async fn all(lake: &Lake, settings: &Settings, full_vacuum: bool) -> Result<
 /// ingestion matters more than compaction.
 pub async fn in_run(lake: &Lake, settings: &Settings) {
     let started = std::time::Instant::now();
-    match all(lake, settings, false).await {
+    match all(lake, settings, Vacuum::Removed).await {
         Ok(reports) => {
             let (before, after): (usize, usize) =
                 reports.iter().fold((0, 0), |(b, a), r| (b + r.files_before, a + r.files_after));

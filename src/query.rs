@@ -1,7 +1,8 @@
 //! `orderlake query "<SQL>"`: the analyst's first look at the lake without Python. Every table
-//! is registered in DataFusion under its layer as a schema (`gold.order_totals`,
-//! `silver.orders`, `bronze."shop.sales"`, `orderlake.batches`) and read at its latest version
-//! through delta-rs' table provider, so the answer is what any Delta reader would see.
+//! of `maintain::catalog` is registered in DataFusion under its layer as a schema
+//! (`gold.order_totals`, `silver.orders`, `bronze."shop.sales"`, `orderlake.batches`) and read
+//! at its latest version through delta-rs' table provider, so the answer is what any Delta
+//! reader would see.
 
 use std::sync::Arc;
 
@@ -11,28 +12,7 @@ use deltalake::datafusion::prelude::SessionContext;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::lake::{Lake, bronze, dead_letter};
-use crate::pipeline::progress;
-use crate::{gold, lake::silver};
-
-/// (schema, table name in SQL, path under the lake root) of every table orderlake writes.
-fn catalog(settings: &Settings) -> Vec<(&'static str, String, String)> {
-    let mut t: Vec<(&'static str, String, String)> = settings
-        .topics()
-        .into_iter()
-        .map(|topic| ("bronze", topic.clone(), bronze::table_name(&settings.bronze_prefix, &topic)))
-        .collect();
-    let dl = dead_letter::table_name(&settings.bronze_prefix);
-    t.push(("bronze", dl.rsplit('/').next().unwrap_or(&dl).to_string(), dl.clone()));
-    for (n, _) in silver::TABLES {
-        t.push(("silver", n.to_string(), format!("{}/{n}", settings.silver_prefix)));
-    }
-    for (n, _) in gold::TABLES {
-        t.push(("gold", n.to_string(), format!("{}/{n}", settings.gold_prefix)));
-    }
-    t.push(("orderlake", "batches".into(), progress::batches_table().to_string()));
-    t
-}
+use crate::lake::Lake;
 
 /// Runs `sql` over the lake and renders at most `limit` rows as a text table.
 pub async fn run(settings: &Settings, sql: &str, limit: usize) -> Result<String> {
@@ -41,7 +21,7 @@ pub async fn run(settings: &Settings, sql: &str, limit: usize) -> Result<String>
     let ctx = SessionContext::new();
     let df_catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
     let mut known = Vec::new();
-    for (schema, name, rel) in catalog(settings) {
+    for crate::maintain::TableRef { layer: schema, name, rel } in crate::maintain::catalog(settings) {
         let Some(table) = lake.open(&rel).await? else { continue };
         if df_catalog.schema(schema).is_none() {
             df_catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;

@@ -325,7 +325,6 @@ impl Pipeline {
         let once = targets.is_some();
         crate::metrics::global().set_ready(true);
         loop {
-            crate::metrics::global().tick();
             let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let fed = tokio::select! {
                 m = feed.next(wait) => m,
@@ -360,6 +359,8 @@ impl Pipeline {
                     }
                 }
                 None => {
+                    // The liveness probe's heartbeat: once per idle wait and per batch, not per event.
+                    crate::metrics::global().tick();
                     // Idle: collect finished publishes; a MongoDB that was down may be back.
                     self.settle_publishes(false).await?;
                     if !self.settings.bronze_only
@@ -373,6 +374,7 @@ impl Pipeline {
             if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
                 summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
+                crate::metrics::global().tick();
                 let every = self.settings.maintenance.every_batches;
                 if every > 0 && summary.batches % every == 0 {
                     // Between batches, so this instance never races its own writes.
