@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(ORDERLAKE_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/orderlake
 AZURITE_KEY := Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
 
-.PHONY: demo test bench install services-up services-down build unit it lint clean-demo
+.PHONY: demo test bench install services-up services-down build unit it lint clean-demo notebooks
 
 install:
 	bash infra/local/install.sh
@@ -24,6 +24,12 @@ build:
 # Runs the whole job on the local stack: sample data → Kafka → Delta on Azurite → MongoDB, then a summary.
 demo: services-up build
 	bash infra/local/demo.sh
+
+# JupyterLab on notebooks/ over the demo lake (run `make demo` first); http://127.0.0.1:8888.
+notebooks: services-up
+	source infra/local/env.sh && use_local_stack && \
+	  ORDERLAKE_LAKE=$${DEMO_LAKE:-az://orderlake-demo/lake} "$$ORDERLAKE_NB_VENV/bin/jupyter" lab \
+	  --ip 127.0.0.1 --no-browser --notebook-dir notebooks
 
 # The benchmark (docs/performance.md) from a release build; `make bench ARGS="--events 50000"` for a quick one.
 bench: services-up

@@ -6,6 +6,7 @@
 #   tansu 0.6.0     Kafka-protocol broker      (crates.io, cargo install)
 #   azurite 3.35.0  Azure Blob emulator        (npm)
 #   secantusdb      MongoDB-wire server        (PyPI), plus the Python readers tests use
+#   notebooks venv  jupyter, polars, DuckDB + delta extension (PyPI, notebooks/requirements.txt)
 #   cmake & headers needed by rdkafka's bundled librdkafka build (Debian)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,11 +54,22 @@ install_python() {
   cp "$req" "$stamp"
 }
 
+# The analysts' notebooks get their own venv: jupyter and DuckDB stay out of the tests' readers.
+install_notebooks() {
+  local req="$here/../../notebooks/requirements.txt" stamp="$ORDERLAKE_NB_VENV/.requirements"
+  if [ -x "$ORDERLAKE_NB_VENV/bin/jupyter" ] && cmp -s "$req" "$stamp"; then log "notebooks venv: cached"; return; fi
+  log "notebooks venv: installing notebooks/requirements.txt into $ORDERLAKE_NB_VENV"
+  python3 -m venv "$ORDERLAKE_NB_VENV"
+  "$ORDERLAKE_NB_VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$stamp"
+}
+
 case "${1:-all}" in
-  all) install_cmake; install_python; install_azurite; install_tansu ;;
+  all) install_cmake; install_python; install_notebooks; install_azurite; install_tansu ;;
+  notebooks) install_notebooks ;;
   tansu) install_tansu ;;
   azurite) install_azurite ;;
   python) install_python ;;
   cmake) install_cmake ;;
-  *) echo "usage: $0 [all|tansu|azurite|python|cmake]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|tansu|azurite|python|notebooks|cmake]" >&2; exit 2 ;;
 esac

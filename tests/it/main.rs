@@ -13,6 +13,7 @@ mod e2e;
 mod lake_format;
 mod maintain;
 mod metrics;
+mod notebooks;
 mod outage;
 mod query;
 mod rebalance;
