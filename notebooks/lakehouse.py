@@ -7,8 +7,8 @@ Azurite, and one started with production variables reads ADLS Gen2:
   ORDERLAKE_LAKE               az://<container>/<path>, abfss://..., a local path or file://...
                                (default az://orderlake-demo/lake, what `make demo` builds)
   AZURE_STORAGE_ACCOUNT_NAME   the storage account
-  AZURE_STORAGE_ACCOUNT_KEY    its key; without one, DuckDB and delta-rs use the Azure credential
-                               chain (az login, managed identity)
+  AZURE_STORAGE_ACCOUNT_KEY    its key; without one, DuckDB uses the Azure credential chain and
+                               delta-rs a managed identity (or `az login` with AZURE_USE_AZURE_CLI=true)
   AZURE_STORAGE_USE_EMULATOR   true for Azurite (AZURITE_PORT, default 10000)
 """
 import os
@@ -45,6 +45,8 @@ def storage_options() -> dict:
         opts["account_key"] = key
     if _emulator():
         opts.update(use_emulator="true", allow_http="true")
+    elif not key and os.environ.get("AZURE_USE_AZURE_CLI", "").lower() == "true":
+        opts["use_azure_cli"] = "true"
     return opts
 
 
