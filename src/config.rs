@@ -300,7 +300,11 @@ impl Settings {
             sales_topic,
             partitions,
             connect_timeout: Duration::from_millis(fc.kafka.connect_timeout_ms.unwrap_or(15_000).max(100)),
-            kafka_options: fc.kafka.options,
+            kafka_options: {
+                let mut options = fc.kafka.options;
+                options.extend(kafka_env_options(std::env::vars()));
+                options
+            },
             lake,
             storage_options,
             mongodb_uri,
@@ -379,20 +383,73 @@ pub fn parse_lake_uri(raw: &str) -> Result<Url> {
 /// The usual Azure variables become object_store options, so `AZURE_STORAGE_ACCOUNT_NAME` /
 /// `AZURE_STORAGE_ACCOUNT_KEY` / `AZURE_STORAGE_USE_EMULATOR` work as they do for other tools.
 fn azure_env_options() -> HashMap<String, String> {
-    std::env::vars()
+    azure_options_from(std::env::vars())
+}
+
+fn azure_options_from(vars: impl Iterator<Item = (String, String)>) -> HashMap<String, String> {
+    let vars: HashMap<String, String> = vars.collect();
+    let mut options: HashMap<String, String> = vars
+        .iter()
         .filter(|(k, _)| {
             k.starts_with("AZURE_STORAGE_")
                 || k.starts_with("AZURE_CLIENT_")
-                || k == "AZURE_TENANT_ID"
-                || k == "AZURE_ALLOW_HTTP"
+                || ["AZURE_TENANT_ID", "AZURE_ALLOW_HTTP", "AZURE_MSI_ENDPOINT", "AZURE_FEDERATED_TOKEN_FILE"]
+                    .contains(&k.as_str())
         })
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    // Azure Container Apps and App Service publish their managed-identity endpoint as
+    // IDENTITY_ENDPOINT (object_store reads the matching IDENTITY_HEADER itself); delta-rs does not
+    // look at it, so without this a managed identity there would try the VM endpoint and fail.
+    if let Some(endpoint) = vars.get("IDENTITY_ENDPOINT") {
+        options.entry("azure_msi_endpoint".into()).or_insert_with(|| endpoint.clone());
+    }
+    options
+}
+
+/// `ORDERLAKE_KAFKA_<PROPERTY>` variables become librdkafka properties (`_` for `.`, `__` for `_`),
+/// so secrets such as `sasl.password` can come from the environment (a Key Vault reference in
+/// Container Apps, a Kubernetes secret) instead of the config file. They win over the file.
+fn kafka_env_options(vars: impl Iterator<Item = (String, String)>) -> HashMap<String, String> {
+    vars.filter_map(|(k, v)| {
+        let name = k.strip_prefix("ORDERLAKE_KAFKA_")?;
+        let property = name.to_ascii_lowercase().split("__").map(|part| part.replace('_', ".")).collect::<Vec<_>>();
+        Some((property.join("_"), v))
+    })
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_properties_come_from_orderlake_kafka_variables() {
+        let vars = [
+            ("ORDERLAKE_KAFKA_SASL_PASSWORD", "secret"),
+            ("ORDERLAKE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("ORDERLAKE_KAFKA_SOME__ODD_NAME", "x"),
+            ("ORDERLAKE_LAKE", "az://c/lake"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let o = kafka_env_options(vars.into_iter());
+        assert_eq!(o.len(), 3, "{o:?}");
+        assert_eq!(o["sasl.password"], "secret");
+        assert_eq!(o["security.protocol"], "SASL_SSL");
+        assert_eq!(o["some_odd.name"], "x");
+    }
+
+    #[test]
+    fn container_apps_identity_endpoint_reaches_object_store() {
+        let vars = [("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"), ("AZURE_CLIENT_ID", "abc")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let o = azure_options_from(vars.into_iter());
+        assert_eq!(o["azure_msi_endpoint"], "http://localhost:42356/msi/token");
+        assert_eq!(o["azure_client_id"], "abc");
+        let explicit = [("IDENTITY_ENDPOINT", "http://a"), ("AZURE_MSI_ENDPOINT", "http://b")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(azure_options_from(explicit.into_iter())["azure_msi_endpoint"], "http://b");
+    }
 
     #[test]
     fn defaults_are_sensible() {

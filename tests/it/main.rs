@@ -22,3 +22,4 @@ mod reference;
 mod restart;
 mod secure;
 mod support;
+mod terraform;

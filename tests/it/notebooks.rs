@@ -66,7 +66,8 @@ async fn notebooks_execute_headless_and_show_the_sales_figures() {
         cancelled += v[3];
         cancelled_amount += v[4];
     }
-    let shown: BTreeMap<String, String> = serde_json::from_value(sales["summary"]["revenue_by_country"].clone()).unwrap();
+    let shown: BTreeMap<String, String> =
+        serde_json::from_value(sales["summary"]["revenue_by_country"].clone()).unwrap();
     assert_eq!(shown, revenue.iter().map(|(c, v)| (c.clone(), money(*v))).collect(), "revenue by country");
     let shown: BTreeMap<String, i64> = serde_json::from_value(sales["summary"]["orders_by_country"].clone()).unwrap();
     assert_eq!(shown, orders, "orders by country");
@@ -74,9 +75,10 @@ async fn notebooks_execute_headless_and_show_the_sales_figures() {
     assert_eq!(sales["summary"]["cancelled_amount"], money(cancelled_amount));
     // The top product DuckDB shows is the one the lake holds (read here by delta-rs).
     let products = read_table(&s, "gold/product_sales").await;
-    let best = ints(&products, "revenue").into_iter().zip(strs(&products, "product_id")).max_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1))
-    });
+    let best = ints(&products, "revenue")
+        .into_iter()
+        .zip(strs(&products, "product_id"))
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
     let (best_revenue, best_product) = best.unwrap();
     assert_eq!(sales["summary"]["top_product"], best_product.unwrap());
     assert_eq!(sales["summary"]["top_product_revenue"], money(best_revenue.unwrap()));
