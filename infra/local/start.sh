@@ -3,6 +3,12 @@
 # wire). Each server gets its own data dir, PID file and log under $ORDERLAKE_STACK_DIR. A server
 # that is already up (its port answers) is reused, so tests and demos can run against a running
 # stack. Prints, for each, where its log is; exits non-zero naming the log when one does not start.
+#
+# A server this script starts begins with an empty data dir: everything on the local stack (test
+# topics, containers and databases, the demo) is disposable and re-created by the tests and
+# `make demo`, while what piles up over many runs slows every server down (Azurite's metadata
+# file grew to 15 MB after a few hundred test runs and halved its speed). ORDERLAKE_KEEP_DATA=1
+# keeps the data of the previous start.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=infra/local/env.sh
@@ -12,6 +18,15 @@ log() { printf '[start] %s\n' "$*"; }
 mkdir -p "$ORDERLAKE_STACK_DIR"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# fresh_dir DIR: DIR, emptied unless ORDERLAKE_KEEP_DATA=1.
+fresh_dir() {
+  if [ "${ORDERLAKE_KEEP_DATA:-0}" != 1 ] && [ -d "$1" ]; then
+    log "clearing $1 (ORDERLAKE_KEEP_DATA=1 keeps it)"
+    rm -rf "$1"
+  fi
+  mkdir -p "$1"
+}
 
 # wait_ready NAME PIDFILE LOG CHECK...: polls CHECK for up to 60 s.
 wait_ready() {
@@ -30,7 +45,7 @@ start_tansu() {
   local dir="$ORDERLAKE_STACK_DIR/tansu" logf="$ORDERLAKE_STACK_DIR/tansu.log" pidf="$ORDERLAKE_STACK_DIR/tansu.pid"
   if port_open "$KAFKA_PORT"; then log "kafka port $KAFKA_PORT already answers: reusing it"; return; fi
   [ -x "$TANSU_BIN" ] || { log "tansu is not installed: run infra/local/install.sh"; exit 1; }
-  mkdir -p "$dir"
+  fresh_dir "$dir"
   # The sqlite path is relative: start from inside the data dir. memory:// would lose data.
   (cd "$dir" && exec setsid "$TANSU_BIN" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
@@ -44,7 +59,7 @@ start_azurite() {
   local dir="$ORDERLAKE_STACK_DIR/azurite" logf="$ORDERLAKE_STACK_DIR/azurite.log" pidf="$ORDERLAKE_STACK_DIR/azurite.pid"
   if port_open "$AZURITE_PORT"; then log "blob port $AZURITE_PORT already answers: reusing it"; return; fi
   [ -x "$AZURITE_BIN" ] || { log "azurite is not installed: run infra/local/install.sh"; exit 1; }
-  mkdir -p "$dir"
+  fresh_dir "$dir"
   setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$dir" \
     --skipApiVersionCheck --loose --silent >"$logf" 2>&1 < /dev/null &
   echo $! >"$pidf"
@@ -55,7 +70,7 @@ start_secantus() {
   local dir="$ORDERLAKE_STACK_DIR/secantus" logf="$ORDERLAKE_STACK_DIR/secantus.log" pidf="$ORDERLAKE_STACK_DIR/secantus.pid"
   if port_open "$MONGO_PORT"; then log "mongodb port $MONGO_PORT already answers: reusing it"; return; fi
   [ -x "$SECANTUS_BIN" ] || { log "secantusdb is not installed: run infra/local/install.sh"; exit 1; }
-  mkdir -p "$dir"
+  fresh_dir "$dir"
   (cd "$dir" && exec setsid "$SECANTUS_BIN" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$dir/data" \
       --enable-test-commands >"$logf" 2>&1 < /dev/null) &
   echo $! >"$pidf"
