@@ -61,15 +61,6 @@ pub struct Pipeline {
     shutdown: shutdown::Shutdown,
 }
 
-/// The events gathered for the next flush, by topic, and when it is due.
-#[derive(Default)]
-struct Batch {
-    events: HashMap<String, Vec<RawEvent>>,
-    n: usize,
-    bytes: usize,
-    deadline: Option<Instant>,
-}
-
 impl Pipeline {
     /// Connects to everything and creates what is missing (topics, tables), failing fast with a
     /// clear message when a service is unreachable.
@@ -318,7 +309,9 @@ impl Pipeline {
         let b = self.settings.batch.clone();
         let mut summary = RunSummary::default();
         let mut pos = Positions::new();
-        let mut batch = Batch::default();
+        let mut pending: HashMap<String, Vec<RawEvent>> = HashMap::new();
+        let (mut pending_n, mut pending_bytes) = (0usize, 0usize);
+        let mut deadline: Option<Instant> = None;
         let idle = Duration::from_millis(200).min(b.max_latency);
         let mut eta = match targets {
             Some(t) => Some(eta::Eta::new(self.events_to_do(t).await?)),
@@ -332,16 +325,16 @@ impl Pipeline {
         let once = targets.is_some();
         crate::metrics::global().set_ready(true);
         loop {
-            let wait = batch.deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
+            let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let fed = tokio::select! {
                 m = feed.next(wait) => m,
                 signal = &mut stop => {
                     crate::metrics::global().set_ready(false);
-                    info!(signal, pending = batch.n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
+                    info!(signal, pending = pending_n, timeout_ms = self.settings.shutdown_timeout.as_millis() as u64,
                         "stopping: committing the batch in hand, then leaving the group");
                     let limit = self.settings.shutdown_timeout;
                     let flush_and_publish = async {
-                        let n = self.flush_retrying(feed.consumer(), &mut batch.events, once).await?;
+                        let n = self.flush_retrying(feed.consumer(), &mut pending, once).await?;
                         self.settle_publishes(true).await?;
                         Ok::<_, crate::error::Error>(n)
                     };
@@ -353,7 +346,18 @@ impl Pipeline {
                 }
             };
             match fed {
-                Some(fed) => self.take(feed, &mut pos, fed, once, &mut batch).await?,
+                Some(fed) => {
+                    let size = fed.event.size();
+                    match self.accept(feed, &mut pos, fed, once).await? {
+                        Some(ev) => {
+                            pending_bytes += size;
+                            pending_n += 1;
+                            pending.entry(ev.topic.clone()).or_default().push(ev);
+                            deadline.get_or_insert_with(|| Instant::now() + b.max_latency);
+                        }
+                        None => feed.release(size),
+                    }
+                }
                 None => {
                     // The liveness probe's heartbeat: once per idle wait and per batch, not per event.
                     crate::metrics::global().tick();
@@ -366,17 +370,9 @@ impl Pipeline {
                     }
                 }
             }
-            let due = batch.deadline.is_some_and(|d| Instant::now() >= d);
-            if due {
-                // Whatever the poll loop has already read waited at least as long as the batch's
-                // first event: it goes along instead of opening the next batch's clock late.
-                while batch.n < b.max_records && batch.bytes < b.max_bytes {
-                    let Some(fed) = feed.try_next() else { break };
-                    self.take(feed, &mut pos, fed, once, &mut batch).await?;
-                }
-            }
-            if batch.n > 0 && (batch.n >= b.max_records || batch.bytes >= b.max_bytes || due) {
-                summary.events += self.flush_retrying(feed.consumer(), &mut batch.events, once).await? as u64;
+            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
+                summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
                 crate::metrics::global().tick();
                 let every = self.settings.maintenance.every_batches;
@@ -384,11 +380,11 @@ impl Pipeline {
                     // Between batches, so this instance never races its own writes.
                     crate::maintain::in_run(&self.lake, &self.settings).await;
                 }
-                feed.release(batch.bytes);
-                batch = Batch::default();
+                feed.release(pending_bytes);
+                (pending_n, pending_bytes, deadline) = (0, 0, None);
             }
             if let Some(targets) = targets {
-                if batch.n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
+                if pending_n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
                     self.finish_mongo().await?;
                     if let Some(e) = &eta {
                         info!("{}", e.done(summary.events, summary.batches));
@@ -402,29 +398,12 @@ impl Pipeline {
         }
     }
 
-    /// Adds an event read from Kafka to `batch` if [`Self::accept`] keeps it. The batch's
-    /// `max_latency` clock starts when its first event was read, so events that queued up while
-    /// the previous batch was being written do not wait a second full interval.
-    async fn take(&self, feed: &Feed, pos: &mut Positions, fed: Fed, once: bool, batch: &mut Batch) -> Result<()> {
-        let (size, received) = (fed.event.size(), fed.received);
-        match self.accept(feed, pos, fed, once).await? {
-            Some(ev) => {
-                batch.bytes += size;
-                batch.n += 1;
-                batch.events.entry(ev.topic.clone()).or_default().push(ev);
-                batch.deadline.get_or_insert(Instant::from_std(received) + self.settings.batch.max_latency);
-            }
-            None => feed.release(size),
-        }
-        Ok(())
-    }
-
     /// Decides what to do with an event read from Kafka: keep it for the batch, or drop it because
     /// bronze already holds it, it is stale (read before a revoke or seek), or its partition first
     /// has to be repositioned to where the lake says it stands. The group's committed offsets are
     /// not trusted for that; they are written for lag tools only.
     async fn accept(&self, feed: &Feed, pos: &mut Positions, fed: Fed, once: bool) -> Result<Option<RawEvent>> {
-        let Fed { event, epoch, .. } = fed;
+        let Fed { event, epoch } = fed;
         let tp = (event.topic.clone(), event.partition);
         let known = pos.get(&tp).map(|p| (p.epoch, p.seeking));
         if known.is_some_and(|(k, _)| epoch < k) {

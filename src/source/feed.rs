@@ -21,9 +21,6 @@ use crate::model::RawEvent;
 pub struct Fed {
     pub event: RawEvent,
     pub epoch: u64,
-    /// When the poll loop read it: a batch's latency clock starts here, not when the pipeline,
-    /// busy with the previous batch, gets to it.
-    pub received: std::time::Instant,
 }
 
 enum Command {
@@ -60,11 +57,6 @@ impl Feed {
     /// The next event, or `None` if none arrives within `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<Fed> {
         tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()
-    }
-
-    /// The next event already read, without waiting.
-    pub fn try_next(&mut self) -> Option<Fed> {
-        self.events.try_recv().ok()
     }
 
     /// Repositions a partition (`None`: the beginning of what the broker retains). Events read
@@ -133,7 +125,7 @@ impl Poller {
                         };
                         self.in_flight.fetch_add(event.size(), Ordering::SeqCst);
                         let epoch = self.epochs.get(&tp);
-                        if tx.send(Fed { event, epoch, received: std::time::Instant::now() }).is_err() {
+                        if tx.send(Fed { event, epoch }).is_err() {
                             return;
                         }
                         if paused {
