@@ -35,12 +35,20 @@ def table_uri(name: str) -> str:
     return f"{lake_uri()}/{name}"
 
 
+def _account() -> str:
+    return os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")
+
+
+def _account_key():
+    return os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or (AZURITE_KEY if _emulator() else None)
+
+
 def storage_options() -> dict:
     """Options for polars `scan_delta` and `deltalake.DeltaTable`."""
     if not is_azure():
         return {}
-    opts = {"account_name": os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")}
-    key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or (AZURITE_KEY if _emulator() else None)
+    opts = {"account_name": _account()}
+    key = _account_key()
     if key:
         opts["account_key"] = key
     if _emulator():
@@ -61,8 +69,7 @@ def duckdb_connection():
         import_extension(ext, con=con)
         con.sql(f"LOAD {ext}")
     if is_azure():
-        account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")
-        key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or (AZURITE_KEY if _emulator() else None)
+        account, key = _account(), _account_key()
         if _emulator():
             port = os.environ.get("AZURITE_PORT", "10000")
             conn = (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
@@ -74,6 +81,22 @@ def duckdb_connection():
         else:
             con.sql(f"CREATE SECRET lake (TYPE azure, PROVIDER credential_chain, ACCOUNT_NAME '{account}')")
     return con
+
+
+def check() -> str:
+    """Fails with what to do when the lake has no gold tables yet; returns the lake's URI."""
+    from deltalake import DeltaTable
+
+    uri = table_uri("gold/daily_sales")
+    try:
+        DeltaTable(uri, storage_options=storage_options())
+    except Exception as e:  # delta-rs raises several types for "not there" and "cannot reach"
+        raise RuntimeError(
+            f"no gold tables at {lake_uri()} ({type(e).__name__}: {e}).\n"
+            "Run `make demo` first (it starts the local stack and builds az://orderlake-demo/lake), or point "
+            "ORDERLAKE_LAKE and AZURE_STORAGE_* at your lake (see notebooks/README.md)."
+        ) from None
+    return lake_uri()
 
 
 def delta_scan(name: str) -> str:

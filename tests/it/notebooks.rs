@@ -15,10 +15,8 @@ use crate::support::*;
 
 /// The interpreter of the notebooks' own venv (`infra/local/install.sh notebooks`).
 fn notebook_python() -> PathBuf {
-    let cache = std::env::var("ORDERLAKE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orderlake"));
-    let venv = std::env::var("ORDERLAKE_NB_VENV").map(PathBuf::from).unwrap_or_else(|_| cache.join("notebooks-venv"));
+    let venv =
+        std::env::var("ORDERLAKE_NB_VENV").map(PathBuf::from).unwrap_or_else(|_| cache_dir().join("notebooks-venv"));
     let python = venv.join("bin/python");
     assert!(python.exists(), "{} is missing: run `bash infra/local/install.sh notebooks`", python.display());
     python

@@ -39,11 +39,15 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn python() -> PathBuf {
-    let cache = std::env::var("ORDERLAKE_CACHE")
+/// `$ORDERLAKE_CACHE`, where `infra/local/install.sh` puts the stack and the venvs.
+pub fn cache_dir() -> PathBuf {
+    std::env::var("ORDERLAKE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orderlake"));
-    cache.join("venv/bin/python")
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orderlake"))
+}
+
+pub fn python() -> PathBuf {
+    cache_dir().join("venv/bin/python")
 }
 
 /// Storage options that reach Azurite.
