@@ -207,8 +207,21 @@ impl Pipeline {
         let (mut retry, shutdown) = (Retry::new(&self.settings, once), self.shutdown.clone());
         let started = Instant::now();
         let newest_kafka_ms = pending.values().flatten().filter_map(|e| e.timestamp_ms).max();
+        let limit = self.settings.shutdown_timeout;
         loop {
-            match self.flush(consumer, pending).await {
+            // A stop request during an attempt leaves it `shutdown_timeout` to finish; past that it
+            // is dropped like a crash would drop it: nothing is marked done before it is committed.
+            let attempt = {
+                let mut attempt = std::pin::pin!(self.flush(consumer, pending));
+                tokio::select! {
+                    r = &mut attempt => r,
+                    _ = shutdown.wait() => match tokio::time::timeout(limit, &mut attempt).await {
+                        Ok(r) => r,
+                        Err(_) => return Err(crate::error::Error::Stopped),
+                    },
+                }
+            };
+            match attempt {
                 Ok(n) => {
                     crate::metrics::global().batch(n as u64, started.elapsed(), newest_kafka_ms);
                     if retry.attempt > 1 {

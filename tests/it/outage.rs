@@ -188,6 +188,7 @@ async fn storage_outage_is_retried_and_nothing_is_lost_or_doubled() {
     unsafe_kill(guard.child().id(), 15);
     let status = guard.child().wait().unwrap();
     assert!(status.success(), "SIGTERM while retrying exits 0:\n{}", std::fs::read_to_string(&log2).unwrap());
+    eprintln!("stop during the storage outage took {:?}", stopping.elapsed());
     assert!(stopping.elapsed() < Duration::from_secs(15), "bounded: {:?}", stopping.elapsed());
     az.resume();
     let out = orderlake(&["run", "--once"]).output().unwrap();
