@@ -11,10 +11,6 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
-/// Per-request retry limits for a remote lake unless the user sets them (object_store keys):
-/// a refused connection fails within a couple of seconds and the batch-level retry takes over.
-const REMOTE_RETRY_DEFAULTS: [(&str, &str); 2] = [("max_retries", "4"), ("retry_timeout", "20s")];
-
 /// The config file as written by a user (`orderlake.example.toml` documents every key).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,14 +230,6 @@ impl Settings {
             let (k, v) =
                 kv.split_once('=').ok_or_else(|| cfg("--storage-option", format!("'{kv}' is not KEY=VALUE")))?;
             storage_options.insert(k.trim().to_string(), v.to_string());
-        }
-        if lake.scheme() != "file" {
-            // object_store's own defaults retry one request for up to three minutes, during which a
-            // stop request cannot be honoured and no progress is reported. orderlake retries whole
-            // batches itself (with backoff, watching SIGTERM), so each request gives up sooner.
-            for (k, v) in REMOTE_RETRY_DEFAULTS {
-                storage_options.entry(k.to_string()).or_insert_with(|| v.to_string());
-            }
         }
 
         let mongodb_uri = o.mongodb_uri.or(fc.mongodb.uri).filter(|s| !s.is_empty());
@@ -527,19 +515,6 @@ mod tests {
         let forced = format!("{short}allow_short_retention = true\n");
         let s = Settings::from_parts(toml::from_str(&forced).unwrap(), Overrides::default()).unwrap();
         assert_eq!(s.maintenance.vacuum_retention, Duration::from_secs(24 * 3600));
-    }
-
-    #[test]
-    fn remote_lakes_give_up_on_a_request_sooner_unless_told_otherwise() {
-        let local = Settings::from_parts(FileConfig::default(), Overrides::default()).unwrap();
-        assert!(!local.storage_options.contains_key("max_retries"));
-        let az = |opts: Vec<String>| {
-            let o = Overrides { lake: Some("az://c/lake".into()), storage_options: opts, ..Default::default() };
-            Settings::from_parts(FileConfig::default(), o).unwrap().storage_options
-        };
-        let d = az(vec![]);
-        assert_eq!((d["max_retries"].as_str(), d["retry_timeout"].as_str()), ("4", "20s"));
-        assert_eq!(az(vec!["max_retries=10".into()])["max_retries"], "10", "the user's value wins");
     }
 
     #[test]

@@ -37,10 +37,27 @@ pub struct Lake {
 
 static REGISTER: std::sync::Once = std::sync::Once::new();
 
+/// Per-request retry limits for a remote lake unless the user sets them (object_store keys).
+const REMOTE_RETRY_DEFAULTS: [(&str, &str); 2] = [("max_retries", "4"), ("retry_timeout", "20s")];
+
+/// The user's storage options plus orderlake's defaults. object_store's own defaults retry one
+/// request for up to three minutes, during which a stop request cannot be honoured and nothing is
+/// logged; orderlake retries whole batches itself (with backoff, watching SIGTERM), so a refused
+/// connection fails a request within a couple of seconds and the batch-level retry takes over.
+fn object_store_options(settings: &Settings) -> HashMap<String, String> {
+    let mut options = settings.storage_options.clone();
+    if settings.lake.scheme() != "file" {
+        for (k, v) in REMOTE_RETRY_DEFAULTS {
+            options.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
+    options
+}
+
 impl Lake {
     pub fn new(settings: &Settings) -> Self {
         REGISTER.call_once(|| deltalake::azure::register_handlers(None));
-        Lake { root: settings.lake.clone(), options: settings.storage_options.clone(), tables: Default::default() }
+        Lake { root: settings.lake.clone(), options: object_store_options(settings), tables: Default::default() }
     }
 
     pub fn root(&self) -> &Url {
@@ -198,4 +215,26 @@ pub async fn mark(table: DeltaTable, spec: &TableSpec, txns: Vec<Transaction>) -
 /// The current version of a table (tables orderlake opens always exist).
 pub fn version_of(table: &DeltaTable) -> u64 {
     table.version().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+
+    #[test]
+    fn remote_lakes_give_up_on_a_request_sooner_unless_told_otherwise() {
+        let settings = |lake: &str, opts: Vec<String>| {
+            let o = Overrides { lake: Some(lake.into()), storage_options: opts, ..Default::default() };
+            Settings::from_parts(FileConfig::default(), o).unwrap()
+        };
+        let local = object_store_options(&settings("/tmp/lake", vec![]));
+        assert!(!local.contains_key("max_retries"));
+        let s = settings("az://c/lake", vec![]);
+        let d = object_store_options(&s);
+        assert_eq!((d["max_retries"].as_str(), d["retry_timeout"].as_str()), ("4", "20s"));
+        assert!(!s.storage_options.contains_key("max_retries"), "other readers (the peer) see the user's options");
+        let mine = object_store_options(&settings("az://c/lake", vec!["max_retries=10".into()]));
+        assert_eq!(mine["max_retries"], "10", "the user's value wins");
+    }
 }
