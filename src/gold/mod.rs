@@ -3,6 +3,7 @@
 //! replay after a crash heals instead of double counting.
 
 pub mod bridge;
+pub mod incremental;
 pub mod totals;
 
 use std::collections::{BTreeSet, HashMap};
