@@ -60,12 +60,8 @@ fn unmovable(old: &DataFrame, new: &DataFrame, on: &str, same: &[&str], key: &st
 /// Adds `delta` (key + `d_*` columns) to `old` aggregate rows (key + columns), missing sides as 0.
 fn add(old: LazyFrame, delta: LazyFrame, keys: &[&str], sums: &[&str]) -> LazyFrame {
     let k: Vec<Expr> = keys.iter().map(|c| col(*c)).collect();
-    let joined = old.join(
-        delta,
-        k.clone(),
-        k,
-        JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns),
-    );
+    let joined =
+        old.join(delta, k.clone(), k, JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns));
     joined.with_columns(
         sums.iter()
             .map(|c| (col(*c).fill_null(lit(0i64)) + col(format!("d_{c}")).fill_null(lit(0i64))).alias(*c))
@@ -86,10 +82,8 @@ pub fn customers(
     if unmovable(old_orders, new_orders, "order_id", &["customer_id", "order_date", "country"], "customer_id")? > 0 {
         return Ok(None);
     }
-    let sums = both(old_orders, new_orders)?
-        .filter(col("customer_id").is_not_null())
-        .group_by([col("customer_id")])
-        .agg([
+    let sums =
+        both(old_orders, new_orders)?.filter(col("customer_id").is_not_null()).group_by([col("customer_id")]).agg([
             sum_signed(col("cancelled").not(), "d_orders"),
             sum_signed(net("units"), "d_units"),
             sum_signed(net("total_amount"), "d_revenue"),
@@ -141,7 +135,11 @@ pub fn customers(
 
 /// `daily_sales` rows of the days and countries whose orders changed, and the keys left with no
 /// order at all (to delete). Every column is a sum, so this never needs a recompute.
-pub fn days(old_rows: &DataFrame, old_orders: &DataFrame, new_orders: &DataFrame) -> PolarsResult<(DataFrame, DataFrame)> {
+pub fn days(
+    old_rows: &DataFrame,
+    old_orders: &DataFrame,
+    new_orders: &DataFrame,
+) -> PolarsResult<(DataFrame, DataFrame)> {
     let cancelled_amount = when(col("cancelled").and(col("total_amount").lt(lit(0i64))))
         .then(lit(0i64) - col("total_amount"))
         .when(col("cancelled"))
@@ -212,9 +210,9 @@ pub fn products(
     let names = products.clone().lazy().select([col("product_id"), col("name").alias("__name")]);
     let old_rows = old_rows.clone().lazy().select([col("product_id"), col("orders"), col("units"), col("revenue")]);
     let rows = add(old_rows, delta, &["product_id"], &["orders", "units", "revenue"])
-    .join(names, [col("product_id")], [col("product_id")], JoinArgs::new(JoinType::Left))
-    .select([col("product_id"), col("__name").alias("product_name"), col("orders"), col("units"), col("revenue")])
-    .collect()?;
+        .join(names, [col("product_id")], [col("product_id")], JoinArgs::new(JoinType::Left))
+        .select([col("product_id"), col("__name").alias("product_name"), col("orders"), col("units"), col("revenue")])
+        .collect()?;
     Ok(Some(rows))
 }
 

@@ -2,6 +2,7 @@
 //! MERGEd with the bronze version applied in each table's `txn`. Recompute is idempotent, so a
 //! replay after a crash heals instead of double counting.
 
+pub mod aggregates;
 pub mod bridge;
 pub mod incremental;
 pub mod totals;
@@ -128,7 +129,7 @@ pub struct GoldCommit<'a> {
 }
 
 impl GoldCommit<'_> {
-    fn needs(&self, table: &str) -> bool {
+    pub(crate) fn needs(&self, table: &str) -> bool {
         self.applied.get(table).is_none_or(|a| *a < self.version)
     }
 }
@@ -161,16 +162,35 @@ async fn read_some(
     bridge::to_frame(&batches, &spec.arrow_schema())
 }
 
-/// Rows of a table whose date `column` is one of `days` (a short list: an `IN` filter prunes files).
-async fn read_days(lake: &Lake, rel: &str, spec: &TableSpec, column: &str, days: &BTreeSet<i32>) -> Result<DataFrame> {
-    let batches = match lake.open(rel).await? {
-        Some(t) if !days.is_empty() => {
-            let lits = days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
-            scan_where_in(&t, column, lits).await?
+/// [`read_some`] that also says which version of the table was read ([`aggregates::ABSENT`] when
+/// it does not exist): the batch's difference is only exact against that version.
+async fn read_at(
+    lake: &Lake,
+    rel: &str,
+    spec: &TableSpec,
+    column: &str,
+    keys: &BTreeSet<String>,
+    columns: &[&str],
+) -> Result<(DataFrame, i64)> {
+    let (batches, version) = match lake.open(rel).await? {
+        Some(t) => {
+            let b = if keys.is_empty() { Vec::new() } else { scan_keys(&t, column, keys, Some(columns)).await? };
+            (b, version_of(&t) as i64)
         }
-        _ => Vec::new(),
+        None => (Vec::new(), aggregates::ABSENT),
     };
-    bridge::to_frame(&batches, &spec.arrow_schema())
+    let df = bridge::to_frame(&batches, &spec.arrow_schema())?;
+    Ok((df.select(columns.iter().copied())?, version))
+}
+
+/// Every row of a table, only `columns`, and the version read.
+async fn read_all(lake: &Lake, rel: &str, spec: &TableSpec, columns: &[&str]) -> Result<(DataFrame, i64)> {
+    let (batches, version) = match lake.open(rel).await? {
+        Some(t) => (crate::lake::read::scan_columns(&t, columns).await?, version_of(&t) as i64),
+        None => (Vec::new(), aggregates::ABSENT),
+    };
+    let df = bridge::to_frame(&batches, &spec.arrow_schema())?;
+    Ok((df.select(columns.iter().copied())?, version))
 }
 
 fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
@@ -187,8 +207,21 @@ fn key_frame(name: &str, keys: impl IntoIterator<Item = String>) -> Result<DataF
     Ok(DataFrame::new(v.len(), vec![Column::new(name.into(), v)])?)
 }
 
+/// A gold MERGE's outcome: the table version it started from and ended at (equal, and
+/// `merged` false, when there was nothing to write or the version was applied already).
+struct Committed {
+    before: i64,
+    after: i64,
+    merged: bool,
+}
+
+impl Committed {
+    fn unchanged(v: i64) -> Self {
+        Committed { before: v, after: v, merged: false }
+    }
+}
+
 /// MERGEs `new` rows and deletes `gone` keys into gold table `name`, unless it already has `c.version`.
-/// Returns the table's version afterwards.
 async fn commit(
     lake: &Lake,
     prefix: &str,
@@ -197,10 +230,11 @@ async fn commit(
     new: &DataFrame,
     gone: &DataFrame,
     c: &GoldCommit<'_>,
-) -> Result<i64> {
+) -> Result<Committed> {
     let rel = format!("{prefix}/{name}");
     if !c.needs(name) || (new.height() == 0 && gone.height() == 0) {
-        return Ok(lake.open(&rel).await?.map_or(0, |t| version_of(&t) as i64));
+        let v = lake.open(&rel).await?.map_or(aggregates::ABSENT, |t| version_of(&t) as i64);
+        return Ok(Committed::unchanged(v));
     }
     let mut batches = vec![bridge::to_batch(new, spec)?];
     if gone.height() > 0 {
@@ -218,12 +252,13 @@ async fn commit(
         std::iter::repeat_n(false, new.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
     let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
     let table = lake.open_or_create(&rel, spec).await?;
+    let before = version_of(&table) as i64;
     if crate::lake::has_applied(&table, c.app_id, c.version).await? {
-        return Ok(version_of(&table) as i64); // another instance applied this version already
+        return Ok(Committed::unchanged(before)); // another instance applied this version already
     }
-    let table =
-        merge(table, &MergeSpec { spec, guard: None }, source, vec![Transaction::new(c.app_id, c.version)]).await?;
-    Ok(version_of(&table) as i64)
+    let m = MergeSpec { spec, guard: None, strict: false };
+    let table = merge(table, &m, source, vec![Transaction::new(c.app_id, c.version)]).await?;
+    Ok(Committed { before, after: version_of(&table) as i64, merged: true })
 }
 
 /// Widens the touched orders to every order whose gold rows a change can affect: the previous
@@ -298,13 +333,12 @@ pub async fn recompute(
     // of waiting, which dominated small batches.
     let (orders_path, items_path, ot_path, ol_path) =
         (sp("orders"), sp("order_items"), gp("order_totals"), gp("order_lines"));
-    // What gold held for these orders: only where they were (customer, day) and their lines' keys.
-    let (ot_cols, ol_cols) = (["order_id", "customer_id", "order_date"], ["order_id", "item_id", "product_id"]);
-    let (orders, items, old_totals, old_lines) = tokio::try_join!(
+    // What gold held for these orders, and at which versions: the aggregates move by the difference.
+    let (orders, items, (old_totals, ot_read), (old_lines, ol_read)) = tokio::try_join!(
         read_keys(lake, &orders_path, &schema::SILVER_ORDERS, "order_id", ids),
         read_keys(lake, &items_path, &schema::SILVER_ORDER_ITEMS, "order_id", ids),
-        read_some(lake, &ot_path, &schema::GOLD_ORDER_TOTALS, "order_id", ids, Some(&ot_cols)),
-        read_some(lake, &ol_path, &schema::GOLD_ORDER_LINES, "order_id", ids, Some(&ol_cols)),
+        read_at(lake, &ot_path, &schema::GOLD_ORDER_TOTALS, "order_id", ids, &TOTALS_DIFF),
+        read_at(lake, &ol_path, &schema::GOLD_ORDER_LINES, "order_id", ids, &LINES_DIFF),
     )?;
     let mut product_ids = strings(&items, "product_id")?;
     product_ids.extend(touched.products.iter().cloned());
@@ -318,17 +352,25 @@ pub async fn recompute(
     let gone_lines = totals::missing_keys(&old_lines, &lines, &["item_id"])?;
     let gone_orders =
         totals::missing_keys(&key_frame("order_id", touched.orders.iter().cloned())?, &order_totals, &["order_id"])?;
-    let (lines_v, totals_v) = tokio::try_join!(
+    let (lines_c, totals_c) = tokio::try_join!(
         commit(lake, gold_prefix, "order_lines", &schema::GOLD_ORDER_LINES, &lines, &gone_lines, c),
         commit(lake, gold_prefix, "order_totals", &schema::GOLD_ORDER_TOTALS, &order_totals, &gone_orders, c),
     )?;
-    versions.insert("order_lines".to_string(), lines_v);
-    versions.insert("order_totals".to_string(), totals_v);
+    versions.insert("order_lines".to_string(), lines_c.after);
+    versions.insert("order_totals".to_string(), totals_c.after);
     laps.mark("merge_orders");
 
-    // Totals of everything those orders belong to, now and before (a moved order re-totals both).
-    let mut customers = strings(&order_totals, "customer_id")?;
+    // The difference: what the touched orders were and are. A MERGE that did not run (applied
+    // before) changed nothing, so its side of the difference is empty.
+    let ot_step = aggregates::Step::new(ot_read, totals_c.before, totals_c.after, totals_c.merged);
+    let ol_step = aggregates::Step::new(ol_read, lines_c.before, lines_c.after, lines_c.merged);
+    let new_totals = if totals_c.merged { order_totals.select(TOTALS_DIFF)? } else { old_totals.clone() };
+    let new_lines = if lines_c.merged { lines.select(LINES_DIFF)? } else { old_lines.clone() };
+
+    // Everything those orders belong to, now and before (a moved order changes both).
+    let mut customers = strings(&new_totals, "customer_id")?;
     customers.extend(strings(&old_totals, "customer_id")?);
+    customers.extend(strings(&order_totals, "customer_id")?);
     customers.extend(touched.customers.iter().cloned());
     let mut days = dates(&order_totals, "order_date")?;
     days.extend(dates(&old_totals, "order_date")?);
@@ -336,64 +378,126 @@ pub async fn recompute(
     products_touched.extend(strings(&old_lines, "product_id")?);
     products_touched.extend(touched.products.iter().cloned());
 
-    // The three aggregates read what was just committed and are independent of each other.
+    let agg = |name: &'static str, spec: &'static TableSpec, steps| aggregates::Agg {
+        lake,
+        rel: gp(name),
+        name,
+        spec,
+        c,
+        steps,
+    };
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let (ot_path, ol_path) = (gp("order_totals"), gp("order_lines"));
     let customers_part = async {
-        let cols = ["customer_id", "order_id", "order_date", "country", "cancelled", "units", "total_amount"];
-        let cust_orders = read_some(lake, &ot_path, ot_spec, "customer_id", &customers, Some(&cols)).await?;
-        let rows = totals::customer_totals(&cust_orders, now_us)?;
-        let gone =
-            totals::missing_keys(&key_frame("customer_id", customers.iter().cloned())?, &rows, &["customer_id"])?;
-        let v = commit(lake, gold_prefix, "customer_totals", &schema::GOLD_CUSTOMER_TOTALS, &rows, &gone, c).await?;
-        Ok::<_, crate::error::Error>((rows, gone, v))
+        let a = agg("customer_totals", &schema::GOLD_CUSTOMER_TOTALS, vec![(aggregates::BASE_TOTALS, ot_step)]);
+        let keys = key_frame("customer_id", customers.iter().cloned())?;
+        let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &["customer_id"]);
+        a.update(
+            async |t| {
+                let rows = scan_keys(t, "customer_id", &customers, None).await?;
+                bridge::to_frame(&rows, &schema::GOLD_CUSTOMER_TOTALS.arrow_schema())
+            },
+            |old| match incremental::customers(old, &old_totals, &new_totals, now_us)? {
+                Some(rows) => Ok(Some(pick(&rows)?)),
+                None => Ok(None),
+            },
+            async || {
+                let (all, v) = read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF).await?;
+                Ok(aggregates::Rebuilt {
+                    all: totals::customer_totals(&all, now_us)?,
+                    bases: vec![(aggregates::BASE_TOTALS, v)],
+                })
+            },
+            pick,
+        )
+        .await
     };
     let days_part = async {
-        let ds_path = gp("daily_sales");
-        let (day_orders, old_days) = tokio::try_join!(
-            read_days(lake, &ot_path, ot_spec, "order_date", &days),
-            read_days(lake, &ds_path, &schema::GOLD_DAILY_SALES, "order_date", &days),
-        )?;
-        let rows = totals::daily_sales(&day_orders)?;
-        let gone = totals::missing_keys(&old_days, &rows, &["order_date", "country"])?;
-        let v = commit(lake, gold_prefix, "daily_sales", &schema::GOLD_DAILY_SALES, &rows, &gone, c).await?;
-        Ok::<_, crate::error::Error>((rows, gone, v))
+        let a = agg("daily_sales", &schema::GOLD_DAILY_SALES, vec![(aggregates::BASE_TOTALS, ot_step)]);
+        let day_keys = ["order_date", "country"];
+        let keys = concat(
+            [&old_totals, &order_totals].map(|f| {
+                f.clone().lazy().filter(col("order_date").is_not_null()).select([
+                    col("order_date"),
+                    col("country").fill_null(polars::prelude::lit(totals::UNKNOWN_COUNTRY)),
+                ])
+            }),
+            UnionArgs::default(),
+        )?
+        .collect()?;
+        let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &day_keys);
+        a.update(
+            async |t| {
+                let lits = days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
+                let rows = if days.is_empty() { Vec::new() } else { scan_where_in(t, "order_date", lits).await? };
+                bridge::to_frame(&rows, &schema::GOLD_DAILY_SALES.arrow_schema())
+            },
+            |old| Ok(Some(incremental::days(old, &old_totals, &new_totals)?)),
+            async || {
+                let (all, v) = read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF).await?;
+                Ok(aggregates::Rebuilt { all: totals::daily_sales(&all)?, bases: vec![(aggregates::BASE_TOTALS, v)] })
+            },
+            pick,
+        )
+        .await
     };
     let products_part = async {
-        let line_cols = ["product_id", "order_id", "quantity", "line_amount"];
-        let lines_spec = &schema::GOLD_ORDER_LINES;
-        let product_lines =
-            read_some(lake, &ol_path, lines_spec, "product_id", &products_touched, Some(&line_cols)).await?;
-        let line_orders = strings(&product_lines, "order_id")?;
-        let (p_path, cols) = (sp("products"), ["order_id", "cancelled", "total_amount"]);
-        let (product_rows, line_totals) = tokio::try_join!(
-            read_keys(lake, &p_path, &schema::SILVER_PRODUCTS, "product_id", &products_touched),
-            read_some(lake, &ot_path, ot_spec, "order_id", &line_orders, Some(&cols)),
-        )?;
-        let rows = totals::product_sales(&product_lines, &product_rows, &line_totals)?;
-        let gone =
-            totals::missing_keys(&key_frame("product_id", products_touched.iter().cloned())?, &rows, &["product_id"])?;
-        commit(lake, gold_prefix, "product_sales", &schema::GOLD_PRODUCT_SALES, &rows, &gone, c).await
+        let steps = vec![(aggregates::BASE_TOTALS, ot_step), (aggregates::BASE_LINES, ol_step)];
+        let a = agg("product_sales", &schema::GOLD_PRODUCT_SALES, steps);
+        let keys = key_frame("product_id", products_touched.iter().cloned())?;
+        let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &["product_id"]);
+        let p_path = sp("products");
+        let names = read_keys(lake, &p_path, &schema::SILVER_PRODUCTS, "product_id", &products_touched).await?;
+        a.update(
+            async |t| {
+                let rows = scan_keys(t, "product_id", &products_touched, None).await?;
+                bridge::to_frame(&rows, &schema::GOLD_PRODUCT_SALES.arrow_schema())
+            },
+            |old| {
+                let moved = incremental::products(old, (&old_lines, &old_totals), (&new_lines, &new_totals), &names)?;
+                match moved {
+                    Some(rows) => Ok(Some(pick(&rows)?)),
+                    None => Ok(None),
+                }
+            },
+            async || {
+                let ((lines, lv), (orders, ov)) = tokio::try_join!(
+                    read_all(lake, &ol_path, &schema::GOLD_ORDER_LINES, &LINES_DIFF),
+                    read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF),
+                )?;
+                let all_products = read_all(lake, &p_path, &schema::SILVER_PRODUCTS, &["product_id", "name"]).await?.0;
+                Ok(aggregates::Rebuilt {
+                    all: totals::product_sales(&lines, &all_products, &orders)?,
+                    bases: vec![(aggregates::BASE_TOTALS, ov), (aggregates::BASE_LINES, lv)],
+                })
+            },
+            pick,
+        )
+        .await
     };
-    let ((customer_totals, gone_customers, cv), (daily_sales, gone_days, dv), pv) =
-        tokio::try_join!(customers_part, days_part, products_part)?;
-    versions.insert("customer_totals".to_string(), cv);
-    versions.insert("daily_sales".to_string(), dv);
-    versions.insert("product_sales".to_string(), pv);
+    let (cust, day, prod) = tokio::try_join!(customers_part, days_part, products_part)?;
+    versions.insert("customer_totals".to_string(), cust.version);
+    versions.insert("daily_sales".to_string(), day.version);
+    versions.insert("product_sales".to_string(), prod.version);
     laps.mark("aggregates");
     laps.log();
 
     Ok(GoldFrames {
         deleted_orders: strings(&gone_orders, "order_id")?.into_iter().collect(),
-        deleted_customers: strings(&gone_customers, "customer_id")?.into_iter().collect(),
-        deleted_days: gone_days,
+        deleted_customers: strings(&cust.gone, "customer_id")?.into_iter().collect(),
+        deleted_days: day.gone,
         order_totals,
         order_lines: lines,
-        customer_totals,
-        daily_sales,
+        customer_totals: cust.rows,
+        daily_sales: day.rows,
         versions,
     })
 }
+
+/// The order columns the aggregates are computed from (and the difference carries).
+const TOTALS_DIFF: [&str; 7] =
+    ["order_id", "customer_id", "order_date", "country", "cancelled", "units", "total_amount"];
+/// The line columns product sales are computed from.
+const LINES_DIFF: [&str; 5] = ["order_id", "item_id", "product_id", "quantity", "line_amount"];
 
 /// Silver table names, for `status`.
 pub fn silver_tables() -> impl Iterator<Item = &'static str> {

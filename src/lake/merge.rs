@@ -20,6 +20,9 @@ pub struct MergeSpec<'a> {
     pub spec: &'a TableSpec,
     /// Update a matched row only when `s.<guard> > t.<guard>` (newer source position).
     pub guard: Option<&'static str>,
+    /// Fail (as a commit conflict) rather than commit over a newer table version: for writes whose
+    /// correctness depends on the exact version that was read.
+    pub strict: bool,
 }
 
 /// Appends a `__deleted` flag column to a batch.
@@ -64,7 +67,7 @@ pub async fn merge(
         .with_source_alias("s")
         .with_target_alias("t")
         .with_merge_schema(evolve)
-        .with_commit_properties(commit_with(txns));
+        .with_commit_properties(if m.strict { commit_with(txns).with_max_retries(0) } else { commit_with(txns) });
     if has_deleted {
         let mut pred = format!("s.{DELETED}");
         if let Some(g) = m.guard {

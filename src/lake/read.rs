@@ -64,6 +64,13 @@ pub async fn scan(table: &DeltaTable, filter: Option<Expr>) -> Result<Vec<Record
     Ok(df.collect().await?)
 }
 
+/// Every row of `table`, only `columns`.
+pub async fn scan_columns(table: &DeltaTable, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    Ok(ctx.read_table(table.table_provider().await?)?.select_columns(columns)?.collect().await?)
+}
+
 /// Number of rows in a table.
 pub async fn count(table: &DeltaTable) -> Result<usize> {
     let ctx = SessionContext::new();

@@ -7,9 +7,12 @@ use super::*;
 use crate::gold::totals;
 
 /// Silver-like orders and items; `None` dates and countries appear now and then.
+/// id, customer, country, date, status
+type Order = (String, Option<String>, Option<&'static str>, Option<i32>, &'static str);
+
 #[derive(Clone)]
 struct Shop {
-    orders: Vec<(String, Option<String>, Option<&'static str>, Option<i32>, &'static str)>,
+    orders: Vec<Order>,
     items: Vec<(String, String, String, i64, Option<i64>)>,
 }
 
@@ -195,7 +198,11 @@ fn differences_land_where_a_recompute_lands() {
         let old_rows = only(&ps(&before), "product_id", &prods);
         let got = products(&old_rows, (&old_l, &old_t), (&new_l, &new_t), &catalog()).unwrap().unwrap();
         let c = ["product_id", "product_name", "orders", "units", "revenue"];
-        assert_eq!(sorted(&got, &["product_id"], &c), sorted(&only(&ps(&after), "product_id", &prods), &["product_id"], &c), "round {round}");
+        assert_eq!(
+            sorted(&got, &["product_id"], &c),
+            sorted(&only(&ps(&after), "product_id", &prods), &["product_id"], &c),
+            "round {round}"
+        );
         shop = after_shop;
     }
     assert!(decided > 30, "customers were mostly moved by the difference ({decided} vs {undecided})");
@@ -245,5 +252,8 @@ fn what_a_difference_cannot_move_asks_for_a_recompute() {
     let got = customers(&rows, &empty, &new_t, 1).unwrap().expect("decidable");
     let want = only(&totals::customer_totals(&g.totals, 1).unwrap(), "customer_id", &["c1".to_string()]);
     let c = ["customer_id", "country", "orders", "units", "revenue", "first_order_date", "last_order_date"];
-    assert_eq!(sorted(&only(&got, "customer_id", &["c1".into()]), &["customer_id"], &c), sorted(&want, &["customer_id"], &c));
+    assert_eq!(
+        sorted(&only(&got, "customer_id", &["c1".into()]), &["customer_id"], &c),
+        sorted(&want, &["customer_id"], &c)
+    );
 }
