@@ -1,6 +1,8 @@
-//! Gold: recomputed (never incremented) for exactly the keys a batch touched, from silver, then
-//! MERGEd with the bronze version applied in each table's `txn`. Recompute is idempotent, so a
-//! replay after a crash heals instead of double counting.
+//! Gold: order lines and order totals recomputed for exactly the orders a batch touched, from
+//! silver, then MERGEd with the bronze version applied in each table's `txn`; the aggregates
+//! follow by the batch's difference (`aggregates`). Recompute is idempotent, and the aggregates
+//! only move from the exact version they equal, so a replay after a crash heals instead of
+//! double counting.
 
 pub mod aggregates;
 pub mod bridge;
