@@ -10,12 +10,7 @@
 
 use polars::prelude::*;
 
-use super::totals::UNKNOWN_COUNTRY;
-
-/// Whether an order's amounts count towards net sales (the rule of `totals`).
-fn counts() -> Expr {
-    col("cancelled").not().or(col("total_amount").lt(lit(0i64)))
-}
+use super::totals::{UNKNOWN_COUNTRY, counts};
 
 fn net(c: &str) -> Expr {
     when(counts()).then(col(c)).otherwise(lit(0i64))

@@ -70,7 +70,7 @@ fn not_cancelled_count() -> Expr {
 }
 
 /// Whether an order's amounts count towards net sales (see the module comment).
-fn counts() -> Expr {
+pub(super) fn counts() -> Expr {
     col("cancelled").not().or(col("total_amount").lt(lit(0i64)))
 }
 
