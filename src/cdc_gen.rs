@@ -272,6 +272,10 @@ pub fn synthetic(n: usize, seed: u64, envelope: bool) -> CdcHistory {
                 let before = em.order_json(&db.orders[&id]);
                 let o = db.orders.get_mut(&id).expect("order");
                 o.status = ["paid", "shipped", "cancelled", "delivered"][rng.gen_range(0..4)].into();
+                if rng.gen_bool(0.2) {
+                    // A corrected order date, weeks back: gold must find the order where it was.
+                    o.order_date = day0 - chrono::Duration::days(rng.gen_range(5..40));
+                }
                 if em.channel_exists && o.channel.is_none() {
                     o.channel = Some("web".into());
                 }

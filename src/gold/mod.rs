@@ -8,6 +8,7 @@ pub mod aggregates;
 pub mod bridge;
 pub mod incremental;
 pub mod totals;
+pub mod window;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -224,6 +225,10 @@ impl Committed {
 }
 
 /// MERGEs `new` rows and deletes `gone` keys into gold table `name`, unless it already has `c.version`.
+/// With `window` (the batch's date window and the version it was read at) the MERGE reads only the
+/// files in the window, provided it starts from that version; it is then strict, and a writer that
+/// commits first makes it run again without the window.
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     lake: &Lake,
     prefix: &str,
@@ -232,6 +237,7 @@ async fn commit(
     new: &DataFrame,
     gone: &DataFrame,
     c: &GoldCommit<'_>,
+    window: Option<(&window::DateWindow, i64)>,
 ) -> Result<Committed> {
     let rel = format!("{prefix}/{name}");
     if !c.needs(name) || (new.height() == 0 && gone.height() == 0) {
@@ -253,14 +259,31 @@ async fn commit(
     let flags: Vec<bool> =
         std::iter::repeat_n(false, new.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
     let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
-    let table = lake.open_or_create(&rel, spec).await?;
-    let before = version_of(&table) as i64;
-    if crate::lake::has_applied(&table, c.app_id, c.version).await? {
-        return Ok(Committed::unchanged(before)); // another instance applied this version already
+    let txns = vec![Transaction::new(c.app_id, c.version)];
+    let mut window = window;
+    loop {
+        let table = lake.open_or_create(&rel, spec).await?;
+        let before = version_of(&table) as i64;
+        if crate::lake::has_applied(&table, c.app_id, c.version).await? {
+            return Ok(Committed::unchanged(before)); // another instance applied this version already
+        }
+        // The window only covers the rows as they were read; an empty table created since is fine.
+        let pruned = window.filter(|(_, read)| *read == before || (*read == aggregates::ABSENT && before == 0));
+        let m = MergeSpec {
+            spec,
+            guard: None,
+            strict: pruned.is_some(),
+            target_filter: pruned.map(|(w, _)| w.sql("order_date")),
+        };
+        match merge(table, &m, source.clone(), txns.clone()).await {
+            Ok(table) => return Ok(Committed { before, after: version_of(&table) as i64, merged: true }),
+            Err(e) if pruned.is_some() && e.is_commit_conflict() => {
+                tracing::info!(table = name, "gold MERGE raced another writer: running it again over the whole table");
+                window = None;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let m = MergeSpec { spec, guard: None, strict: false };
-    let table = merge(table, &m, source, vec![Transaction::new(c.app_id, c.version)]).await?;
-    Ok(Committed { before, after: version_of(&table) as i64, merged: true })
 }
 
 /// Widens the touched orders to every order whose gold rows a change can affect: the previous
@@ -340,7 +363,7 @@ pub async fn recompute(
         read_keys(lake, &orders_path, &schema::SILVER_ORDERS, "order_id", ids),
         read_keys(lake, &items_path, &schema::SILVER_ORDER_ITEMS, "order_id", ids),
         read_at(lake, &ot_path, &schema::GOLD_ORDER_TOTALS, "order_id", ids, &TOTALS_DIFF),
-        read_at(lake, &ol_path, &schema::GOLD_ORDER_LINES, "order_id", ids, &LINES_DIFF),
+        read_at(lake, &ol_path, &schema::GOLD_ORDER_LINES, "order_id", ids, &LINES_READ),
     )?;
     let mut product_ids = strings(&items, "product_id")?;
     product_ids.extend(touched.products.iter().cloned());
@@ -354,9 +377,30 @@ pub async fn recompute(
     let gone_lines = totals::missing_keys(&old_lines, &lines, &["item_id"])?;
     let gone_orders =
         totals::missing_keys(&key_frame("order_id", touched.orders.iter().cloned())?, &order_totals, &["order_id"])?;
+    let lines_window = window::DateWindow::of(&old_lines, &lines, "order_date")?;
+    let totals_window = window::DateWindow::of(&old_totals, &order_totals, "order_date")?;
+    let old_lines = old_lines.select(LINES_DIFF)?;
     let (lines_c, totals_c) = tokio::try_join!(
-        commit(lake, gold_prefix, "order_lines", &schema::GOLD_ORDER_LINES, &lines, &gone_lines, c),
-        commit(lake, gold_prefix, "order_totals", &schema::GOLD_ORDER_TOTALS, &order_totals, &gone_orders, c),
+        commit(
+            lake,
+            gold_prefix,
+            "order_lines",
+            &schema::GOLD_ORDER_LINES,
+            &lines,
+            &gone_lines,
+            c,
+            Some((&lines_window, ol_read))
+        ),
+        commit(
+            lake,
+            gold_prefix,
+            "order_totals",
+            &schema::GOLD_ORDER_TOTALS,
+            &order_totals,
+            &gone_orders,
+            c,
+            Some((&totals_window, ot_read))
+        ),
     )?;
     versions.insert("order_lines".to_string(), lines_c.after);
     versions.insert("order_totals".to_string(), totals_c.after);
@@ -500,6 +544,8 @@ const TOTALS_DIFF: [&str; 7] =
     ["order_id", "customer_id", "order_date", "country", "cancelled", "units", "total_amount"];
 /// The line columns product sales are computed from.
 const LINES_DIFF: [&str; 5] = ["order_id", "item_id", "product_id", "quantity", "line_amount"];
+/// What is read of the touched orders' lines: the difference and where the lines lie (the window).
+const LINES_READ: [&str; 6] = ["order_id", "item_id", "product_id", "quantity", "line_amount", "order_date"];
 
 /// Silver table names, for `status`.
 pub fn silver_tables() -> impl Iterator<Item = &'static str> {

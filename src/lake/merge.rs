@@ -23,6 +23,10 @@ pub struct MergeSpec<'a> {
     /// Fail (as a commit conflict) rather than commit over a newer table version: for writes whose
     /// correctness depends on the exact version that was read.
     pub strict: bool,
+    /// A condition on the target alone (`t.…`), ANDed into the MERGE condition so delta-rs skips
+    /// the files whose statistics rule it out. Only target rows that satisfy it can match, so it
+    /// must hold for every row the source's keys could match (see `gold::window`).
+    pub target_filter: Option<String>,
 }
 
 /// Appends a `__deleted` flag column to a batch.
@@ -54,7 +58,10 @@ pub async fn merge(
     let evolve = names.iter().any(|n| !known.contains(n));
     let ctx = SessionContext::new();
     let df = ctx.read_batch(source)?;
-    let on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
+    let mut on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
+    if let Some(f) = &m.target_filter {
+        on = format!("{on} AND ({f})");
+    }
     let mut update_pred = Vec::new();
     if let Some(g) = m.guard {
         update_pred.push(format!("s.{q} > t.{q}", q = quote(g)));
@@ -93,6 +100,15 @@ pub async fn merge(
         }
         i
     })?;
-    let (table, _metrics) = b.await?;
+    let (table, metrics) = b.await?;
+    tracing::debug!(
+        table = %table.table_url(),
+        files_scanned = metrics.num_target_files_scanned,
+        files_skipped = metrics.num_target_files_skipped_during_scan,
+        files_rewritten = metrics.num_target_files_removed,
+        rows_copied = metrics.num_target_rows_copied,
+        ms = metrics.execution_time_ms,
+        "merge"
+    );
     Ok(table)
 }

@@ -33,6 +33,7 @@ fn day_key(days: i64, country: &str) -> String {
 /// Every gold total in the lake equals the reference.
 pub async fn assert_lake_matches(s: &Settings, r: &Reference) {
     let ot = read_table(s, "gold/order_totals").await;
+    assert_eq!(strs(&ot, "order_id").len(), r.orders.len(), "one gold/order_totals row per order");
     assert_eq!(keyed(&ot, "order_id", &["lines", "units", "total_amount"]), r.orders, "gold/order_totals");
     let ct = read_table(s, "gold/customer_totals").await;
     assert_eq!(keyed(&ct, "customer_id", &["orders", "units", "revenue"]), r.customers, "gold/customer_totals");

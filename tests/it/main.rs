@@ -10,6 +10,7 @@ mod config_errors;
 mod crash;
 mod deploy;
 mod e2e;
+mod gold_window;
 mod lake_format;
 mod maintain;
 mod metrics;
