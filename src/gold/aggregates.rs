@@ -166,7 +166,7 @@ impl Agg<'_> {
         }
         let flags = std::iter::repeat_n(false, rows.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
         let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
-        let m = MergeSpec { spec: self.spec, guard: None, strict: true, target_filter: None };
+        let m = MergeSpec { spec: self.spec, guard: None, strict: true };
         Ok(version_of(&merge(t, &m, source, txns).await?) as i64)
     }
 }

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
 use crate::lake::read::{scan_keys, scan_where_in};
 use crate::lake::schema::{self, TableSpec};
-use crate::lake::{Lake, silver, version_of};
+use crate::lake::{Lake, rewrite, silver, version_of};
 use crate::model::{Changes, Entity};
 
 /// Elapsed time per gold step, logged at debug level (`ORDERLAKE_LOG=orderlake::gold=debug`) to
@@ -225,9 +225,10 @@ impl Committed {
 }
 
 /// MERGEs `new` rows and deletes `gone` keys into gold table `name`, unless it already has `c.version`.
-/// With `window` (the batch's date window and the version it was read at) the MERGE reads only the
-/// files in the window, provided it starts from that version; it is then strict, and a writer that
-/// commits first makes it run again without the window.
+/// With `window` (the batch's date window and the version it was read at), provided the table is
+/// still at that version, only the files holding the batch's orders are rewritten (found within the
+/// window) and the new rows get files of their own (`lake::rewrite`); that commit is strict, and a
+/// writer that commits first makes it run again as a MERGE over the whole table.
 #[allow(clippy::too_many_arguments)]
 async fn commit(
     lake: &Lake,
@@ -269,16 +270,23 @@ async fn commit(
         }
         // The window only covers the rows as they were read; an empty table created since is fine.
         let pruned = window.filter(|(_, read)| *read == before || (*read == aggregates::ABSENT && before == 0));
-        let m = MergeSpec {
-            spec,
-            guard: None,
-            strict: pruned.is_some(),
-            target_filter: pruned.map(|(w, _)| w.sql("order_date")),
+        let outcome = match pruned {
+            Some((w, _)) => {
+                let mut keys = strings(new, spec.key[0])?;
+                keys.extend(strings(gone, spec.key[0])?);
+                let rows = bridge::to_batch(new, spec)?;
+                let w = w.expr("order_date");
+                rewrite::replace_keys(table, spec.key[0], &keys, rows, w, txns.clone()).await.map(|(t, _)| t)
+            }
+            None => {
+                let m = MergeSpec { spec, guard: None, strict: false };
+                merge(table, &m, source.clone(), txns.clone()).await
+            }
         };
-        match merge(table, &m, source.clone(), txns.clone()).await {
+        match outcome {
             Ok(table) => return Ok(Committed { before, after: version_of(&table) as i64, merged: true }),
             Err(e) if pruned.is_some() && e.is_commit_conflict() => {
-                tracing::info!(table = name, "gold MERGE raced another writer: running it again over the whole table");
+                tracing::info!(table = name, "gold write raced another writer: running it again as a MERGE");
                 window = None;
             }
             Err(e) => return Err(e),

@@ -23,10 +23,6 @@ pub struct MergeSpec<'a> {
     /// Fail (as a commit conflict) rather than commit over a newer table version: for writes whose
     /// correctness depends on the exact version that was read.
     pub strict: bool,
-    /// A condition on the target alone (`t.…`), ANDed into the MERGE condition so delta-rs skips
-    /// the files whose statistics rule it out. Only target rows that satisfy it can match, so it
-    /// must hold for every row the source's keys could match (see `gold::window`).
-    pub target_filter: Option<String>,
 }
 
 /// Appends a `__deleted` flag column to a batch.
@@ -58,10 +54,7 @@ pub async fn merge(
     let evolve = names.iter().any(|n| !known.contains(n));
     let ctx = SessionContext::new();
     let df = ctx.read_batch(source)?;
-    let mut on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
-    if let Some(f) = &m.target_filter {
-        on = format!("{on} AND ({f})");
-    }
+    let on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
     let mut update_pred = Vec::new();
     if let Some(g) = m.guard {
         update_pred.push(format!("s.{q} > t.{q}", q = quote(g)));

@@ -5,6 +5,7 @@ pub mod bronze;
 pub mod dead_letter;
 pub mod merge;
 pub mod read;
+pub mod rewrite;
 pub mod rows;
 pub mod schema;
 pub mod silver;

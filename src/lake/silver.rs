@@ -100,7 +100,7 @@ async fn write_tombstones(lake: &Lake, prefix: &str, deletes: &[&DeleteRow], now
         ],
     )?;
     let t = lake.open_or_create(&format!("{prefix}/{TOMBSTONES}"), spec).await?;
-    merge(t, &MergeSpec { spec, guard: Some("source_pos"), strict: false, target_filter: None }, b, vec![]).await?;
+    merge(t, &MergeSpec { spec, guard: Some("source_pos"), strict: false }, b, vec![]).await?;
     Ok(())
 }
 
@@ -203,6 +203,6 @@ pub async fn apply_table(
         let t = super::mark(table, spec, vec![txn]).await?;
         return Ok(Some(t));
     }
-    let m = MergeSpec { spec, guard: Some("source_pos"), strict: false, target_filter: None };
+    let m = MergeSpec { spec, guard: Some("source_pos"), strict: false };
     Ok(Some(merge(table, &m, source, vec![txn]).await?))
 }

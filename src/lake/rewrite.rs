@@ -1,0 +1,146 @@
+//! Replacing the rows of a set of keys by copy-on-write of only the files that hold them, with the
+//! new rows in a file of their own, in one strict commit.
+//!
+//! delta-rs's MERGE writes the rows it copies and the rows it inserts into the same new file. A
+//! table where every batch updates one older row (an order whose lines straddle two batches) then
+//! stays one file that every batch rewrites whole: the cost of a batch grows with the table. Here
+//! a batch rewrites only the files holding its existing keys (found within a file-skipping
+//! window) and adds its rows as new files, so the cost stays that of the batch.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use deltalake::DeltaTable;
+use deltalake::datafusion::common::JoinType;
+use deltalake::datafusion::prelude::{Expr, SessionContext};
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::{DeltaOperation, MergePredicate};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::TryStreamExt;
+
+use super::commit_with;
+use crate::error::Result;
+
+const FILE: &str = "__orderlake_file";
+const KEY: &str = "__orderlake_key";
+
+/// What a rewrite did, recorded as the commit's `operationMetrics`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Rewritten {
+    pub files_rewritten: usize,
+    pub rows_copied: usize,
+    pub rows_written: usize,
+}
+
+/// Replaces every row of `table` whose `key` is in `keys` by `rows` (keys without a row in `rows`
+/// are deleted). `window` must hold for every existing row of those keys: only files it leaves
+/// are searched. Strict: fails as a commit conflict if the table moved since `table`'s version.
+pub async fn replace_keys(
+    table: DeltaTable,
+    key: &str,
+    keys: &BTreeSet<String>,
+    rows: RecordBatch,
+    window: Expr,
+    txns: Vec<Transaction>,
+) -> Result<(DeltaTable, Rewritten)> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let mut done = Rewritten::default();
+
+    // The files that hold the keys, searched within the window.
+    let scan = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
+    let located = scan.filter(window)?.select_columns(&[key, FILE])?;
+    let kind = located.schema().field_with_unqualified_name(key)?.data_type().clone();
+    let key_batch = key_batch(keys, &kind)?;
+    let hits = ctx.read_batch(key_batch.clone())?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
+    // The scan names files by URL, the log by path relative to the table root.
+    let root = table.table_url().to_string();
+    let root = root.trim_end_matches('/');
+    let mut files = BTreeSet::new();
+    for b in hits.select_columns(&[FILE])?.collect().await? {
+        let f = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        for url in f.as_string::<i32>().iter().flatten() {
+            files.insert(url.strip_prefix(root).map_or(url, |p| p.trim_start_matches('/')).to_string());
+        }
+    }
+
+    // Their other rows are copied into new files; the files go.
+    let mut writer = RecordBatchWriter::for_table(&table)?;
+    let schema = writer.arrow_schema();
+    let mut actions: Vec<Action> = Vec::new();
+    if !files.is_empty() {
+        let provider = table.table_provider().with_file_paths(files.iter().cloned()).await?;
+        let all = ctx.read_table(provider)?;
+        let kept = ctx.read_batch(key_batch)?.join(all, JoinType::RightAnti, &[KEY], &[key], None)?;
+        for b in kept.collect().await? {
+            if b.num_rows() > 0 {
+                done.rows_copied += b.num_rows();
+                writer.write(conform(&b, &schema)?).await?;
+            }
+        }
+        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        let snapshot = table.snapshot()?.snapshot().clone();
+        let mut views = snapshot.file_views(table.log_store().as_ref(), None);
+        while let Some(v) = views.try_next().await? {
+            if files.contains(v.path().as_ref()) {
+                actions.push(Action::Remove(v.remove_action(true)));
+                done.files_rewritten += 1;
+            }
+        }
+        if done.files_rewritten != files.len() {
+            return Err(crate::error::Error::Other(format!(
+                "rewrite of {}: {} files hold the keys but {} of them are in the table's file list",
+                table.table_url(),
+                files.len(),
+                done.files_rewritten
+            )));
+        }
+    }
+    if rows.num_rows() > 0 {
+        done.rows_written = rows.num_rows();
+        writer.write(conform(&rows, &schema)?).await?;
+        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+    }
+
+    let mut props = commit_with(txns).with_max_retries(0);
+    props = props.with_metadata([(
+        "operationMetrics".to_string(),
+        serde_json::to_value(&done).map_err(|e| crate::error::Error::Other(e.to_string()))?,
+    )]);
+    let op = DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: Some(format!("t.{key} = s.{key}")),
+        matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: None }],
+        not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
+        not_matched_by_source_predicates: vec![],
+    };
+    let commit = CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op);
+    commit.await?;
+    let mut table = table;
+    table.update_state().await?;
+    Ok((table, done))
+}
+
+fn key_batch(keys: &BTreeSet<String>, kind: &DataType) -> Result<RecordBatch> {
+    let values: Arc<dyn Array> = Arc::new(StringArray::from_iter_values(keys.iter()));
+    let values = arrow::compute::cast(&values, kind)?;
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new(KEY, kind.clone(), false)])), vec![values])?)
+}
+
+/// `batch` with the writer's column types (a scan may hand strings back as views).
+fn conform(batch: &RecordBatch, schema: &Arc<Schema>) -> Result<RecordBatch> {
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                crate::error::Error::Other(format!("rewrite: column {} missing from the rows", f.name()))
+            })?;
+            Ok(arrow::compute::cast(c, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
