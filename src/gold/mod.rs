@@ -276,7 +276,9 @@ async fn commit(
                 keys.extend(strings(gone, spec.key[0])?);
                 let rows = bridge::to_batch(new, spec)?;
                 let w = w.expr("order_date");
-                rewrite::replace_keys(table, spec.key[0], &keys, rows, w, txns.clone()).await.map(|(t, _)| t)
+                rewrite::replace_keys(table, spec.key[0], &keys, rows, Some(w), None, txns.clone())
+                    .await
+                    .map(|(t, _)| t)
             }
             None => {
                 let m = MergeSpec { spec, guard: None, strict: false };

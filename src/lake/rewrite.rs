@@ -7,10 +7,10 @@
 //! a batch rewrites only the files holding its existing keys (found within a file-skipping
 //! window) and adds its rows as new files, so the cost stays that of the batch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use deltalake::DeltaTable;
 use deltalake::datafusion::common::JoinType;
@@ -22,6 +22,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
 
 use super::commit_with;
+use super::merge::DELETED;
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
@@ -35,15 +36,18 @@ pub struct Rewritten {
     pub rows_written: usize,
 }
 
-/// Replaces every row of `table` whose `key` is in `keys` by `rows` (keys without a row in `rows`
-/// are deleted). `window` must hold for every existing row of those keys: only files it leaves
-/// are searched. Strict: fails as a commit conflict if the table moved since `table`'s version.
+/// Replaces every row of `table` whose `key` is in `keys` by `rows` (keys without a row in `rows`,
+/// or whose row is flagged in a [`DELETED`] column, are deleted). `window`, when given, must hold
+/// for every existing row of those keys: only files it leaves are searched. With `guard` (a column
+/// of both), an existing row whose guard is not older than the new row's stays as it is (silver's
+/// ordering rule). Strict: fails as a commit conflict if the table moved since `table`'s version.
 pub async fn replace_keys(
     table: DeltaTable,
     key: &str,
     keys: &BTreeSet<String>,
     rows: RecordBatch,
-    window: Expr,
+    window: Option<Expr>,
+    guard: Option<&str>,
     txns: Vec<Transaction>,
 ) -> Result<(DeltaTable, Rewritten)> {
     let ctx = SessionContext::new();
@@ -51,11 +55,13 @@ pub async fn replace_keys(
     let mut done = Rewritten::default();
 
     // The files that hold the keys, searched within the window.
-    let scan = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
-    let located = scan.filter(window)?.select_columns(&[key, FILE])?;
+    let mut located = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
+    if let Some(w) = window {
+        located = located.filter(w)?;
+    }
+    let located = located.select_columns(&[key, FILE])?;
     let kind = located.schema().field_with_unqualified_name(key)?.data_type().clone();
-    let key_batch = key_batch(keys, &kind)?;
-    let hits = ctx.read_batch(key_batch.clone())?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
+    let hits = ctx.read_batch(key_batch(keys, &kind)?)?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
     // The scan names files by URL, the log by path relative to the table root.
     let root = table.table_url().to_string();
     let root = root.trim_end_matches('/');
@@ -67,18 +73,40 @@ pub async fn replace_keys(
         }
     }
 
-    // Their other rows are copied into new files; the files go.
+    // The new rows by key, with their guard value.
+    let new_keys = strings(&rows, key)?;
+    let new_guard = guard.map(|g| strings(&rows, g)).transpose()?;
+    let by_key: HashMap<&str, usize> =
+        new_keys.iter().enumerate().filter_map(|(i, k)| k.as_deref().map(|k| (k, i))).collect();
+    // Keys whose existing row is at least as new as the batch's: that row stays.
+    let mut stale: HashSet<String> = HashSet::new();
+
+    // The files' other rows (and rows that stay) are copied into new files; the files go.
     let mut writer = RecordBatchWriter::for_table(&table)?;
     let schema = writer.arrow_schema();
     let mut actions: Vec<Action> = Vec::new();
     if !files.is_empty() {
         let provider = table.table_provider().with_file_paths(files.iter().cloned()).await?;
-        let all = ctx.read_table(provider)?;
-        let kept = ctx.read_batch(key_batch)?.join(all, JoinType::RightAnti, &[KEY], &[key], None)?;
-        for b in kept.collect().await? {
-            if b.num_rows() > 0 {
-                done.rows_copied += b.num_rows();
-                writer.write(conform(&b, &schema)?).await?;
+        for b in ctx.read_table(provider)?.collect().await? {
+            let old_keys = strings(&b, key)?;
+            let old_guard = guard.map(|g| strings(&b, g)).transpose()?;
+            let keep: BooleanArray = (0..b.num_rows())
+                .map(|i| {
+                    let Some(k) = old_keys[i].as_deref().filter(|k| keys.contains(*k)) else { return Some(true) };
+                    let newer = match (&old_guard, &new_guard, by_key.get(k)) {
+                        (Some(og), Some(ng), Some(j)) => ng[*j] > og[i],
+                        _ => true, // no guard, or a key the batch only deletes
+                    };
+                    if !newer {
+                        stale.insert(k.to_string());
+                    }
+                    Some(!newer)
+                })
+                .collect();
+            let kept = arrow::compute::filter_record_batch(&b, &keep)?;
+            if kept.num_rows() > 0 {
+                done.rows_copied += kept.num_rows();
+                writer.write(conform(&kept, &schema)?).await?;
             }
         }
         actions.extend(writer.flush().await?.into_iter().map(Action::Add));
@@ -99,6 +127,15 @@ pub async fn replace_keys(
             )));
         }
     }
+    let deleted = rows.column_by_name(DELETED).map(|c| c.as_boolean().clone());
+    let write: BooleanArray = (0..rows.num_rows())
+        .map(|i| {
+            let gone = deleted.as_ref().is_some_and(|d| d.value(i));
+            let stays = new_keys[i].as_deref().is_some_and(|k| stale.contains(k));
+            Some(!gone && !stays)
+        })
+        .collect();
+    let rows = arrow::compute::filter_record_batch(&rows, &write)?;
     if rows.num_rows() > 0 {
         done.rows_written = rows.num_rows();
         writer.write(conform(&rows, &schema)?).await?;
@@ -106,10 +143,8 @@ pub async fn replace_keys(
     }
 
     let mut props = commit_with(txns).with_max_retries(0);
-    props = props.with_metadata([(
-        "operationMetrics".to_string(),
-        serde_json::to_value(&done).map_err(|e| crate::error::Error::Other(e.to_string()))?,
-    )]);
+    let metrics = serde_json::to_value(&done).map_err(|e| crate::error::Error::Other(e.to_string()))?;
+    props = props.with_metadata([("operationMetrics".to_string(), metrics)]);
     let op = DeltaOperation::Merge {
         predicate: None,
         merge_predicate: Some(format!("t.{key} = s.{key}")),
@@ -122,6 +157,15 @@ pub async fn replace_keys(
     let mut table = table;
     table.update_state().await?;
     Ok((table, done))
+}
+
+/// A string column as owned values (any string type).
+fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| crate::error::Error::Other(format!("rewrite: column {name} missing from the rows")))?;
+    let c = arrow::compute::cast(c, &DataType::Utf8)?;
+    Ok(c.as_string::<i32>().iter().map(|v| v.map(String::from)).collect())
 }
 
 fn key_batch(keys: &BTreeSet<String>, kind: &DataType) -> Result<RecordBatch> {

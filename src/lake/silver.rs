@@ -3,7 +3,7 @@
 //! arrivals can never move a row back in time. Deletes remove the row and leave a tombstone in
 //! `silver/_deletes`, so an older change arriving after the delete cannot bring the row back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -202,6 +202,43 @@ pub async fn apply_table(
         // Everything was older than what silver has: record progress only.
         let t = super::mark(table, spec, vec![txn]).await?;
         return Ok(Some(t));
+    }
+    // The same columns as the table: replace the batch's keys in only the files that hold them
+    // (a MERGE rewrites the whole file its inserts land in: one file, rewritten every batch).
+    // Other shapes (a column added mid-stream, or one the source lacks) keep MERGE's semantics.
+    let table_cols: BTreeSet<String> = table.snapshot()?.schema().fields().map(|f| f.name().clone()).collect();
+    let source_cols: BTreeSet<String> =
+        source.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != super::merge::DELETED).collect();
+    if table_cols == source_cols {
+        let key = entity.key_column();
+        // Only the source's keys: a key without a source row would read as deleted.
+        let key_col = arrow::compute::cast(
+            source.column_by_name(key).expect("the source has its key"),
+            &arrow::datatypes::DataType::Utf8,
+        )?;
+        let keys: BTreeSet<String> =
+            arrow::array::AsArray::as_string::<i32>(&key_col).iter().flatten().map(String::from).collect();
+        let attempt = super::rewrite::replace_keys(
+            table,
+            key,
+            &keys,
+            source.clone(),
+            None,
+            Some("source_pos"),
+            vec![txn.clone()],
+        )
+        .await;
+        match attempt {
+            Ok((t, _)) => return Ok(Some(t)),
+            Err(e) if e.is_commit_conflict() => {
+                tracing::info!(table = %rel, "silver write raced another writer: running it again as a MERGE");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let table = lake.open_or_create(&rel, spec).await?;
+    if super::has_applied(&table, &txn.app_id, txn.version).await? {
+        return Ok(Some(table));
     }
     let m = MergeSpec { spec, guard: Some("source_pos"), strict: false };
     Ok(Some(merge(table, &m, source, vec![txn]).await?))
