@@ -1,8 +1,9 @@
 //! Gold: order lines and order totals recomputed for exactly the orders a batch touched, from
-//! silver, then MERGEd with the bronze version applied in each table's `txn`; the aggregates
-//! follow by the batch's difference (`aggregates`). Recompute is idempotent, and the aggregates
-//! only move from the exact version they equal, so a replay after a crash heals instead of
-//! double counting.
+//! silver, then written over the old rows of those orders (only the files holding them, found
+//! within the batch's date window) with the bronze version applied in each table's `txn`; the
+//! aggregates follow by the batch's difference (`aggregates`). Recompute is idempotent, and the
+//! aggregates only move from the exact version they equal, so a replay after a crash heals
+//! instead of double counting.
 
 pub mod aggregates;
 pub mod bridge;
