@@ -273,13 +273,8 @@ async fn commit(
         let pruned = window.filter(|(_, read)| *read == before || (*read == aggregates::ABSENT && before == 0));
         let outcome = match pruned {
             Some((w, _)) => {
-                let mut keys = strings(new, spec.key[0])?;
-                keys.extend(strings(gone, spec.key[0])?);
-                let rows = bridge::to_batch(new, spec)?;
-                let w = w.expr("order_date");
-                rewrite::replace_keys(table, spec.key[0], &keys, rows, Some(w), None, txns.clone())
-                    .await
-                    .map(|(t, _)| t)
+                let w = Some(w.expr("order_date"));
+                rewrite::replace_keys(table, spec.key[0], source.clone(), w, None, txns.clone()).await
             }
             None => {
                 let m = MergeSpec { spec, guard: None, strict: false };

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema};
 use deltalake::DeltaTable;
 use deltalake::datafusion::common::JoinType;
 use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
@@ -41,16 +41,20 @@ pub async fn scan_keys(
     }
     // The key column as the scan presents it (Utf8 or Utf8View), so the join needs no coercion.
     let kind = rows.schema().field_with_unqualified_name(column)?.data_type().clone();
-    let values: Arc<dyn arrow::array::Array> = Arc::new(StringArray::from_iter_values(keys.iter()));
-    let values = arrow::compute::cast(&values, &kind)?;
-    let key_batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new(KEY, kind, false)])), vec![values])?;
     // Keys on the left (the hash table's side), rows streamed on the right.
-    let matched = ctx.read_batch(key_batch)?.join(rows, JoinType::RightSemi, &[KEY], &[column], None)?;
+    let matched = ctx.read_batch(key_batch(keys, &kind)?)?.join(rows, JoinType::RightSemi, &[KEY], &[column], None)?;
     Ok(matched.collect().await?)
 }
 
-/// Name of the key column of `scan_keys`' join (distinct from every table column).
-const KEY: &str = "__orderlake_key";
+/// Name of the key column of a key join (distinct from every table column).
+pub(crate) const KEY: &str = "__orderlake_key";
+
+/// `keys` as a one-column batch ([`KEY`]) of the type the scanned key column has.
+pub(crate) fn key_batch(keys: impl IntoIterator<Item = impl AsRef<str>>, kind: &DataType) -> Result<RecordBatch> {
+    let values: Arc<dyn arrow::array::Array> = Arc::new(StringArray::from_iter_values(keys));
+    let values = arrow::compute::cast(&values, kind)?;
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new(KEY, kind.clone(), false)])), vec![values])?)
+}
 
 /// Rows of `table` matching `filter` (all rows when `None`).
 pub async fn scan(table: &DeltaTable, filter: Option<Expr>) -> Result<Vec<RecordBatch>> {

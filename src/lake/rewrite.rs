@@ -10,8 +10,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Schema};
 use deltalake::DeltaTable;
 use deltalake::datafusion::common::JoinType;
 use deltalake::datafusion::prelude::{Expr, SessionContext};
@@ -23,36 +23,42 @@ use futures::TryStreamExt;
 
 use super::commit_with;
 use super::merge::DELETED;
+use super::read::{KEY, key_batch};
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
-const KEY: &str = "__orderlake_key";
 
 /// What a rewrite did, recorded as the commit's `operationMetrics`.
 #[derive(Debug, Default, serde::Serialize)]
-pub struct Rewritten {
-    pub files_rewritten: usize,
-    pub rows_copied: usize,
-    pub rows_written: usize,
+struct Rewritten {
+    files_rewritten: usize,
+    rows_copied: usize,
+    rows_written: usize,
 }
 
-/// Replaces every row of `table` whose `key` is in `keys` by `rows` (keys without a row in `rows`,
-/// or whose row is flagged in a [`DELETED`] column, are deleted). `window`, when given, must hold
-/// for every existing row of those keys: only files it leaves are searched. With `guard` (a column
-/// of both), an existing row whose guard is not older than the new row's stays as it is (silver's
+/// Replaces the rows of `table` whose `key` is one of `rows`' keys by those rows; a row flagged
+/// in a [`DELETED`] column deletes its key instead. `window`, when given, must hold for every
+/// existing row of those keys: only files it leaves are searched. With `guard` (a column of
+/// both), an existing row whose guard is not older than the new row's stays as it is (silver's
 /// ordering rule). Strict: fails as a commit conflict if the table moved since `table`'s version.
 pub async fn replace_keys(
     table: DeltaTable,
     key: &str,
-    keys: &BTreeSet<String>,
     rows: RecordBatch,
     window: Option<Expr>,
     guard: Option<&str>,
     txns: Vec<Transaction>,
-) -> Result<(DeltaTable, Rewritten)> {
+) -> Result<DeltaTable> {
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
     let mut done = Rewritten::default();
+
+    // The new rows by key (keys are unique: callers keep one change per key).
+    let new_keys = utf8(&rows, key)?;
+    let new_keys = new_keys.as_string::<i32>();
+    let new_guard = guard.map(|g| utf8(&rows, g)).transpose()?;
+    let new_guard = new_guard.as_ref().map(|g| g.as_string::<i32>());
+    let by_key: HashMap<&str, usize> = new_keys.iter().enumerate().filter_map(|(i, k)| Some((k?, i))).collect();
 
     // The files that hold the keys, searched within the window.
     let mut located = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
@@ -61,7 +67,8 @@ pub async fn replace_keys(
     }
     let located = located.select_columns(&[key, FILE])?;
     let kind = located.schema().field_with_unqualified_name(key)?.data_type().clone();
-    let hits = ctx.read_batch(key_batch(keys, &kind)?)?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
+    let keys = key_batch(by_key.keys(), &kind)?;
+    let hits = ctx.read_batch(keys)?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
     // The scan names files by URL, the log by path relative to the table root.
     let root = table.table_url().to_string();
     let root = root.trim_end_matches('/');
@@ -73,14 +80,8 @@ pub async fn replace_keys(
         }
     }
 
-    // The new rows by key, with their guard value.
-    let new_keys = strings(&rows, key)?;
-    let new_guard = guard.map(|g| strings(&rows, g)).transpose()?;
-    let by_key: HashMap<&str, usize> =
-        new_keys.iter().enumerate().filter_map(|(i, k)| k.as_deref().map(|k| (k, i))).collect();
     // Keys whose existing row is at least as new as the batch's: that row stays.
     let mut stale: HashSet<String> = HashSet::new();
-
     // The files' other rows (and rows that stay) are copied into new files; the files go.
     let mut writer = RecordBatchWriter::for_table(&table)?;
     let schema = writer.arrow_schema();
@@ -88,14 +89,21 @@ pub async fn replace_keys(
     if !files.is_empty() {
         let provider = table.table_provider().with_file_paths(files.iter().cloned()).await?;
         for b in ctx.read_table(provider)?.collect().await? {
-            let old_keys = strings(&b, key)?;
-            let old_guard = guard.map(|g| strings(&b, g)).transpose()?;
+            let old_keys = utf8(&b, key)?;
+            let old_keys = old_keys.as_string::<i32>();
+            let old_guard = guard.map(|g| utf8(&b, g)).transpose()?;
+            let old_guard = old_guard.as_ref().map(|g| g.as_string::<i32>());
             let keep: BooleanArray = (0..b.num_rows())
                 .map(|i| {
-                    let Some(k) = old_keys[i].as_deref().filter(|k| keys.contains(*k)) else { return Some(true) };
-                    let newer = match (&old_guard, &new_guard, by_key.get(k)) {
-                        (Some(og), Some(ng), Some(j)) => ng[*j] > og[i],
-                        _ => true, // no guard, or a key the batch only deletes
+                    let Some((k, j)) =
+                        old_keys.is_valid(i).then(|| old_keys.value(i)).and_then(|k| Some((k, by_key.get(k)?)))
+                    else {
+                        return Some(true); // not one of the batch's keys
+                    };
+                    let newer = match (old_guard, new_guard) {
+                        // As MERGE's `s.guard > t.guard`: a missing value is never newer.
+                        (Some(og), Some(ng)) => ng.is_valid(*j) && og.is_valid(i) && ng.value(*j) > og.value(i),
+                        _ => true,
                     };
                     if !newer {
                         stale.insert(k.to_string());
@@ -131,7 +139,7 @@ pub async fn replace_keys(
     let write: BooleanArray = (0..rows.num_rows())
         .map(|i| {
             let gone = deleted.as_ref().is_some_and(|d| d.value(i));
-            let stays = new_keys[i].as_deref().is_some_and(|k| stale.contains(k));
+            let stays = new_keys.is_valid(i) && stale.contains(new_keys.value(i));
             Some(!gone && !stays)
         })
         .collect();
@@ -154,24 +162,24 @@ pub async fn replace_keys(
     };
     let commit = CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op);
     commit.await?;
+    tracing::debug!(
+        table = %table.table_url(),
+        files_rewritten = done.files_rewritten,
+        rows_copied = done.rows_copied,
+        rows_written = done.rows_written,
+        "rewrite"
+    );
     let mut table = table;
     table.update_state().await?;
-    Ok((table, done))
+    Ok(table)
 }
 
-/// A string column as owned values (any string type).
-fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+/// A string column as plain `Utf8` (a scan may hand strings back as views).
+fn utf8(b: &RecordBatch, name: &str) -> Result<ArrayRef> {
     let c = b
         .column_by_name(name)
         .ok_or_else(|| crate::error::Error::Other(format!("rewrite: column {name} missing from the rows")))?;
-    let c = arrow::compute::cast(c, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>().iter().map(|v| v.map(String::from)).collect())
-}
-
-fn key_batch(keys: &BTreeSet<String>, kind: &DataType) -> Result<RecordBatch> {
-    let values: Arc<dyn Array> = Arc::new(StringArray::from_iter_values(keys.iter()));
-    let values = arrow::compute::cast(&values, kind)?;
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new(KEY, kind.clone(), false)])), vec![values])?)
+    Ok(arrow::compute::cast(c, &DataType::Utf8)?)
 }
 
 /// `batch` with the writer's column types (a scan may hand strings back as views).

@@ -209,37 +209,23 @@ pub async fn apply_table(
     let table_cols: BTreeSet<String> = table.snapshot()?.schema().fields().map(|f| f.name().clone()).collect();
     let source_cols: BTreeSet<String> =
         source.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != super::merge::DELETED).collect();
-    if table_cols == source_cols {
-        let key = entity.key_column();
-        // Only the source's keys: a key without a source row would read as deleted.
-        let key_col = arrow::compute::cast(
-            source.column_by_name(key).expect("the source has its key"),
-            &arrow::datatypes::DataType::Utf8,
-        )?;
-        let keys: BTreeSet<String> =
-            arrow::array::AsArray::as_string::<i32>(&key_col).iter().flatten().map(String::from).collect();
-        let attempt = super::rewrite::replace_keys(
-            table,
-            key,
-            &keys,
-            source.clone(),
-            None,
-            Some("source_pos"),
-            vec![txn.clone()],
-        )
-        .await;
-        match attempt {
-            Ok((t, _)) => return Ok(Some(t)),
+    let table = if table_cols == source_cols {
+        let (key, guard) = (entity.key_column(), Some("source_pos"));
+        match super::rewrite::replace_keys(table, key, source.clone(), None, guard, vec![txn.clone()]).await {
+            Ok(t) => return Ok(Some(t)),
             Err(e) if e.is_commit_conflict() => {
                 tracing::info!(table = %rel, "silver write raced another writer: running it again as a MERGE");
+                let table = lake.open_or_create(&rel, spec).await?;
+                if super::has_applied(&table, &txn.app_id, txn.version).await? {
+                    return Ok(Some(table));
+                }
+                table
             }
             Err(e) => return Err(e),
         }
-    }
-    let table = lake.open_or_create(&rel, spec).await?;
-    if super::has_applied(&table, &txn.app_id, txn.version).await? {
-        return Ok(Some(table));
-    }
+    } else {
+        table
+    };
     let m = MergeSpec { spec, guard: Some("source_pos"), strict: false };
     Ok(Some(merge(table, &m, source, vec![txn]).await?))
 }

@@ -73,3 +73,32 @@ async fn an_order_whose_date_moved_is_found_and_only_its_file_is_rewritten() {
         assert_eq!(m["rows_written"].as_u64(), Some(written), "{rel}: {m}");
     }
 }
+
+/// A rewrite is only right against the version it searched: over a table another writer moved
+/// since, it must fail as a commit conflict (callers then MERGE) and leave the table as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_over_a_table_that_moved_fails_as_a_conflict_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("gold-window-race");
+    let s = settings(&name, &LakeKind::Local(dir.path().to_path_buf()), false);
+    let records = vec![line("700001", "12/1/2019", "22001", 3), line("700002", "12/1/2019", "22002", 1)];
+    produce::publish(&s, &name, &records, None).await.unwrap();
+    run_once(&s).await;
+
+    let rel = "gold/order_totals";
+    let lake = Lake::new(&s);
+    let batches = read_table(&s, rel).await;
+    let rows = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let stale = lake.open(rel).await.unwrap().unwrap();
+    let v = orderlake::lake::version_of(&stale);
+    // Another writer replaces the same orders first.
+    let fresh = lake.open(rel).await.unwrap().unwrap();
+    orderlake::lake::rewrite::replace_keys(fresh, "order_id", rows.clone(), None, None, vec![]).await.unwrap();
+    assert_eq!(table_version(&s, rel).await, Some(v + 1));
+
+    let err = orderlake::lake::rewrite::replace_keys(stale, "order_id", rows, None, None, vec![]).await.unwrap_err();
+    assert!(err.is_commit_conflict(), "a rewrite over a newer version is a commit conflict: {err}");
+    assert_eq!(table_version(&s, rel).await, Some(v + 1), "the failed rewrite committed nothing");
+    let ids = strs(&read_table(&s, rel).await, "order_id");
+    assert_eq!(ids.len(), 2, "still one row per order: {ids:?}");
+}
