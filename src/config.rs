@@ -244,7 +244,7 @@ impl Settings {
             max_records: fc.batch.max_records.unwrap_or(50_000),
             max_bytes: fc.batch.max_bytes.unwrap_or(64 * 1024 * 1024),
             max_latency: Duration::from_millis(fc.batch.max_latency_ms.unwrap_or(1_000)),
-            max_in_flight_bytes: fc.batch.max_in_flight_bytes.unwrap_or(128 * 1024 * 1024),
+            max_in_flight_bytes: fc.batch.max_in_flight_bytes.unwrap_or(64 * 1024 * 1024),
         };
         if batch.max_records == 0 {
             return Err(cfg("batch.max_records", "must be at least 1"));

@@ -41,6 +41,16 @@ pub fn global() -> &'static Metrics {
     M.get_or_init(Metrics::default)
 }
 
+/// The process's resident memory now (`/proc/self/statm`), in bytes; `None` off Linux. Cheap
+/// enough to read per batch, so the batch log shows how memory follows the tables.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the running system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|&p| p > 0)?)
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -156,6 +166,10 @@ impl Metrics {
         for (t, behind) in self.mongo_behind.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_publish_lag_versions{{topic=\"{t}\"}} {behind}").ok();
         }
+        if let Some(rss) = resident_bytes() {
+            writeln!(o, "# HELP process_resident_memory_bytes Resident memory size in bytes.").ok();
+            writeln!(o, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}").ok();
+        }
         writeln!(o, "# HELP orderlake_ready 1 once the run has caught up from the lake and consumes.").ok();
         writeln!(o, "# TYPE orderlake_ready gauge\norderlake_ready {}", u8::from(self.ready.load(Relaxed))).ok();
         o
@@ -225,5 +239,8 @@ mod tests {
         assert!(text.contains("orderlake_partition_lag{topic=\"shop.sales\",partition=\"2\"} 7"), "{text}");
         assert!(text.contains("orderlake_batch_retries_total{cause=\"commit_conflict\"} 1"), "{text}");
         assert!(text.contains("orderlake_freshness_seconds 1.5"), "{text}");
+        // This test process holds at least its own binary's pages, far more than a MiB.
+        let rss = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).expect("{text}");
+        assert!(rss.parse::<u64>().unwrap() > 1 << 20, "{text}");
     }
 }

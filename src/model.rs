@@ -39,8 +39,15 @@ pub fn undecodable(value: Option<&str>) -> Option<String> {
 }
 
 impl RawEvent {
+    /// The memory the event holds: the struct and its strings' heap blocks, each with glibc's
+    /// per-block overhead (8 bytes, 16-byte granularity, 32 bytes at least). Counting the payload
+    /// alone undercounted small events about twofold, so a byte budget let twice its size in.
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, String::len) + self.value.as_ref().map_or(0, String::len) + 32
+        fn block(capacity: usize) -> usize {
+            if capacity == 0 { 0 } else { ((capacity + 8 + 15) & !15).max(32) }
+        }
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| block(s.capacity()));
+        std::mem::size_of::<Self>() + block(self.topic.capacity()) + text(&self.key) + text(&self.value)
     }
 }
 

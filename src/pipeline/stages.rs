@@ -3,6 +3,7 @@
 //! catch-up after a crash (events are read back from bronze commits), so there is one code path
 //! to get right. Each stage only takes the bronze versions it has not applied yet.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,12 +42,20 @@ fn merged(units: &[Unit], after: i64) -> impl Iterator<Item = &Unit> {
     units.iter().filter(move |u| u.version > after)
 }
 
-fn changes_after(units: &[Unit], after: i64) -> Changes {
-    let mut c = Changes::default();
-    for u in merged(units, after) {
-        c.extend(&u.decoded.changes);
+/// The changes of the units after `after`: borrowed when one unit has them (a live batch), so the
+/// silver tables and gold, which all read them at once, share one copy instead of each cloning it.
+fn changes_after(units: &[Unit], after: i64) -> Cow<'_, Changes> {
+    let mut pending = merged(units, after);
+    match (pending.next(), pending.next()) {
+        (Some(only), None) => Cow::Borrowed(&only.decoded.changes),
+        _ => {
+            let mut c = Changes::default();
+            for u in merged(units, after) {
+                c.extend(&u.decoded.changes);
+            }
+            Cow::Owned(c)
+        }
     }
-    c
 }
 
 pub fn now_us() -> i64 {
@@ -68,16 +77,16 @@ impl Stages<'_> {
             let after = p.lowest();
             let end = (after + CATCH_UP_VERSIONS).min(upto);
             let log_end = if fresh.is_some() && end == upto { upto - 1 } else { end };
-            let mut raw: Vec<(i64, Vec<RawEvent>)> = Vec::new();
+            let mut raw: Vec<(i64, Cow<'_, [RawEvent]>)> = Vec::new();
             if log_end > after {
                 let from = (after >= 0).then_some(after as u64);
                 for (v, recs) in bronze::read_commits(bronze_table, from, log_end as u64).await? {
-                    raw.push((v as i64, recs));
+                    raw.push((v as i64, Cow::Owned(recs)));
                 }
                 info!(topic, from = after + 1, to = log_end, of = upto, "catching up from bronze");
             }
             if let (Some(f), true) = (fresh, end == upto) {
-                raw.push((upto, f.to_vec()));
+                raw.push((upto, Cow::Borrowed(f)));
             }
             let now = now_us();
             let units: Vec<Unit> = raw
@@ -221,6 +230,7 @@ impl Stages<'_> {
             silver_ms = silver_done.as_millis() as u64,
             gold_ms = (gold_done - silver_done).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
+            rss_mib = crate::metrics::resident_bytes().map_or(0, |b| b >> 20),
             mongo_published = ?published.map(|p| (p.upserted, p.deleted, p.stale)),
             "batch committed"
         );

@@ -3,6 +3,8 @@
 //! publish never replaces a newer document. Progress (the last bronze version published per
 //! topic) lives in MongoDB itself, so a restart republishes exactly what was not confirmed.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc};
@@ -25,7 +27,7 @@ pub struct MongoSink {
     /// Per collection: did most documents of the last publish already exist? Then updates go
     /// straight to guarded upserts; otherwise plain inserts go first (5x cheaper on SecantusDB,
     /// cheaper on MongoDB too) and only the documents that exist take the upsert path.
-    mostly_existing: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    mostly_existing: std::sync::Mutex<HashMap<String, bool>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -120,14 +122,18 @@ impl MongoSink {
     pub async fn publish(&self, g: &GoldFrames, fault: Option<&str>) -> Result<PublishStats> {
         let mut st = PublishStats::default();
         let v = |t: &str| g.versions.get(t).copied().unwrap_or(0);
-        let (orders, totals) = order_docs(g)?;
-        self.upsert("orders", orders, v("order_totals"), &mut st).await?;
+        let o = OrderDocs::new(g)?;
+        self.upsert("orders", o.len(), v("order_totals"), &mut st, |r| Ok(o.orders(r))).await?;
         if fault == Some("mid-mongo") {
             return Err(Error::InjectedFault("mid-mongo".into()));
         }
-        self.upsert("order_totals", totals, v("order_totals"), &mut st).await?;
-        self.upsert("customer_totals", customer_docs(&g.customer_totals)?, v("customer_totals"), &mut st).await?;
-        self.upsert("daily_sales", daily_docs(&g.daily_sales)?, v("daily_sales"), &mut st).await?;
+        self.upsert("order_totals", o.len(), v("order_totals"), &mut st, |r| Ok(o.totals(r))).await?;
+        let (customers, days) = (&g.customer_totals, &g.daily_sales);
+        self.upsert("customer_totals", customers.height(), v("customer_totals"), &mut st, |r| {
+            customer_docs(customers, r)
+        })
+        .await?;
+        self.upsert("daily_sales", days.height(), v("daily_sales"), &mut st, |r| daily_docs(days, r)).await?;
         let ids = |v: &[String]| v.iter().map(|s| Bson::String(s.clone())).collect::<Vec<_>>();
         self.delete("orders", ids(&g.deleted_orders), v("order_totals"), &mut st).await?;
         self.delete("order_totals", ids(&g.deleted_orders), v("order_totals"), &mut st).await?;
@@ -137,65 +143,82 @@ impl MongoSink {
         Ok(st)
     }
 
-    async fn upsert(&self, coll: &str, docs: Vec<Document>, version: i64, st: &mut PublishStats) -> Result<()> {
-        let mut docs: Vec<Document> = docs
-            .into_iter()
-            .map(|mut d| {
-                d.insert("_v", version);
-                d
-            })
-            .collect();
+    /// Publishes `rows` documents built `CHUNK` at a time by `docs` (a range of frame rows in,
+    /// their documents out), so only one chunk of a batch's documents is in memory at once.
+    async fn upsert(
+        &self,
+        coll: &str,
+        rows: usize,
+        version: i64,
+        st: &mut PublishStats,
+        docs: impl Fn(Range<usize>) -> Result<Vec<Document>>,
+    ) -> Result<()> {
         let existing_first = self.mostly_existing.lock().expect("sink lock").get(coll).copied().unwrap_or(false);
-        if !existing_first && !docs.is_empty() {
-            let total = docs.len();
-            docs = self.insert_new(coll, docs, st).await?;
-            self.mostly_existing.lock().expect("sink lock").insert(coll.to_string(), docs.len() * 2 > total);
+        let (mut inserted_or_not, mut existing) = (0, 0);
+        for start in (0..rows).step_by(CHUNK) {
+            let mut chunk = docs(start..(start + CHUNK).min(rows))?;
+            for d in &mut chunk {
+                d.insert("_v", version);
+            }
+            if !existing_first && !chunk.is_empty() {
+                inserted_or_not += chunk.len();
+                chunk = self.insert_new(coll, chunk, st).await?;
+                existing += chunk.len();
+            }
+            self.update(coll, &chunk, version, st).await?;
         }
-        for chunk in docs.chunks(CHUNK) {
-            let updates: Vec<Document> = chunk
-                .iter()
-                .map(|d| {
-                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
-                    doc! {
-                        "q": guard(id, version),
-                        "u": d.clone(),
-                        "upsert": true,
-                    }
-                })
-                .collect();
-            let reply = self.db.run_command(doc! {"update": coll, "updates": updates, "ordered": false}).await?;
-            let (n, stale) = check_reply(coll, &reply)?;
-            st.upserted += n;
-            st.stale += stale;
-        }
+        let mut adaptive = self.mostly_existing.lock().expect("sink lock");
         if existing_first {
             // Re-check now and then whether new documents have become the common case.
-            self.mostly_existing.lock().expect("sink lock").remove(coll);
+            adaptive.remove(coll);
+        } else if inserted_or_not > 0 {
+            adaptive.insert(coll.to_string(), existing * 2 > inserted_or_not);
         }
         Ok(())
     }
 
-    /// Inserts the documents that do not exist yet; returns those that do (duplicate `_id`), for
-    /// the guarded upsert. An insert needs no guard: no stored document means nothing newer.
-    async fn insert_new(&self, coll: &str, docs: Vec<Document>, st: &mut PublishStats) -> Result<Vec<Document>> {
+    /// Guarded upserts of documents (at most `CHUNK`) that may exist.
+    async fn update(&self, coll: &str, docs: &[Document], version: i64, st: &mut PublishStats) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<Document> = docs
+            .iter()
+            .map(|d| {
+                let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                doc! {
+                    "q": guard(id, version),
+                    "u": d.clone(),
+                    "upsert": true,
+                }
+            })
+            .collect();
+        let reply = self.db.run_command(doc! {"update": coll, "updates": updates, "ordered": false}).await?;
+        let (n, stale) = check_reply(coll, &reply)?;
+        st.upserted += n;
+        st.stale += stale;
+        Ok(())
+    }
+
+    /// Inserts the documents (at most `CHUNK`) that do not exist yet; returns those that do
+    /// (duplicate `_id`), for the guarded upsert. An insert needs no guard: no stored document
+    /// means nothing newer.
+    async fn insert_new(&self, coll: &str, mut docs: Vec<Document>, st: &mut PublishStats) -> Result<Vec<Document>> {
+        let reply = self.db.run_command(doc! {"insert": coll, "documents": &docs, "ordered": false}).await?;
+        let n = reply.get_i32("n").map(|n| n as u64).or_else(|_| reply.get_i64("n").map(|n| n as u64)).unwrap_or(0);
+        st.upserted += n;
         let mut existing = Vec::new();
-        for chunk in docs.chunks(CHUNK) {
-            let reply = self.db.run_command(doc! {"insert": coll, "documents": chunk, "ordered": false}).await?;
-            let n = reply.get_i32("n").map(|n| n as u64).or_else(|_| reply.get_i64("n").map(|n| n as u64)).unwrap_or(0);
-            st.upserted += n;
-            if let Ok(errs) = reply.get_array("writeErrors") {
-                for e in errs.iter().filter_map(Bson::as_document) {
-                    let code = e.get_i32("code").map(i64::from).or_else(|_| e.get_i64("code")).unwrap_or(0);
-                    let index =
-                        e.get_i32("index").map(|i| i as usize).or_else(|_| e.get_i64("index").map(|i| i as usize));
-                    match (code, index) {
-                        (11000, Ok(i)) if i < chunk.len() => existing.push(chunk[i].clone()),
-                        _ => {
-                            return Err(Error::Other(format!(
-                                "mongodb {coll}: insert error {code}: {}",
-                                e.get_str("errmsg").unwrap_or("?")
-                            )));
-                        }
+        if let Ok(errs) = reply.get_array("writeErrors") {
+            for e in errs.iter().filter_map(Bson::as_document) {
+                let code = e.get_i32("code").map(i64::from).or_else(|_| e.get_i64("code")).unwrap_or(0);
+                let index = e.get_i32("index").map(|i| i as usize).or_else(|_| e.get_i64("index").map(|i| i as usize));
+                match (code, index) {
+                    (11000, Ok(i)) if i < docs.len() => existing.push(std::mem::take(&mut docs[i])),
+                    _ => {
+                        return Err(Error::Other(format!(
+                            "mongodb {coll}: insert error {code}: {}",
+                            e.get_str("errmsg").unwrap_or("?")
+                        )));
                     }
                 }
             }
@@ -243,70 +266,129 @@ fn check_reply(coll: &str, reply: &Document) -> Result<(u64, u64)> {
     Ok((n, stale))
 }
 
-fn order_docs(g: &GoldFrames) -> Result<(Vec<Document>, Vec<Document>)> {
-    let l = Cols(&g.order_lines);
-    let (l_order, l_item, l_prod, l_name) =
-        (l.s("order_id")?, l.s("item_id")?, l.s("product_id")?, l.s("product_name")?);
-    let (l_qty, l_price, l_amount) = (l.i("quantity")?, l.i("unit_price")?, l.i("line_amount")?);
-    let mut items: std::collections::HashMap<&str, Vec<Document>> = std::collections::HashMap::new();
-    for i in 0..g.order_lines.height() {
-        let Some(order) = l_order.get(i) else {
-            continue;
-        };
-        items.entry(order).or_default().push(doc! {
-            "item_id": opt_str(l_item.get(i)),
-            "product_id": opt_str(l_prod.get(i)),
-            "name": opt_str(l_name.get(i)),
-            "quantity": l_qty.get(i),
-            "unit_price": money(l_price.get(i)),
-            "amount": money(l_amount.get(i)),
-        });
-    }
-    for v in items.values_mut() {
-        v.sort_by(|a, b| a.get_str("item_id").unwrap_or("").cmp(b.get_str("item_id").unwrap_or("")));
-    }
-    let t = Cols(&g.order_totals);
-    let (id, cust, country, odate, status) =
-        (t.s("order_id")?, t.s("customer_id")?, t.s("country")?, t.d("order_date")?, t.s("status")?);
-    let (cancelled, lines, units, total, upd) =
-        (t.b("cancelled")?, t.i("lines")?, t.i("units")?, t.i("total_amount")?, t.i("updated_at")?);
-    let mut orders = Vec::with_capacity(g.order_totals.height());
-    let mut totals = Vec::with_capacity(g.order_totals.height());
-    for i in 0..g.order_totals.height() {
-        let Some(oid) = id.get(i) else { continue };
-        let updated = Bson::DateTime(DateTime::from_millis(upd.get(i).unwrap_or(0) / 1000));
-        orders.push(doc! {
-            "_id": oid,
-            "customer_id": opt_str(cust.get(i)),
-            "country": opt_str(country.get(i)),
-            "order_date": date(odate.get(i)),
-            "status": opt_str(status.get(i)),
-            "items": items.remove(oid).unwrap_or_default(),
-            "total_amount": money(total.get(i)),
-            "updated_at": updated.clone(),
-        });
-        totals.push(doc! {
-            "_id": oid,
-            "customer_id": opt_str(cust.get(i)),
-            "country": opt_str(country.get(i)),
-            "order_date": date(odate.get(i)),
-            "status": opt_str(status.get(i)),
-            "cancelled": cancelled.get(i).unwrap_or(false),
-            "lines": lines.get(i),
-            "units": units.get(i),
-            "total_amount": money(total.get(i)),
-            "updated_at": updated,
-        });
-    }
-    Ok((orders, totals))
+/// The `orders` and `order_totals` documents of a batch, built a row range at a time; an order's
+/// lines (sorted by item) are nested in its `orders` document.
+struct OrderDocs {
+    lines_of: HashMap<String, Vec<usize>>,
+    item: StringChunked,
+    product: StringChunked,
+    name: StringChunked,
+    qty: Int64Chunked,
+    price: Int64Chunked,
+    amount: Int64Chunked,
+    id: StringChunked,
+    customer: StringChunked,
+    country: StringChunked,
+    date: Int32Chunked,
+    status: StringChunked,
+    cancelled: BooleanChunked,
+    lines: Int64Chunked,
+    units: Int64Chunked,
+    total: Int64Chunked,
+    updated: Int64Chunked,
 }
 
-fn customer_docs(df: &DataFrame) -> Result<Vec<Document>> {
+impl OrderDocs {
+    fn new(g: &GoldFrames) -> Result<Self> {
+        let (l, t) = (Cols(&g.order_lines), Cols(&g.order_totals));
+        let line_order = l.s("order_id")?;
+        let item = l.s("item_id")?;
+        let mut lines_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, order) in line_order.iter().enumerate() {
+            if let Some(order) = order {
+                lines_of.entry(order.to_string()).or_default().push(i);
+            }
+        }
+        for rows in lines_of.values_mut() {
+            rows.sort_by(|&a, &b| item.get(a).unwrap_or("").cmp(item.get(b).unwrap_or("")));
+        }
+        Ok(OrderDocs {
+            lines_of,
+            item,
+            product: l.s("product_id")?,
+            name: l.s("product_name")?,
+            qty: l.i("quantity")?,
+            price: l.i("unit_price")?,
+            amount: l.i("line_amount")?,
+            id: t.s("order_id")?,
+            customer: t.s("customer_id")?,
+            country: t.s("country")?,
+            date: t.d("order_date")?,
+            status: t.s("status")?,
+            cancelled: t.b("cancelled")?,
+            lines: t.i("lines")?,
+            units: t.i("units")?,
+            total: t.i("total_amount")?,
+            updated: t.i("updated_at")?,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    fn updated(&self, i: usize) -> Bson {
+        Bson::DateTime(DateTime::from_millis(self.updated.get(i).unwrap_or(0) / 1000))
+    }
+
+    fn orders(&self, rows: Range<usize>) -> Vec<Document> {
+        rows.filter_map(|i| {
+            let oid = self.id.get(i)?;
+            let items: Vec<Document> = self
+                .lines_of
+                .get(oid)
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|&j| {
+                    doc! {
+                        "item_id": opt_str(self.item.get(j)),
+                        "product_id": opt_str(self.product.get(j)),
+                        "name": opt_str(self.name.get(j)),
+                        "quantity": self.qty.get(j),
+                        "unit_price": money(self.price.get(j)),
+                        "amount": money(self.amount.get(j)),
+                    }
+                })
+                .collect();
+            Some(doc! {
+                "_id": oid,
+                "customer_id": opt_str(self.customer.get(i)),
+                "country": opt_str(self.country.get(i)),
+                "order_date": date(self.date.get(i)),
+                "status": opt_str(self.status.get(i)),
+                "items": items,
+                "total_amount": money(self.total.get(i)),
+                "updated_at": self.updated(i),
+            })
+        })
+        .collect()
+    }
+
+    fn totals(&self, rows: Range<usize>) -> Vec<Document> {
+        rows.filter_map(|i| {
+            Some(doc! {
+                "_id": self.id.get(i)?,
+                "customer_id": opt_str(self.customer.get(i)),
+                "country": opt_str(self.country.get(i)),
+                "order_date": date(self.date.get(i)),
+                "status": opt_str(self.status.get(i)),
+                "cancelled": self.cancelled.get(i).unwrap_or(false),
+                "lines": self.lines.get(i),
+                "units": self.units.get(i),
+                "total_amount": money(self.total.get(i)),
+                "updated_at": self.updated(i),
+            })
+        })
+        .collect()
+    }
+}
+
+fn customer_docs(df: &DataFrame, rows: Range<usize>) -> Result<Vec<Document>> {
     let c = Cols(df);
     let (id, country, orders, units, revenue) =
         (c.s("customer_id")?, c.s("country")?, c.i("orders")?, c.i("units")?, c.i("revenue")?);
     let (first, last, upd) = (c.d("first_order_date")?, c.d("last_order_date")?, c.i("updated_at")?);
-    Ok((0..df.height())
+    Ok(rows
         .filter_map(|i| {
             Some(doc! {
                 "_id": id.get(i)?,
@@ -336,12 +418,12 @@ fn daily_ids(df: &DataFrame) -> Result<Vec<String>> {
     Ok((0..df.height()).filter_map(|i| Some(daily_id(d.get(i)?, country.get(i)?))).collect())
 }
 
-fn daily_docs(df: &DataFrame) -> Result<Vec<Document>> {
+fn daily_docs(df: &DataFrame, rows: Range<usize>) -> Result<Vec<Document>> {
     let c = Cols(df);
     let (d, country, orders, units, revenue) =
         (c.d("order_date")?, c.s("country")?, c.i("orders")?, c.i("units")?, c.i("revenue")?);
     let (cancelled, cancelled_amount) = (c.i("cancelled_orders")?, c.i("cancelled_amount")?);
-    Ok((0..df.height())
+    Ok(rows
         .filter_map(|i| {
             let (day, ctry) = (d.get(i)?, country.get(i)?);
             Some(doc! {
