@@ -274,7 +274,8 @@ async fn commit(
         let outcome = match pruned {
             Some((w, _)) => {
                 let w = Some(w.expr("order_date"));
-                rewrite::replace_keys(table, spec.key[0], source.clone(), w, None, txns.clone()).await
+                rewrite::replace_keys(table, spec.key[0], source.clone(), w, None, spec.cluster_column(), txns.clone())
+                    .await
             }
             None => {
                 let m = MergeSpec { spec, guard: None, strict: false };

@@ -25,6 +25,15 @@ use schema::TableSpec;
 /// Checkpoints every 10 commits keep log replay short for every reader (DESIGN.md §2).
 const CHECKPOINT_INTERVAL: &str = "10";
 
+/// Whether a storage error says the credentials were refused. Matched on the status and the
+/// service's error codes, never on a bare "403": a request id or a date in the text may hold it
+/// (a wrong key was once reported as a missing container because the text also held "404").
+fn refused_credentials(text: &str) -> bool {
+    ["AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch", "status 403", "403 Forbidden"]
+        .iter()
+        .any(|p| text.contains(p))
+}
+
 /// A lake root plus the storage options needed to reach it. Clones share the table cache.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -98,15 +107,15 @@ impl Lake {
             }
             Ok(Err(e)) => {
                 let text = e.to_string();
-                let msg = if text.contains("ContainerNotFound") || text.contains("404") {
+                let msg = if refused_credentials(&text) {
+                    "the storage account rejected the credentials (check AZURE_STORAGE_ACCOUNT_KEY / SAS / service principal)".to_string()
+                } else if text.contains("ContainerNotFound")
+                    || text.contains("status 404")
+                    || text.contains("404 Not Found")
+                {
                     format!(
                         "container '{container}' does not exist; create it first (e.g. `az storage container create --name {container}`)"
                     )
-                } else if text.contains("AuthenticationFailed")
-                    || text.contains("403")
-                    || text.contains("AuthorizationFailure")
-                {
-                    "the storage account rejected the credentials (check AZURE_STORAGE_ACCOUNT_KEY / SAS / service principal)".to_string()
                 } else {
                     crate::redact::redact(&text)
                 };
@@ -222,6 +231,16 @@ pub fn version_of(table: &DeltaTable) -> u64 {
 mod tests {
     use super::*;
     use crate::config::{FileConfig, Overrides};
+
+    #[test]
+    fn refused_credentials_are_told_by_status_and_code_not_by_any_number() {
+        let refused = "Generic MicrosoftAzure error: Error performing list request: Client error with status \
+            403 Forbidden: <Code>AuthorizationFailure</Code><Message>RequestId:9f1a4041-b404-11ee</Message>";
+        assert!(refused_credentials(refused));
+        let missing = "Generic MicrosoftAzure error: Client error with status 404 Not Found: \
+            <Code>ContainerNotFound</Code><Message>RequestId:1403ab</Message>";
+        assert!(!refused_credentials(missing));
+    }
 
     #[test]
     fn remote_lakes_give_up_on_a_request_sooner_unless_told_otherwise() {

@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 
 use super::commit_with;
 use super::merge::DELETED;
-use super::read::{KEY, key_batch};
+use super::read::{KEY, family, key_batch, key_ranges};
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
@@ -40,13 +40,16 @@ struct Rewritten {
 /// in a [`DELETED`] column deletes its key instead. `window`, when given, must hold for every
 /// existing row of those keys: only files it leaves are searched. With `guard` (a column of
 /// both), an existing row whose guard is not older than the new row's stays as it is (silver's
-/// ordering rule). Strict: fails as a commit conflict if the table moved since `table`'s version.
+/// ordering rule). Files are written sorted by `cluster` and split by its key family, so reads by
+/// it skip them on statistics. Strict: fails as a commit conflict if the table moved since
+/// `table`'s version.
 pub async fn replace_keys(
     table: DeltaTable,
     key: &str,
     rows: RecordBatch,
     window: Option<Expr>,
     guard: Option<&str>,
+    cluster: &str,
     txns: Vec<Transaction>,
 ) -> Result<DeltaTable> {
     let ctx = SessionContext::new();
@@ -64,6 +67,9 @@ pub async fn replace_keys(
     let mut located = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
     if let Some(w) = window {
         located = located.filter(w)?;
+    }
+    if let Some(ranges) = key_ranges(key, by_key.keys().copied()) {
+        located = located.filter(ranges)?;
     }
     let located = located.select_columns(&[key, FILE])?;
     let kind = located.schema().field_with_unqualified_name(key)?.data_type().clone();
@@ -88,6 +94,7 @@ pub async fn replace_keys(
     let mut actions: Vec<Action> = Vec::new();
     if !files.is_empty() {
         let provider = table.table_provider().with_file_paths(files.iter().cloned()).await?;
+        let mut copied = Vec::new();
         for b in ctx.read_table(provider)?.collect().await? {
             let old_keys = utf8(&b, key)?;
             let old_keys = old_keys.as_string::<i32>();
@@ -114,10 +121,11 @@ pub async fn replace_keys(
             let kept = arrow::compute::filter_record_batch(&b, &keep)?;
             if kept.num_rows() > 0 {
                 done.rows_copied += kept.num_rows();
-                writer.write(conform(&kept, &schema)?).await?;
+                copied.push(conform(&kept, &schema)?);
             }
         }
-        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        let copied = arrow::compute::concat_batches(&schema, &copied)?;
+        actions.extend(write_clustered(&mut writer, &copied, cluster).await?);
         let snapshot = table.snapshot()?.snapshot().clone();
         let mut views = snapshot.file_views(table.log_store().as_ref(), None);
         while let Some(v) = views.try_next().await? {
@@ -146,8 +154,7 @@ pub async fn replace_keys(
     let rows = arrow::compute::filter_record_batch(&rows, &write)?;
     if rows.num_rows() > 0 {
         done.rows_written = rows.num_rows();
-        writer.write(conform(&rows, &schema)?).await?;
-        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        actions.extend(write_clustered(&mut writer, &conform(&rows, &schema)?, cluster).await?);
     }
 
     let mut props = commit_with(txns).with_max_retries(0);
@@ -172,6 +179,36 @@ pub async fn replace_keys(
     let mut table = table;
     table.update_state().await?;
     Ok(table)
+}
+
+/// Files beyond which [`write_clustered`] keeps a batch in one file (many tiny files cost more
+/// than they skip).
+const MAX_SPLITS: usize = 8;
+
+/// Writes `rows` sorted by `cluster`, one file per run of one key [`family`]: a file then spans a
+/// narrow range of ids, which [`super::read::key_ranges`] filters skip on its statistics.
+async fn write_clustered(writer: &mut RecordBatchWriter, rows: &RecordBatch, cluster: &str) -> Result<Vec<Action>> {
+    if rows.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let order = arrow::compute::sort_to_indices(&utf8(rows, cluster)?, None, None)?;
+    let sorted = arrow::compute::take_record_batch(rows, &order)?;
+    let keys = utf8(&sorted, cluster)?;
+    let keys = keys.as_string::<i32>();
+    let fam = |i: usize| keys.is_valid(i).then(|| family(keys.value(i)));
+    let mut bounds: Vec<usize> = (1..sorted.num_rows()).filter(|&i| fam(i) != fam(i - 1)).collect();
+    if bounds.len() >= MAX_SPLITS {
+        bounds.clear();
+    }
+    bounds.push(sorted.num_rows());
+    let mut adds = Vec::new();
+    let mut start = 0;
+    for end in bounds {
+        writer.write(sorted.slice(start, end - start)).await?;
+        adds.extend(writer.flush().await?.into_iter().map(Action::Add));
+        start = end;
+    }
+    Ok(adds)
 }
 
 /// A string column as plain `Utf8` (a scan may hand strings back as views).

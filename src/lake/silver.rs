@@ -211,7 +211,17 @@ pub async fn apply_table(
         source.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != super::merge::DELETED).collect();
     let table = if table_cols == source_cols {
         let (key, guard) = (entity.key_column(), Some("source_pos"));
-        match super::rewrite::replace_keys(table, key, source.clone(), None, guard, vec![txn.clone()]).await {
+        match super::rewrite::replace_keys(
+            table,
+            key,
+            source.clone(),
+            None,
+            guard,
+            spec.cluster_column(),
+            vec![txn.clone()],
+        )
+        .await
+        {
             Ok(t) => return Ok(Some(t)),
             Err(e) if e.is_commit_conflict() => {
                 tracing::info!(table = %rel, "silver write raced another writer: running it again as a MERGE");

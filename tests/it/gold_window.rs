@@ -1,7 +1,7 @@
 //! The gold order tables are written by rewriting only the files that hold the batch's orders,
 //! searched within the batch's date window: an order whose date moved must still be found where it
 //! was (one row per order, its lines moved with it), and files of other orders are left alone, as
-//! the commit's own metrics say.
+//! the commit's own metrics say. Files hold one id family each, so reads by order id can skip them.
 
 use orderlake::lake::Lake;
 use orderlake::produce::{self, SaleRecord};
@@ -93,12 +93,70 @@ async fn a_rewrite_over_a_table_that_moved_fails_as_a_conflict_and_changes_nothi
     let v = orderlake::lake::version_of(&stale);
     // Another writer replaces the same orders first.
     let fresh = lake.open(rel).await.unwrap().unwrap();
-    orderlake::lake::rewrite::replace_keys(fresh, "order_id", rows.clone(), None, None, vec![]).await.unwrap();
+    orderlake::lake::rewrite::replace_keys(fresh, "order_id", rows.clone(), None, None, "order_id", vec![])
+        .await
+        .unwrap();
     assert_eq!(table_version(&s, rel).await, Some(v + 1));
 
-    let err = orderlake::lake::rewrite::replace_keys(stale, "order_id", rows, None, None, vec![]).await.unwrap_err();
+    let err = orderlake::lake::rewrite::replace_keys(stale, "order_id", rows, None, None, "order_id", vec![])
+        .await
+        .unwrap_err();
     assert!(err.is_commit_conflict(), "a rewrite over a newer version is a commit conflict: {err}");
     assert_eq!(table_version(&s, rel).await, Some(v + 1), "the failed rewrite committed nothing");
     let ids = strs(&read_table(&s, rel).await, "order_id");
     assert_eq!(ids.len(), 2, "still one row per order: {ids:?}");
+}
+
+/// `(min, max)` of `column` in every file of a table, from the log's statistics.
+async fn file_ranges(s: &orderlake::config::Settings, rel: &str, column: &str) -> Vec<(String, String)> {
+    let t = Lake::new(s).open(rel).await.unwrap().expect("table exists");
+    let data = t.snapshot().unwrap().log_data();
+    data.iter()
+        .map(|f| {
+            let stats: serde_json::Value = serde_json::from_str(&f.stats().expect("files carry statistics")).unwrap();
+            let v = |m: &str| {
+                stats[m][column].as_str().unwrap_or_else(|| panic!("{rel}: {m}.{column}: {stats}")).to_string()
+            };
+            (v("minValues"), v("maxValues"))
+        })
+        .collect()
+}
+
+/// Orders ("6…") and cancellations ("C6…") arrive mixed; a file holding both would span every id
+/// between them, so no read by order id could skip it. Files are written one id family each, and
+/// an update to an order rewrites only its family's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_hold_one_id_family_so_a_batch_rewrites_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("gold-families");
+    let s = settings(&name, &LakeKind::Local(dir.path().to_path_buf()), false);
+    let phases = [
+        vec![
+            line("610001", "12/1/2019", "22001", 3),
+            line("C610002", "12/1/2019", "22001", -1),
+            line("610003", "12/1/2019", "22002", 2),
+            line("C610004", "12/1/2019", "22002", -2),
+        ],
+        // A late line of 610003: only the file of the "6…" family holds it.
+        vec![line("610003", "12/1/2019", "22003", 1)],
+    ];
+    let mut all = Vec::new();
+    for records in &phases {
+        produce::publish(&s, &name, records, None).await.unwrap();
+        run_once(&s).await;
+        all.extend(records.iter().cloned());
+    }
+    assert_lake_matches(&s, &reference::compute(&all)).await;
+
+    for rel in ["gold/order_totals", "gold/order_lines", "silver/orders", "silver/order_items"] {
+        let ranges = file_ranges(&s, rel, "order_id").await;
+        assert!(ranges.len() >= 2, "{rel}: the two families are in files of their own: {ranges:?}");
+        for (lo, hi) in &ranges {
+            assert_eq!(lo.starts_with('C'), hi.starts_with('C'), "{rel}: a file spans two id families: {ranges:?}");
+        }
+    }
+    // The late line rewrote the orders file of its family (610001 copied) and not the other.
+    let m = last_commit_metrics(&s, "gold/order_totals").await;
+    assert_eq!(m["files_rewritten"].as_u64(), Some(1), "{m}");
+    assert_eq!(m["rows_copied"].as_u64(), Some(1), "{m}");
 }
