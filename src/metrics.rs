@@ -20,6 +20,7 @@ const BUCKETS: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 #[derive(Default)]
 pub struct Metrics {
     events: AtomicU64,
+    decoded: AtomicU64,
     dead_letters: AtomicU64,
     batches: AtomicU64,
     batch_events: AtomicU64,
@@ -81,6 +82,11 @@ impl Metrics {
         }
     }
 
+    /// Events of a version now in every lake layer that decoded into rows (not dead letters).
+    pub fn decoded(&self, n: u64) {
+        self.decoded.fetch_add(n, Relaxed);
+    }
+
     pub fn dead_letters(&self, n: u64) {
         self.dead_letters.fetch_add(n, Relaxed);
     }
@@ -113,6 +119,11 @@ impl Metrics {
             "orderlake_events_consumed_total",
             "Events read from Kafka and committed to bronze.",
             self.events.load(Relaxed),
+        );
+        counter(
+            "orderlake_events_decoded_total",
+            "Events decoded into rows and applied to every lake layer (consumed minus dead-lettered).",
+            self.decoded.load(Relaxed),
         );
         counter(
             "orderlake_events_dead_lettered_total",
@@ -233,6 +244,7 @@ mod tests {
         m.retry(true);
         let text = m.render();
         assert!(text.contains("orderlake_events_consumed_total 150"), "{text}");
+        assert!(text.contains("# TYPE orderlake_events_decoded_total counter"), "{text}");
         assert!(text.contains("orderlake_batch_duration_seconds_bucket{le=\"0.5\"} 1"), "{text}");
         assert!(text.contains("orderlake_batch_duration_seconds_bucket{le=\"5\"} 2"), "{text}");
         assert!(text.contains("orderlake_batch_duration_seconds_count 2"), "{text}");

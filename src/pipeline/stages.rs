@@ -174,6 +174,7 @@ impl Stages<'_> {
 
         if p.lake_done < upto {
             let dead_count = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
+            let landed = merged(units, p.lake_done).map(|u| u.events).sum::<usize>() as i64;
             let t = self.lake.open_or_create(progress::batches_table(), &schema::BATCH_LOG).await?;
             let b = batch(
                 &schema::BATCH_LOG,
@@ -193,6 +194,7 @@ impl Stages<'_> {
                     .with_commit_properties(commit_with(vec![txn]))
                     .await?;
             }
+            crate::metrics::global().decoded((landed - dead_count).max(0) as u64);
         }
         p.mark_lake_done(upto);
 

@@ -73,6 +73,7 @@ async fn metrics_and_probes_follow_a_running_pipeline() {
     let freshness = value(&metrics, "orderlake_freshness_seconds").unwrap();
     assert!(freshness > 0.0 && freshness < 120.0, "{metrics}");
     assert_eq!(value(&metrics, "orderlake_events_dead_lettered_total"), Some(0.0));
+    assert_eq!(value(&metrics, "orderlake_events_decoded_total"), Some(records.len() as f64), "{metrics}");
     assert_eq!(value(&metrics, "orderlake_ready"), Some(1.0));
 
     unsafe_kill(guard.child().id(), 15);
