@@ -163,6 +163,32 @@ pub fn stale_lines(lines: &DataFrame, products: &DataFrame) -> PolarsResult<Data
         .collect()
 }
 
+/// Of `touched` products, those whose silver name (`products`: product_id, name) differs from the
+/// name their product-sales row (`sold`: product_id, product_name) carries, or that have no such
+/// row: only their order lines may carry a stale name.
+pub fn renamed_products(
+    products: &DataFrame,
+    sold: &DataFrame,
+    touched: &std::collections::BTreeSet<String>,
+) -> PolarsResult<DataFrame> {
+    let ids: Vec<&str> = touched.iter().map(String::as_str).collect();
+    DataFrame::new(ids.len(), vec![Column::new("product_id".into(), ids)])?
+        .lazy()
+        .left_join(
+            products.clone().lazy().select([col("product_id"), col("name")]),
+            col("product_id"),
+            col("product_id"),
+        )
+        .left_join(
+            sold.clone().lazy().select([col("product_id"), col("product_name"), lit(true).alias("__sold")]),
+            col("product_id"),
+            col("product_id"),
+        )
+        .filter(col("__sold").is_null().or(col("product_name").eq_missing(col("name")).not()))
+        .select([col("product_id")])
+        .collect()
+}
+
 /// Rows of `old` whose key (columns `keys`) is not in `new`: the keys a recompute deleted.
 pub fn missing_keys(old: &DataFrame, new: &DataFrame, keys: &[&str]) -> PolarsResult<DataFrame> {
     let key_exprs: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
@@ -245,6 +271,25 @@ mod tests {
         assert_eq!(get_i64(&ps, "product_id", "p1", "revenue"), 300 + 500 - 150);
         assert_eq!(get_i64(&ps, "product_id", "p1", "orders"), 2);
         assert_eq!(get_i64(&ps, "product_id", "p1", "units"), 6);
+    }
+
+    #[test]
+    fn only_products_whose_sales_row_names_them_otherwise_are_checked() {
+        let silver = df!("product_id" => ["same", "renamed", "unsold", "gone"], "name" => [Some("Mug"), Some("Jug"), Some("Cup"), None]).unwrap();
+        let sold = df!(
+            "product_id" => ["same", "renamed", "gone", "late", "both_null"],
+            "product_name" => [Some("Mug"), Some("Pot"), Some("Bowl"), None, None],
+        )
+        .unwrap();
+        let touched = ["same", "renamed", "unsold", "gone", "late", "both_null", "nowhere"].map(String::from).into();
+        let mut silver = silver;
+        silver.vstack_mut(&df!("product_id" => ["late"], "name" => [Some("Plate")]).unwrap()).unwrap();
+        let check = renamed_products(&silver, &sold, &touched).unwrap();
+        let mut got: Vec<&str> = check.column("product_id").unwrap().str().unwrap().iter().flatten().collect();
+        got.sort();
+        // Equal names (also both unknown) are skipped; a rename, a missing sales row, a product
+        // that left silver and one that arrived late are checked.
+        assert_eq!(got, ["gone", "late", "nowhere", "renamed", "unsold"]);
     }
 
     #[test]
