@@ -155,6 +155,9 @@ pub struct ItemRow {
     pub updated_at_us: i64,
     pub pos: SourcePos,
     pub extra: Extra,
+    /// Keyed by its own Kafka position (a flat sales line): written once and never changed, so
+    /// silver adds it without looking for an existing row.
+    pub once: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

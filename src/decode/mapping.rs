@@ -96,6 +96,7 @@ pub fn apply(
             updated_at_us,
             pos,
             extra,
+            once: false,
         }),
         Entity::Products => out.products.push(ProductRow {
             product_id: r.required("product_id")?,

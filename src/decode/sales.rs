@@ -167,6 +167,7 @@ pub fn decode(meta: &MessageMeta<'_>, value: Option<&[u8]>, now_us: i64) -> Resu
             updated_at_us,
             extra: Vec::new(),
             pos,
+            once: true,
         },
     })
 }

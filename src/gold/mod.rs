@@ -8,19 +8,18 @@
 pub mod aggregates;
 pub mod bridge;
 pub mod incremental;
+pub mod rollup;
 pub mod totals;
 pub mod window;
 
 use std::collections::{BTreeSet, HashMap};
 
-use deltalake::datafusion::prelude::lit;
-use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::Transaction;
 use polars::prelude::*;
 
 use crate::error::Result;
 use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
-use crate::lake::read::{scan_keys, scan_where_in};
+use crate::lake::read::scan_keys;
 use crate::lake::schema::{self, TableSpec};
 use crate::lake::{Lake, rewrite, silver, version_of};
 use crate::model::{Changes, Entity};
@@ -97,18 +96,57 @@ impl Touched {
     }
 }
 
-/// The recomputed gold rows (and deleted keys) of one batch; the MongoDB sink publishes these.
-pub struct GoldFrames {
+/// The order-level gold of one batch as committed: what MongoDB's `orders` and `order_totals`
+/// are published from, as soon as the order tables are written.
+#[derive(Clone)]
+pub struct OrderFrames {
     pub order_totals: DataFrame,
     pub order_lines: DataFrame,
+    pub deleted_orders: Vec<String>,
+    /// Version of `gold/order_totals` the frames correspond to (the MongoDB staleness guard).
+    pub version: i64,
+}
+
+/// The aggregate gold of one batch: what MongoDB's `customer_totals` and `daily_sales` are
+/// published from.
+pub struct AggregateFrames {
     pub customer_totals: DataFrame,
     pub daily_sales: DataFrame,
-    pub deleted_orders: Vec<String>,
     pub deleted_customers: Vec<String>,
     /// `order_date`, `country` of day/country rows that no longer have any order.
     pub deleted_days: DataFrame,
-    /// Version of each gold table the frames correspond to (the MongoDB staleness guard).
-    pub versions: HashMap<String, i64>,
+    /// Versions of `gold/customer_totals` and `gold/daily_sales` the frames correspond to.
+    pub customers_version: i64,
+    pub days_version: i64,
+}
+
+/// The order tables of one batch, written, and what the aggregates need to move by the difference.
+pub struct OrderGold {
+    /// The batch's keys, widened by [`expand`].
+    touched: Touched,
+    order_totals: DataFrame,
+    lines: DataFrame,
+    /// The touched orders' rows as read before the write (totals: [`TOTALS_DIFF`]; lines: [`LINES_DIFF`]).
+    old_totals: DataFrame,
+    old_lines: DataFrame,
+    gone_orders: DataFrame,
+    totals_c: Committed,
+    lines_c: Committed,
+    ot_read: i64,
+    ol_read: i64,
+    laps: Laps,
+}
+
+impl OrderGold {
+    /// What MongoDB's order collections are published from (cheap: frames share their columns).
+    pub fn frames(&self) -> Result<OrderFrames> {
+        Ok(OrderFrames {
+            order_totals: self.order_totals.clone(),
+            order_lines: self.lines.clone(),
+            deleted_orders: strings(&self.gone_orders, "order_id")?.into_iter().collect(),
+            version: self.totals_c.after,
+        })
+    }
 }
 
 /// The gold tables, in the order they are written.
@@ -139,7 +177,7 @@ impl GoldCommit<'_> {
 }
 
 /// Rows of a table whose string `column` is one of `keys` (nothing when the table or `keys` is empty).
-async fn read_keys(
+pub(crate) async fn read_keys(
     lake: &Lake,
     rel: &str,
     spec: &TableSpec,
@@ -188,7 +226,7 @@ async fn read_at(
 }
 
 /// Every row of a table, only `columns`, and the version read.
-async fn read_all(lake: &Lake, rel: &str, spec: &TableSpec, columns: &[&str]) -> Result<(DataFrame, i64)> {
+pub(crate) async fn read_all(lake: &Lake, rel: &str, spec: &TableSpec, columns: &[&str]) -> Result<(DataFrame, i64)> {
     let (batches, version) = match lake.open(rel).await? {
         Some(t) => (crate::lake::read::scan_columns(&t, columns).await?, version_of(&t) as i64),
         None => (Vec::new(), aggregates::ABSENT),
@@ -197,16 +235,16 @@ async fn read_all(lake: &Lake, rel: &str, spec: &TableSpec, columns: &[&str]) ->
     Ok((df.select(columns.iter().copied())?, version))
 }
 
-fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
+pub(crate) fn strings(df: &DataFrame, c: &str) -> Result<BTreeSet<String>> {
     Ok(df.column(c)?.str()?.iter().flatten().map(String::from).collect())
 }
 
-fn dates(df: &DataFrame, c: &str) -> Result<BTreeSet<i32>> {
+pub(crate) fn dates(df: &DataFrame, c: &str) -> Result<BTreeSet<i32>> {
     let s = df.column(c)?.cast(&DataType::Int32)?;
     Ok(s.i32()?.iter().flatten().collect())
 }
 
-fn key_frame(name: &str, keys: impl IntoIterator<Item = String>) -> Result<DataFrame> {
+pub(crate) fn key_frame(name: &str, keys: impl IntoIterator<Item = String>) -> Result<DataFrame> {
     let v: Vec<String> = keys.into_iter().collect();
     Ok(DataFrame::new(v.len(), vec![Column::new(name.into(), v)])?)
 }
@@ -273,7 +311,7 @@ async fn commit(
         let pruned = window.filter(|(_, read)| *read == before || (*read == aggregates::ABSENT && before == 0));
         let outcome = match pruned {
             Some((w, _)) => {
-                let w = Some(w.expr("order_date"));
+                let w = rewrite::Search::Within(w.expr("order_date"));
                 rewrite::replace_keys(table, spec.key[0], source.clone(), w, None, spec.cluster_column(), txns.clone())
                     .await
             }
@@ -356,19 +394,20 @@ async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched
     Ok(t)
 }
 
-/// Recomputes every gold table for `touched` and commits what `c` says is still needed.
-pub async fn recompute(
+/// Recomputes the order tables (`order_lines`, `order_totals`) for `touched` and commits what `c`
+/// says is still needed; [`rollup::aggregates`] then moves the aggregates by the difference.
+pub async fn orders(
     lake: &Lake,
     silver_prefix: &str,
     gold_prefix: &str,
     touched: &Touched,
     c: &GoldCommit<'_>,
     now_us: i64,
-) -> Result<GoldFrames> {
+) -> Result<OrderGold> {
     let sp = |t: &str| format!("{silver_prefix}/{t}");
     let gp = |t: &str| format!("{gold_prefix}/{t}");
     let mut laps = Laps::new();
-    let touched = &expand(lake, silver_prefix, gold_prefix, touched).await?;
+    let touched = expand(lake, silver_prefix, gold_prefix, touched).await?;
     laps.mark("expand");
     let ids = &touched.orders;
 
@@ -388,7 +427,6 @@ pub async fn recompute(
     let products = read_keys(lake, &sp("products"), &schema::SILVER_PRODUCTS, "product_id", &product_ids).await?;
     laps.mark("read_orders");
 
-    let mut versions = HashMap::new();
     let lines = totals::order_lines(&items, &orders, &products)?;
     let order_totals = totals::order_totals(&orders, &lines, now_us)?;
     laps.mark("compute_orders");
@@ -420,148 +458,27 @@ pub async fn recompute(
             Some((&totals_window, ot_read))
         ),
     )?;
-    versions.insert("order_lines".to_string(), lines_c.after);
-    versions.insert("order_totals".to_string(), totals_c.after);
     laps.mark("merge_orders");
-
-    // The difference: what the touched orders were and are. A MERGE that did not run (applied
-    // before) changed nothing, so its side of the difference is empty.
-    let ot_step = aggregates::Step::new(ot_read, totals_c.before, totals_c.after, totals_c.merged);
-    let ol_step = aggregates::Step::new(ol_read, lines_c.before, lines_c.after, lines_c.merged);
-    let new_totals = if totals_c.merged { order_totals.select(TOTALS_DIFF)? } else { old_totals.clone() };
-    let new_lines = if lines_c.merged { lines.select(LINES_DIFF)? } else { old_lines.clone() };
-
-    // Everything those orders belong to, now and before (a moved order changes both).
-    let mut customers = strings(&new_totals, "customer_id")?;
-    customers.extend(strings(&old_totals, "customer_id")?);
-    customers.extend(strings(&order_totals, "customer_id")?);
-    customers.extend(touched.customers.iter().cloned());
-    let mut days = dates(&order_totals, "order_date")?;
-    days.extend(dates(&old_totals, "order_date")?);
-    let mut products_touched = strings(&lines, "product_id")?;
-    products_touched.extend(strings(&old_lines, "product_id")?);
-    products_touched.extend(touched.products.iter().cloned());
-
-    let agg = |name: &'static str, spec: &'static TableSpec, steps| aggregates::Agg {
-        lake,
-        rel: gp(name),
-        name,
-        spec,
-        c,
-        steps,
-    };
-    let ot_spec = &schema::GOLD_ORDER_TOTALS;
-    let customers_part = async {
-        let a = agg("customer_totals", &schema::GOLD_CUSTOMER_TOTALS, vec![(aggregates::BASE_TOTALS, ot_step)]);
-        let keys = key_frame("customer_id", customers.iter().cloned())?;
-        let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &["customer_id"]);
-        a.update(
-            async |t| {
-                let rows = scan_keys(t, "customer_id", &customers, None).await?;
-                bridge::to_frame(&rows, &schema::GOLD_CUSTOMER_TOTALS.arrow_schema())
-            },
-            |old| match incremental::customers(old, &old_totals, &new_totals, now_us)? {
-                Some(rows) => Ok(Some(pick(&rows)?)),
-                None => Ok(None),
-            },
-            async || {
-                let (all, v) = read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF).await?;
-                Ok(aggregates::Rebuilt {
-                    all: totals::customer_totals(&all, now_us)?,
-                    bases: vec![(aggregates::BASE_TOTALS, v)],
-                })
-            },
-            pick,
-        )
-        .await
-    };
-    let days_part = async {
-        let a = agg("daily_sales", &schema::GOLD_DAILY_SALES, vec![(aggregates::BASE_TOTALS, ot_step)]);
-        let day_keys = ["order_date", "country"];
-        let keys = concat(
-            [&old_totals, &order_totals].map(|f| {
-                f.clone().lazy().filter(col("order_date").is_not_null()).select([
-                    col("order_date"),
-                    col("country").fill_null(polars::prelude::lit(totals::UNKNOWN_COUNTRY)),
-                ])
-            }),
-            UnionArgs::default(),
-        )?
-        .collect()?;
-        let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &day_keys);
-        a.update(
-            async |t| {
-                let lits = days.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
-                let rows = if days.is_empty() { Vec::new() } else { scan_where_in(t, "order_date", lits).await? };
-                bridge::to_frame(&rows, &schema::GOLD_DAILY_SALES.arrow_schema())
-            },
-            |old| Ok(Some(incremental::days(old, &old_totals, &new_totals)?)),
-            async || {
-                let (all, v) = read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF).await?;
-                Ok(aggregates::Rebuilt { all: totals::daily_sales(&all)?, bases: vec![(aggregates::BASE_TOTALS, v)] })
-            },
-            pick,
-        )
-        .await
-    };
-    let products_part = async {
-        let steps = vec![(aggregates::BASE_TOTALS, ot_step), (aggregates::BASE_LINES, ol_step)];
-        let a = agg("product_sales", &schema::GOLD_PRODUCT_SALES, steps);
-        let keys = key_frame("product_id", products_touched.iter().cloned())?;
-        let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &["product_id"]);
-        let p_path = sp("products");
-        let names = read_keys(lake, &p_path, &schema::SILVER_PRODUCTS, "product_id", &products_touched).await?;
-        a.update(
-            async |t| {
-                let rows = scan_keys(t, "product_id", &products_touched, None).await?;
-                bridge::to_frame(&rows, &schema::GOLD_PRODUCT_SALES.arrow_schema())
-            },
-            |old| {
-                let moved = incremental::products(old, (&old_lines, &old_totals), (&new_lines, &new_totals), &names)?;
-                match moved {
-                    Some(rows) => Ok(Some(pick(&rows)?)),
-                    None => Ok(None),
-                }
-            },
-            async || {
-                let ((lines, lv), (orders, ov)) = tokio::try_join!(
-                    read_all(lake, &ol_path, &schema::GOLD_ORDER_LINES, &LINES_DIFF),
-                    read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF),
-                )?;
-                let all_products = read_all(lake, &p_path, &schema::SILVER_PRODUCTS, &["product_id", "name"]).await?.0;
-                Ok(aggregates::Rebuilt {
-                    all: totals::product_sales(&lines, &all_products, &orders)?,
-                    bases: vec![(aggregates::BASE_TOTALS, ov), (aggregates::BASE_LINES, lv)],
-                })
-            },
-            pick,
-        )
-        .await
-    };
-    let (cust, day, prod) = tokio::try_join!(customers_part, days_part, products_part)?;
-    versions.insert("customer_totals".to_string(), cust.version);
-    versions.insert("daily_sales".to_string(), day.version);
-    versions.insert("product_sales".to_string(), prod.version);
-    laps.mark("aggregates");
-    laps.log();
-
-    Ok(GoldFrames {
-        deleted_orders: strings(&gone_orders, "order_id")?.into_iter().collect(),
-        deleted_customers: strings(&cust.gone, "customer_id")?.into_iter().collect(),
-        deleted_days: day.gone,
+    Ok(OrderGold {
+        touched,
         order_totals,
-        order_lines: lines,
-        customer_totals: cust.rows,
-        daily_sales: day.rows,
-        versions,
+        lines,
+        old_totals,
+        old_lines,
+        gone_orders,
+        totals_c,
+        lines_c,
+        ot_read,
+        ol_read,
+        laps,
     })
 }
 
 /// The order columns the aggregates are computed from (and the difference carries).
-const TOTALS_DIFF: [&str; 7] =
+pub(crate) const TOTALS_DIFF: [&str; 7] =
     ["order_id", "customer_id", "order_date", "country", "cancelled", "units", "total_amount"];
 /// The line columns product sales are computed from.
-const LINES_DIFF: [&str; 5] = ["order_id", "item_id", "product_id", "quantity", "line_amount"];
+pub(crate) const LINES_DIFF: [&str; 5] = ["order_id", "item_id", "product_id", "quantity", "line_amount"];
 /// What is read of the touched orders' lines: the difference and where the lines lie (the window).
 const LINES_READ: [&str; 6] = ["order_id", "item_id", "product_id", "quantity", "line_amount", "order_date"];
 

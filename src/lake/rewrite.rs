@@ -36,9 +36,21 @@ struct Rewritten {
     rows_written: usize,
 }
 
+/// Where the existing rows of a batch's keys may be.
+pub enum Search {
+    /// Anywhere: every file whose key statistics admit one of the keys is read.
+    All,
+    /// Only where this filter holds (it must hold for every existing row of the keys), e.g. the
+    /// batch's date window.
+    Within(Expr),
+    /// Nowhere: the keys are known to be new (a sales line keyed by its own Kafka position), so
+    /// nothing is read and the rows are only added.
+    Nowhere,
+}
+
 /// Replaces the rows of `table` whose `key` is one of `rows`' keys by those rows; a row flagged
-/// in a [`DELETED`] column deletes its key instead. `window`, when given, must hold for every
-/// existing row of those keys: only files it leaves are searched. With `guard` (a column of
+/// in a [`DELETED`] column deletes its key instead. `search` says where existing rows of those
+/// keys can be: only files it leaves are read. With `guard` (a column of
 /// both), an existing row whose guard is not older than the new row's stays as it is (silver's
 /// ordering rule). Files are written sorted by `cluster` and split by its key family, so reads by
 /// it skip them on statistics. Strict: fails as a commit conflict if the table moved since
@@ -47,7 +59,7 @@ pub async fn replace_keys(
     table: DeltaTable,
     key: &str,
     rows: RecordBatch,
-    window: Option<Expr>,
+    search: Search,
     guard: Option<&str>,
     cluster: &str,
     txns: Vec<Transaction>,
@@ -63,28 +75,11 @@ pub async fn replace_keys(
     let new_guard = new_guard.as_ref().map(|g| g.as_string::<i32>());
     let by_key: HashMap<&str, usize> = new_keys.iter().enumerate().filter_map(|(i, k)| Some((k?, i))).collect();
 
-    // The files that hold the keys, searched within the window.
-    let mut located = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
-    if let Some(w) = window {
-        located = located.filter(w)?;
-    }
-    if let Some(ranges) = key_ranges(key, by_key.keys().copied()) {
-        located = located.filter(ranges)?;
-    }
-    let located = located.select_columns(&[key, FILE])?;
-    let kind = located.schema().field_with_unqualified_name(key)?.data_type().clone();
-    let keys = key_batch(by_key.keys(), &kind)?;
-    let hits = ctx.read_batch(keys)?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
-    // The scan names files by URL, the log by path relative to the table root.
-    let root = table.table_url().to_string();
-    let root = root.trim_end_matches('/');
-    let mut files = BTreeSet::new();
-    for b in hits.select_columns(&[FILE])?.collect().await? {
-        let f = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-        for url in f.as_string::<i32>().iter().flatten() {
-            files.insert(url.strip_prefix(root).map_or(url, |p| p.trim_start_matches('/')).to_string());
-        }
-    }
+    let files = match search {
+        Search::Nowhere => BTreeSet::new(),
+        Search::All => locate(&ctx, &table, key, &by_key, None).await?,
+        Search::Within(w) => locate(&ctx, &table, key, &by_key, Some(w)).await?,
+    };
 
     // Keys whose existing row is at least as new as the batch's: that row stays.
     let mut stale: HashSet<String> = HashSet::new();
@@ -179,6 +174,38 @@ pub async fn replace_keys(
     let mut table = table;
     table.update_state().await?;
     Ok(table)
+}
+
+/// The files holding any of the keys (table-relative paths), searched where `window` holds.
+async fn locate(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    key: &str,
+    by_key: &HashMap<&str, usize>,
+    window: Option<Expr>,
+) -> Result<BTreeSet<String>> {
+    let mut located = ctx.read_table(table.table_provider().with_file_column(FILE).await?)?;
+    if let Some(w) = window {
+        located = located.filter(w)?;
+    }
+    if let Some(ranges) = key_ranges(key, by_key.keys().copied()) {
+        located = located.filter(ranges)?;
+    }
+    let located = located.select_columns(&[key, FILE])?;
+    let kind = located.schema().field_with_unqualified_name(key)?.data_type().clone();
+    let keys = key_batch(by_key.keys(), &kind)?;
+    let hits = ctx.read_batch(keys)?.join(located, JoinType::RightSemi, &[KEY], &[key], None)?;
+    // The scan names files by URL, the log by path relative to the table root.
+    let root = table.table_url().to_string();
+    let root = root.trim_end_matches('/');
+    let mut files = BTreeSet::new();
+    for b in hits.select_columns(&[FILE])?.collect().await? {
+        let f = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        for url in f.as_string::<i32>().iter().flatten() {
+            files.insert(url.strip_prefix(root).map_or(url, |p| p.trim_start_matches('/')).to_string());
+        }
+    }
+    Ok(files)
 }
 
 /// Files beyond which [`write_clustered`] keeps a batch in one file (many tiny files cost more

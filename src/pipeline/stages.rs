@@ -137,9 +137,10 @@ impl Stages<'_> {
         // Deletes also write the one shared tombstone table, so batches with deletes go one table
         // at a time rather than race themselves there.
         let silver_work = silver::TABLES.iter().map(|(name, spec)| {
-            let changes = changes_after(units, p.get(&format!("silver/{name}")));
+            let after = p.get(&format!("silver/{name}"));
+            let changes = changes_after(units, after);
             let txn = Transaction::new(silver::app_id(&s.group, topic), upto);
-            async move { silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, txn, now).await }
+            async move { silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, after, txn, now).await }
         });
         let deletes =
             units.iter().any(|u| !u.decoded.changes.deletes.is_empty() || !u.decoded.changes.truncates.is_empty());
@@ -164,13 +165,67 @@ impl Stages<'_> {
         let applied = p.gold();
         let app_id = gold::app_id(&s.group, topic);
         let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied };
-        let frames = if touched.is_empty() {
+        let order_gold = if touched.is_empty() {
             None
         } else {
-            Some(gold::recompute(self.lake, &s.silver_prefix, &s.gold_prefix, &touched, &commit, now).await?)
+            Some(gold::orders(self.lake, &s.silver_prefix, &s.gold_prefix, &touched, &commit, now).await?)
         };
+
+        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order).
+        // This batch's order documents then go out while the aggregates and the batch log are
+        // written, and its aggregate documents follow them, in the background while the lake
+        // takes the next batch.
+        let mut published = None;
+        let mut aggregates_to_mongo = None;
+        if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
+            published = settle(topic, p, s.max_backoff, true).await?;
+            let mv = p.mongo.unwrap_or(progress::NONE);
+            // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
+            // (after a failed publish, a later catch-up from bronze covers the gap instead).
+            if mv < upto && mv >= touched_after && p.mongo_due() {
+                let orders = order_gold.as_ref().map(|g| g.frames()).transpose()?;
+                let (tx, rx) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
+                aggregates_to_mongo = Some(tx);
+                let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
+                let task = tokio::spawn(async move {
+                    let mut stats = None;
+                    if let Some(o) = &orders {
+                        stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
+                    }
+                    // A batch that fails after this point aborts the task; MongoDB stays behind and
+                    // a later catch-up republishes from bronze.
+                    let aggregates = rx.await.map_err(|_| crate::error::Error::Other("batch abandoned".into()))?;
+                    if let Some(a) = &aggregates {
+                        *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
+                    }
+                    crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
+                    m.set_progress(&topic, upto).await?;
+                    Ok(stats)
+                });
+                p.publishing = Some(InFlight { upto, task });
+            }
+        }
+        let rest = async {
+            let aggregates = match order_gold {
+                Some(og) => {
+                    Some(gold::rollup::aggregates(self.lake, &s.silver_prefix, &s.gold_prefix, og, &commit, now).await?)
+                }
+                None => None,
+            };
+            if let Some(tx) = aggregates_to_mongo {
+                let _ = tx.send(aggregates);
+            }
+            Ok::<_, crate::error::Error>(())
+        };
+        if let Err(e) = rest.await {
+            abandon_publish(p, upto);
+            return Err(e);
+        }
         let gold_done = started.elapsed();
-        s.checkpoint("after-gold")?;
+        if let Err(e) = s.checkpoint("after-gold") {
+            abandon_publish(p, upto);
+            return Err(e);
+        }
 
         if p.lake_done < upto {
             let dead_count = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
@@ -198,28 +253,6 @@ impl Stages<'_> {
         }
         p.mark_lake_done(upto);
 
-        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order);
-        // this batch's then runs in the background while the lake takes the next batch.
-        let mut published = None;
-        if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
-            published = settle(topic, p, s.max_backoff, true).await?;
-            let mv = p.mongo.unwrap_or(progress::NONE);
-            // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
-            // (after a failed publish, a later catch-up from bronze covers the gap instead).
-            if mv < upto && mv >= touched_after && p.mongo_due() {
-                let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
-                let task = tokio::spawn(async move {
-                    let stats = match &frames {
-                        Some(f) => Some(m.publish(f, fail_at.as_deref()).await?),
-                        None => None,
-                    };
-                    crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
-                    m.set_progress(&topic, upto).await?;
-                    Ok(stats)
-                });
-                p.publishing = Some(InFlight { upto, task });
-            }
-        }
         if let Some(m) = p.mongo {
             crate::metrics::global().mongo_behind(topic, p.lake_done - m);
         }
@@ -237,6 +270,14 @@ impl Stages<'_> {
             "batch committed"
         );
         Ok(())
+    }
+}
+
+/// Drops this batch's publish when the batch fails before its aggregates reach it: nothing of
+/// MongoDB's position moves, and the batch's retry (or a later catch-up) publishes it again.
+fn abandon_publish(p: &mut Progress, upto: i64) {
+    if let Some(f) = p.publishing.take_if(|f| f.upto == upto) {
+        f.task.abort();
     }
 }
 

@@ -14,7 +14,7 @@ use polars::prelude::*;
 
 use crate::decode::decimal::format_cents;
 use crate::error::{Error, Result};
-use crate::gold::GoldFrames;
+use crate::gold::{AggregateFrames, OrderFrames};
 use crate::lake::rows::date_from_days;
 
 pub const PROGRESS: &str = "_orderlake_progress";
@@ -36,6 +36,14 @@ pub struct PublishStats {
     pub deleted: u64,
     /// Skipped because the stored document is newer.
     pub stale: u64,
+}
+
+impl std::ops::AddAssign for PublishStats {
+    fn add_assign(&mut self, o: PublishStats) {
+        self.upserted += o.upserted;
+        self.deleted += o.deleted;
+        self.stale += o.stale;
+    }
 }
 
 fn money(c: Option<i64>) -> Bson {
@@ -117,29 +125,36 @@ impl MongoSink {
         Ok(())
     }
 
-    /// Upserts the documents and applies the deletions of one batch's gold frames.
-    /// `fault` is the test-only fault-injection point (`mid-mongo` stops after the first collection).
-    pub async fn publish(&self, g: &GoldFrames, fault: Option<&str>) -> Result<PublishStats> {
+    /// Upserts the `order_totals` and `orders` documents of one batch and deletes its gone orders.
+    /// Totals go first: they are what real-time readers poll. `fault` is the test-only
+    /// fault-injection point (`mid-mongo` stops after the first collection).
+    pub async fn publish_orders(&self, g: &OrderFrames, fault: Option<&str>) -> Result<PublishStats> {
         let mut st = PublishStats::default();
-        let v = |t: &str| g.versions.get(t).copied().unwrap_or(0);
         let o = OrderDocs::new(g)?;
-        self.upsert("orders", o.len(), v("order_totals"), &mut st, |r| Ok(o.orders(r))).await?;
+        self.upsert("order_totals", o.len(), g.version, &mut st, |r| Ok(o.totals(r))).await?;
         if fault == Some("mid-mongo") {
             return Err(Error::InjectedFault("mid-mongo".into()));
         }
-        self.upsert("order_totals", o.len(), v("order_totals"), &mut st, |r| Ok(o.totals(r))).await?;
+        self.upsert("orders", o.len(), g.version, &mut st, |r| Ok(o.orders(r))).await?;
+        let ids: Vec<Bson> = g.deleted_orders.iter().map(|s| Bson::String(s.clone())).collect();
+        self.delete("order_totals", ids.clone(), g.version, &mut st).await?;
+        self.delete("orders", ids, g.version, &mut st).await?;
+        Ok(st)
+    }
+
+    /// Upserts the `customer_totals` and `daily_sales` documents of one batch and applies its deletions.
+    pub async fn publish_aggregates(&self, g: &AggregateFrames) -> Result<PublishStats> {
+        let mut st = PublishStats::default();
         let (customers, days) = (&g.customer_totals, &g.daily_sales);
-        self.upsert("customer_totals", customers.height(), v("customer_totals"), &mut st, |r| {
+        self.upsert("customer_totals", customers.height(), g.customers_version, &mut st, |r| {
             customer_docs(customers, r)
         })
         .await?;
-        self.upsert("daily_sales", days.height(), v("daily_sales"), &mut st, |r| daily_docs(days, r)).await?;
-        let ids = |v: &[String]| v.iter().map(|s| Bson::String(s.clone())).collect::<Vec<_>>();
-        self.delete("orders", ids(&g.deleted_orders), v("order_totals"), &mut st).await?;
-        self.delete("order_totals", ids(&g.deleted_orders), v("order_totals"), &mut st).await?;
-        self.delete("customer_totals", ids(&g.deleted_customers), v("customer_totals"), &mut st).await?;
+        self.upsert("daily_sales", days.height(), g.days_version, &mut st, |r| daily_docs(days, r)).await?;
+        let gone: Vec<Bson> = g.deleted_customers.iter().map(|s| Bson::String(s.clone())).collect();
+        self.delete("customer_totals", gone, g.customers_version, &mut st).await?;
         let gone_days = daily_ids(&g.deleted_days)?.into_iter().map(Bson::String).collect();
-        self.delete("daily_sales", gone_days, v("daily_sales"), &mut st).await?;
+        self.delete("daily_sales", gone_days, g.days_version, &mut st).await?;
         Ok(st)
     }
 
@@ -289,7 +304,7 @@ struct OrderDocs {
 }
 
 impl OrderDocs {
-    fn new(g: &GoldFrames) -> Result<Self> {
+    fn new(g: &OrderFrames) -> Result<Self> {
         let (l, t) = (Cols(&g.order_lines), Cols(&g.order_totals));
         let line_order = l.s("order_id")?;
         let item = l.s("item_id")?;

@@ -4,6 +4,7 @@
 //! the commit's own metrics say. Files hold one id family each, so reads by order id can skip them.
 
 use orderlake::lake::Lake;
+use orderlake::lake::rewrite::Search;
 use orderlake::produce::{self, SaleRecord};
 
 use crate::e2e::{assert_lake_matches, run_once};
@@ -93,12 +94,12 @@ async fn a_rewrite_over_a_table_that_moved_fails_as_a_conflict_and_changes_nothi
     let v = orderlake::lake::version_of(&stale);
     // Another writer replaces the same orders first.
     let fresh = lake.open(rel).await.unwrap().unwrap();
-    orderlake::lake::rewrite::replace_keys(fresh, "order_id", rows.clone(), None, None, "order_id", vec![])
+    orderlake::lake::rewrite::replace_keys(fresh, "order_id", rows.clone(), Search::All, None, "order_id", vec![])
         .await
         .unwrap();
     assert_eq!(table_version(&s, rel).await, Some(v + 1));
 
-    let err = orderlake::lake::rewrite::replace_keys(stale, "order_id", rows, None, None, "order_id", vec![])
+    let err = orderlake::lake::rewrite::replace_keys(stale, "order_id", rows, Search::All, None, "order_id", vec![])
         .await
         .unwrap_err();
     assert!(err.is_commit_conflict(), "a rewrite over a newer version is a commit conflict: {err}");
