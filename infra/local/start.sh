@@ -8,7 +8,8 @@
 # topics, containers and databases, the demo) is disposable and re-created by the tests and
 # `make demo`, while what piles up over many runs slows every server down (Azurite's metadata
 # file grew to 15 MB after a few hundred test runs and halved its speed). ORDERLAKE_KEEP_DATA=1
-# keeps the data of the previous start.
+# keeps the data of the previous start. ORDERLAKE_AZURITE_ACCESS_LOG=1 makes Azurite log every
+# request to its log (to count the storage requests a batch makes; it costs Azurite CPU).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=infra/local/env.sh
@@ -60,8 +61,10 @@ start_azurite() {
   if port_open "$AZURITE_PORT"; then log "blob port $AZURITE_PORT already answers: reusing it"; return; fi
   [ -x "$AZURITE_BIN" ] || { log "azurite is not installed: run infra/local/install.sh"; exit 1; }
   fresh_dir "$dir"
+  local quiet=--silent
+  [ "${ORDERLAKE_AZURITE_ACCESS_LOG:-0}" = 1 ] && quiet=
   setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$dir" \
-    --skipApiVersionCheck --loose --silent >"$logf" 2>&1 < /dev/null &
+    --skipApiVersionCheck --loose $quiet >"$logf" 2>&1 < /dev/null &
   echo $! >"$pidf"
   wait_ready azurite "$pidf" "$logf" port_open "$AZURITE_PORT"
 }

@@ -358,15 +358,18 @@ impl Pipeline {
                     return Ok(summary);
                 }
             };
+            // A due batch first takes what the poll loop already holds (up to the size limits),
+            // so a backlog goes out in one batch rather than one event at a time.
+            let drained = fed.is_none();
             match fed {
                 Some(fed) => {
-                    let size = fed.event.size();
+                    let (size, read_at) = (fed.event.size(), fed.read_at);
                     match self.accept(feed, &mut pos, fed, once).await? {
                         Some(ev) => {
                             pending_bytes += size;
                             pending_n += 1;
                             pending.entry(ev.topic.clone()).or_default().push(ev);
-                            deadline.get_or_insert_with(|| Instant::now() + b.max_latency);
+                            deadline.get_or_insert(read_at + b.max_latency);
                         }
                         None => feed.release(size),
                     }
@@ -384,7 +387,7 @@ impl Pipeline {
                 }
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || due) {
+            if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || (due && drained)) {
                 summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
                 crate::metrics::global().tick();
@@ -416,7 +419,7 @@ impl Pipeline {
     /// has to be repositioned to where the lake says it stands. The group's committed offsets are
     /// not trusted for that; they are written for lag tools only.
     async fn accept(&self, feed: &Feed, pos: &mut Positions, fed: Fed, once: bool) -> Result<Option<RawEvent>> {
-        let Fed { event, epoch } = fed;
+        let Fed { event, epoch, .. } = fed;
         let tp = (event.topic.clone(), event.partition);
         let known = pos.get(&tp).map(|p| (p.epoch, p.seeking));
         if known.is_some_and(|(k, _)| epoch < k) {

@@ -21,6 +21,9 @@ use crate::model::RawEvent;
 pub struct Fed {
     pub event: RawEvent,
     pub epoch: u64,
+    /// When the poll loop read it: a batch's `max_latency` runs from its first event's read, so
+    /// events that queued while the previous batch was written do not wait a full period more.
+    pub read_at: tokio::time::Instant,
 }
 
 enum Command {
@@ -125,7 +128,7 @@ impl Poller {
                         };
                         self.in_flight.fetch_add(event.size(), Ordering::SeqCst);
                         let epoch = self.epochs.get(&tp);
-                        if tx.send(Fed { event, epoch }).is_err() {
+                        if tx.send(Fed { event, epoch, read_at: tokio::time::Instant::now() }).is_err() {
                             return;
                         }
                         if paused {
