@@ -361,17 +361,16 @@ async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched
         t.orders.extend(strings(&lines, "order_id")?);
     }
     if !t.products.is_empty() {
-        let products =
-            read_keys(lake, &format!("{silver_prefix}/products"), &schema::SILVER_PRODUCTS, "product_id", &t.products)
-                .await?;
         // Lines can only carry a stale name for products whose product-sales row names them
         // otherwise (or is missing): product sales is committed after the lines of every batch
         // and takes the name silver gave those lines. Reading only those products' lines keeps
         // this step from reading every line of every product a sales batch mentions.
         let named = ["product_id", "product_name"];
-        let sales_path = format!("{gold_prefix}/product_sales");
-        let sold =
-            read_some(lake, &sales_path, &schema::GOLD_PRODUCT_SALES, "product_id", &t.products, Some(&named)).await?;
+        let (products_path, sales_path) = (format!("{silver_prefix}/products"), format!("{gold_prefix}/product_sales"));
+        let (products, sold) = tokio::try_join!(
+            read_keys(lake, &products_path, &schema::SILVER_PRODUCTS, "product_id", &t.products),
+            read_some(lake, &sales_path, &schema::GOLD_PRODUCT_SALES, "product_id", &t.products, Some(&named)),
+        )?;
         let check = strings(&totals::renamed_products(&products, &sold, &t.products)?, "product_id")?;
         if !check.is_empty() {
             let cols = ["order_id", "product_id", "product_name"];
