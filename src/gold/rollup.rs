@@ -42,9 +42,6 @@ pub async fn aggregates(
         mut laps,
         ..
     } = og;
-    // Between the two steps the pipeline waits for the previous MongoDB publish (publishes stay in
-    // order), so a MongoDB-bound run shows its wait here rather than in the aggregates.
-    laps.mark("mongo_wait");
     // The difference: what the touched orders were and are. A MERGE that did not run (applied
     // before) changed nothing, so its side of the difference is empty.
     let ot_step = aggregates::Step::new(ot_read, totals_c.before, totals_c.after, totals_c.merged);

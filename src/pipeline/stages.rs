@@ -171,55 +171,66 @@ impl Stages<'_> {
             Some(gold::orders(self.lake, &s.silver_prefix, &s.gold_prefix, &touched, &commit, now).await?)
         };
 
-        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order).
-        // This batch's order documents then go out while the aggregates and the batch log are
-        // written, and its aggregate documents follow them, in the background while the lake
-        // takes the next batch.
-        let mut published = None;
-        let mut aggregates_to_mongo = None;
-        if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
-            published = settle(topic, p, s.max_backoff, true).await?;
-            let mv = p.mongo.unwrap_or(progress::NONE);
-            // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
-            // (after a failed publish, a later catch-up from bronze covers the gap instead).
-            if mv < upto && mv >= touched_after && p.mongo_due() {
-                let orders = order_gold.as_ref().map(|g| g.frames()).transpose()?;
-                let (tx, rx) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
-                aggregates_to_mongo = Some(tx);
-                let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
-                let task = tokio::spawn(async move {
-                    let mut stats = None;
-                    if let Some(o) = &orders {
-                        stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
-                    }
-                    // A batch that fails after this point aborts the task; MongoDB stays behind and
-                    // a later catch-up republishes from bronze.
-                    let aggregates = rx.await.map_err(|_| crate::error::Error::Other("batch abandoned".into()))?;
-                    if let Some(a) = &aggregates {
-                        *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
-                    }
-                    crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
-                    m.set_progress(&topic, upto).await?;
-                    Ok(stats)
-                });
-                p.publishing = Some(InFlight { upto, task });
-            }
-        }
-        let rest = async {
-            let aggregates = match order_gold {
-                Some(og) => {
-                    Some(gold::rollup::aggregates(self.lake, &s.silver_prefix, &s.gold_prefix, og, &commit, now).await?)
-                }
-                None => None,
-            };
-            if let Some(tx) = aggregates_to_mongo {
-                let _ = tx.send(aggregates);
-            }
-            Ok::<_, crate::error::Error>(())
+        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order);
+        // the aggregates are written meanwhile. This batch's order documents then go out while the
+        // aggregates and the batch log are written, and its aggregate documents follow them, in
+        // the background while the lake takes the next batch.
+        let orders = match (self.mongo, &order_gold) {
+            (Some(_), Some(g)) => Some(g.frames()?),
+            _ => None,
         };
-        if let Err(e) = rest.await {
-            abandon_publish(p, upto);
-            return Err(e);
+        let aggregates = async {
+            match order_gold {
+                Some(og) => {
+                    let a = gold::rollup::aggregates(self.lake, &s.silver_prefix, &s.gold_prefix, og, &commit, now);
+                    Ok(Some(a.await?))
+                }
+                None => Ok(None),
+            }
+        };
+        let publish = async {
+            let (mut published, mut aggregates_to_mongo) = (None, None);
+            if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
+                published = settle(topic, p, s.max_backoff, true).await?;
+                let mv = p.mongo.unwrap_or(progress::NONE);
+                // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
+                // (after a failed publish, a later catch-up from bronze covers the gap instead).
+                if mv < upto && mv >= touched_after && p.mongo_due() {
+                    let (tx, rx) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
+                    aggregates_to_mongo = Some(tx);
+                    let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
+                    let task = tokio::spawn(async move {
+                        let mut stats = None;
+                        if let Some(o) = &orders {
+                            stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
+                        }
+                        // A batch that fails before handing its aggregates over aborts the task;
+                        // MongoDB stays behind and a later catch-up republishes from bronze.
+                        let aggregates = rx.await.map_err(|_| crate::error::Error::Other("batch abandoned".into()))?;
+                        if let Some(a) = &aggregates {
+                            *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
+                        }
+                        crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
+                        m.set_progress(&topic, upto).await?;
+                        Ok(stats)
+                    });
+                    p.publishing = Some(InFlight { upto, task });
+                }
+            }
+            Ok::<_, crate::error::Error>((published, aggregates_to_mongo))
+        };
+        let (aggregates, publish) = tokio::join!(aggregates, publish);
+        let (published, aggregates_to_mongo) = publish?;
+        match aggregates {
+            Ok(a) => {
+                if let Some(tx) = aggregates_to_mongo {
+                    let _ = tx.send(a);
+                }
+            }
+            Err(e) => {
+                abandon_publish(p, upto);
+                return Err(e);
+            }
         }
         let gold_done = started.elapsed();
         if let Err(e) = s.checkpoint("after-gold") {
