@@ -98,7 +98,6 @@ impl Touched {
 
 /// The order-level gold of one batch as committed: what MongoDB's `orders` and `order_totals`
 /// are published from, as soon as the order tables are written.
-#[derive(Clone)]
 pub struct OrderFrames {
     pub order_totals: DataFrame,
     pub order_lines: DataFrame,
@@ -371,7 +370,8 @@ async fn expand(lake: &Lake, silver_prefix: &str, gold_prefix: &str, t: &Touched
             read_keys(lake, &products_path, &schema::SILVER_PRODUCTS, "product_id", &t.products),
             read_some(lake, &sales_path, &schema::GOLD_PRODUCT_SALES, "product_id", &t.products, Some(&named)),
         )?;
-        let check = strings(&totals::renamed_products(&products, &sold, &t.products)?, "product_id")?;
+        let touched = key_frame("product_id", t.products.iter().cloned())?;
+        let check = strings(&totals::renamed_products(&products, &sold, &touched)?, "product_id")?;
         if !check.is_empty() {
             let cols = ["order_id", "product_id", "product_name"];
             let lines = read_some(lake, &gp, lines_spec, "product_id", &check, Some(&cols)).await?;

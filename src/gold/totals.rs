@@ -163,16 +163,12 @@ pub fn stale_lines(lines: &DataFrame, products: &DataFrame) -> PolarsResult<Data
         .collect()
 }
 
-/// Of `touched` products, those whose silver name (`products`: product_id, name) differs from the
-/// name their product-sales row (`sold`: product_id, product_name) carries, or that have no such
-/// row: only their order lines may carry a stale name.
-pub fn renamed_products(
-    products: &DataFrame,
-    sold: &DataFrame,
-    touched: &std::collections::BTreeSet<String>,
-) -> PolarsResult<DataFrame> {
-    let ids: Vec<&str> = touched.iter().map(String::as_str).collect();
-    DataFrame::new(ids.len(), vec![Column::new("product_id".into(), ids)])?
+/// Of the `touched` products (a `product_id` frame), those whose silver name (`products`:
+/// product_id, name) differs from the name their product-sales row (`sold`: product_id,
+/// product_name) carries, or that have no such row: only their order lines may carry a stale name.
+pub fn renamed_products(products: &DataFrame, sold: &DataFrame, touched: &DataFrame) -> PolarsResult<DataFrame> {
+    touched
+        .clone()
         .lazy()
         .left_join(
             products.clone().lazy().select([col("product_id"), col("name")]),
@@ -281,7 +277,8 @@ mod tests {
             "product_name" => [Some("Mug"), Some("Pot"), Some("Bowl"), None, None],
         )
         .unwrap();
-        let touched = ["same", "renamed", "unsold", "gone", "late", "both_null", "nowhere"].map(String::from).into();
+        let touched =
+            df!("product_id" => ["same", "renamed", "unsold", "gone", "late", "both_null", "nowhere"]).unwrap();
         let mut silver = silver;
         silver.vstack_mut(&df!("product_id" => ["late"], "name" => [Some("Plate")]).unwrap()).unwrap();
         let check = renamed_products(&silver, &sold, &touched).unwrap();

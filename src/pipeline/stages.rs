@@ -221,7 +221,8 @@ impl Stages<'_> {
         };
         let (aggregates, publish) = tokio::join!(aggregates, publish);
         let (published, aggregates_to_mongo) = publish?;
-        match aggregates {
+        // The crash point sits before the hand-over, so a publish never outlives a failed batch.
+        match aggregates.and_then(|a| s.checkpoint("after-gold").map(|()| a)) {
             Ok(a) => {
                 if let Some(tx) = aggregates_to_mongo {
                     let _ = tx.send(a);
@@ -233,10 +234,6 @@ impl Stages<'_> {
             }
         }
         let gold_done = started.elapsed();
-        if let Err(e) = s.checkpoint("after-gold") {
-            abandon_publish(p, upto);
-            return Err(e);
-        }
 
         if p.lake_done < upto {
             let dead_count = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
