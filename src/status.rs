@@ -67,7 +67,7 @@ pub async fn gather(settings: &Settings) -> Result<Status> {
         let mut parts: Vec<_> = ends.into_iter().collect();
         parts.sort();
         let stored = match &table {
-            Some(t) => bronze::stored_offsets(t, &settings.group, &topic, parts.iter().map(|p| p.0)).await?,
+            Some(t) => bronze::stored_offsets(&lake, t, &settings.group, &topic, parts.iter().map(|p| p.0)).await?,
             None => Default::default(),
         };
         for (partition, end_offset) in parts {

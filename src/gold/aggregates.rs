@@ -18,7 +18,7 @@ use super::{GoldCommit, bridge};
 use crate::error::Result;
 use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
 use crate::lake::schema::TableSpec;
-use crate::lake::{Lake, commit_with, has_applied, txn_version, version_of};
+use crate::lake::{Lake, commit_with, version_of};
 
 pub const BASE_TOTALS: &str = "orderlake/base/order_totals";
 pub const BASE_LINES: &str = "orderlake/base/order_lines";
@@ -85,7 +85,7 @@ impl Agg<'_> {
     ) -> Result<Updated> {
         let table = self.lake.open(&self.rel).await?;
         if let Some(t) = &table
-            && (!self.c.needs(self.name) || has_applied(t, self.c.app_id, self.c.version).await?)
+            && (!self.c.needs(self.name) || self.lake.has_applied(t, self.c.app_id, self.c.version).await?)
         {
             // Another attempt or instance got here first: publish what the table holds.
             let (rows, gone) = pick(&read_old(t).await?)?;
@@ -95,7 +95,7 @@ impl Agg<'_> {
         for (app, step) in &self.steps {
             let marker = match &table {
                 None => ABSENT,
-                Some(t) => txn_version(t, app).await?.unwrap_or(i64::MIN),
+                Some(t) => self.lake.txn_version(t, app).await?.unwrap_or(i64::MIN),
             };
             matches &= marker == step.from;
         }
@@ -121,6 +121,7 @@ impl Agg<'_> {
             .with_save_mode(SaveMode::Overwrite)
             .with_commit_properties(commit_with(self.txns(rebuilt.bases)).with_max_retries(0))
             .await?;
+        self.lake.keep(&self.rel, &t);
         let (rows, gone) = pick(&rebuilt.all)?;
         Ok(Updated { rows, gone, version: version_of(&t) as i64 })
     }
@@ -152,6 +153,7 @@ impl Agg<'_> {
                 .with_save_mode(SaveMode::Append)
                 .with_commit_properties(commit_with(txns).with_max_retries(0))
                 .await?;
+            self.lake.keep(&self.rel, &t);
             return Ok(version_of(&t) as i64);
         }
         let mut batches = vec![bridge::to_batch(rows, self.spec)?];
@@ -167,7 +169,9 @@ impl Agg<'_> {
         let flags = std::iter::repeat_n(false, rows.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
         let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
         let m = MergeSpec { spec: self.spec, guard: None, strict: true };
-        Ok(version_of(&merge(t, &m, source, txns).await?) as i64)
+        let t = merge(t, &m, source, txns).await?;
+        self.lake.keep(&self.rel, &t);
+        Ok(version_of(&t) as i64)
     }
 }
 

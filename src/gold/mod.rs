@@ -303,7 +303,7 @@ async fn commit(
     loop {
         let table = lake.open_or_create(&rel, spec).await?;
         let before = version_of(&table) as i64;
-        if crate::lake::has_applied(&table, c.app_id, c.version).await? {
+        if lake.has_applied(&table, c.app_id, c.version).await? {
             return Ok(Committed::unchanged(before)); // another instance applied this version already
         }
         // The window only covers the rows as they were read; an empty table created since is fine.
@@ -320,7 +320,10 @@ async fn commit(
             }
         };
         match outcome {
-            Ok(table) => return Ok(Committed { before, after: version_of(&table) as i64, merged: true }),
+            Ok(table) => {
+                lake.keep(&rel, &table);
+                return Ok(Committed { before, after: version_of(&table) as i64, merged: true });
+            }
             Err(e) if pruned.is_some() && e.is_commit_conflict() => {
                 tracing::info!(table = name, "gold write raced another writer: running it again as a MERGE");
                 window = None;

@@ -15,7 +15,7 @@ use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::rows::{batch, date_col, int_col, long_col, str_col, ts_col};
-use super::{commit_with, schema, txn_version, version_of};
+use super::{Lake, commit_with, schema, version_of};
 use crate::error::{Error, Result};
 use crate::model::RawEvent;
 
@@ -25,6 +25,7 @@ pub fn offset_app_id(group: &str, topic: &str, partition: i32) -> String {
 
 /// The offsets bronze holds for `partitions` (last offset written; absent = nothing yet).
 pub async fn stored_offsets(
+    lake: &Lake,
     table: &DeltaTable,
     group: &str,
     topic: &str,
@@ -32,7 +33,7 @@ pub async fn stored_offsets(
 ) -> Result<HashMap<i32, i64>> {
     let mut out = HashMap::new();
     for p in partitions {
-        if let Some(o) = txn_version(table, &offset_app_id(group, topic, p)).await? {
+        if let Some(o) = lake.txn_version(table, &offset_app_id(group, topic, p)).await? {
             out.insert(p, o);
         }
     }

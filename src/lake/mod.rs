@@ -3,6 +3,7 @@
 
 pub mod bronze;
 pub mod dead_letter;
+mod markers;
 pub mod merge;
 pub mod read;
 pub mod rewrite;
@@ -43,6 +44,9 @@ pub struct Lake {
     /// each from scratch (list the log, read the checkpoint, build a store client) cost ~1 s per
     /// batch on Azurite, while refreshing a known table reads only the commits since.
     tables: std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
+    /// Progress markers per table version (replaying the log for each question was most of a
+    /// small batch's storage requests).
+    markers: std::sync::Arc<markers::Markers>,
 }
 
 static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -67,7 +71,12 @@ fn object_store_options(settings: &Settings) -> HashMap<String, String> {
 impl Lake {
     pub fn new(settings: &Settings) -> Self {
         REGISTER.call_once(|| deltalake::azure::register_handlers(None));
-        Lake { root: settings.lake.clone(), options: object_store_options(settings), tables: Default::default() }
+        Lake {
+            root: settings.lake.clone(),
+            options: object_store_options(settings),
+            tables: Default::default(),
+            markers: Default::default(),
+        }
     }
 
     pub fn root(&self) -> &Url {
@@ -135,12 +144,12 @@ impl Lake {
         }
         let known = self.tables.lock().expect("table cache").get(rel).cloned();
         let table = match known {
-            Some(mut t) => match t.update_state().await {
-                Ok(()) => t,
+            Some(t) => match refresh(t).await {
+                Ok(t) => t,
                 Err(e) => {
                     // Whatever went wrong, the next open starts from scratch.
                     self.forget(rel);
-                    return Err(e.into());
+                    return Err(e);
                 }
             },
             None => {
@@ -154,6 +163,28 @@ impl Lake {
         };
         self.tables.lock().expect("table cache").insert(rel.to_string(), table.clone());
         Ok(Some(table))
+    }
+
+    /// The last version an application recorded in `table` under `app_id` (`txn` action), as of
+    /// the version `table` was loaded at.
+    pub async fn txn_version(&self, table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+        self.markers.get(table, app_id).await
+    }
+
+    /// Whether `table` already records `version` (or later) for `app_id`: another instance, or an
+    /// earlier attempt, has applied it. Checked on the freshly loaded table right before a commit,
+    /// so a late writer never moves a marker backwards.
+    pub async fn has_applied(&self, table: &DeltaTable, app_id: &str, version: i64) -> Result<bool> {
+        Ok(self.txn_version(table, app_id).await?.is_some_and(|v| v >= version))
+    }
+
+    /// Remembers a table this process just committed to, so the next [`Lake::open`] starts from
+    /// it instead of reading the commit back. An older state never replaces a newer one.
+    pub fn keep(&self, rel: &str, table: &DeltaTable) {
+        let mut tables = self.tables.lock().expect("table cache");
+        if tables.get(rel).is_none_or(|t| version_of(t) < version_of(table)) {
+            tables.insert(rel.to_string(), table.clone());
+        }
     }
 
     fn forget(&self, rel: &str) {
@@ -194,16 +225,20 @@ impl Lake {
     }
 }
 
-/// The last version an application recorded in `table` under `app_id` (`txn` action).
-pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
-    Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id).await?)
-}
-
-/// Whether `table` already records `version` (or later) for `app_id`: another instance, or an
-/// earlier attempt, has applied it. Checked on the freshly loaded table right before a commit, so a
-/// late writer never moves a marker backwards.
-pub async fn has_applied(table: &DeltaTable, app_id: &str, version: i64) -> Result<bool> {
-    Ok(txn_version(table, app_id).await?.is_some_and(|v| v >= version))
+/// Brings a known table to its latest version. Whether anything was committed since is asked with
+/// one request for the next commit file: refreshing lists the whole `_delta_log` prefix, and a
+/// batch opens each table several times, mostly with nothing new (the commits are numbered
+/// without gaps, so no next file means no newer version).
+async fn refresh(mut table: DeltaTable) -> Result<DeltaTable> {
+    let next = format!("_delta_log/{:020}.json", version_of(&table) + 1);
+    use object_store::ObjectStoreExt;
+    match table.log_store().object_store(None).head(&next.into()).await {
+        Err(object_store::Error::NotFound { .. }) => return Ok(table),
+        Err(e) => return Err(DeltaTableError::from(e).into()),
+        Ok(_) => {}
+    }
+    table.update_state().await?;
+    Ok(table)
 }
 
 /// Commit properties carrying the given progress markers in the same commit as the data.

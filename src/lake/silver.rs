@@ -198,7 +198,7 @@ pub async fn apply_table(
         std::iter::repeat_n(false, upserts.num_rows()).chain(std::iter::repeat_n(true, markers.num_rows())).collect();
     let source = with_deleted_flag(&arrow::compute::concat_batches(&schema, [&upserts, &markers])?, flags)?;
     let table = lake.open_or_create(&rel, spec).await?;
-    let marker = super::txn_version(&table, &txn.app_id).await?;
+    let marker = lake.txn_version(&table, &txn.app_id).await?;
     if marker.is_some_and(|m| m >= txn.version) {
         return Ok(Some(table)); // another instance applied this version already
     }
@@ -239,7 +239,7 @@ pub async fn apply_table(
             Err(e) if e.is_commit_conflict() => {
                 tracing::info!(table = %rel, "silver write raced another writer: running it again as a MERGE");
                 let table = lake.open_or_create(&rel, spec).await?;
-                if super::has_applied(&table, &txn.app_id, txn.version).await? {
+                if lake.has_applied(&table, &txn.app_id, txn.version).await? {
                     return Ok(Some(table));
                 }
                 table

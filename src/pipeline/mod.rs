@@ -143,7 +143,8 @@ impl Pipeline {
             let res = async {
                 st.bronze.update_state().await?;
                 let parts: std::collections::BTreeSet<i32> = events.iter().map(|e| e.partition).collect();
-                let stored = bronze::stored_offsets(&st.bronze, &self.settings.group, &topic, parts).await?;
+                let stored =
+                    bronze::stored_offsets(&self.lake, &st.bronze, &self.settings.group, &topic, parts).await?;
                 events.retain(|e| stored.get(&e.partition).is_none_or(|o| e.offset > *o));
                 let v = if events.is_empty() {
                     version_of(&st.bronze) as i64
@@ -270,7 +271,7 @@ impl Pipeline {
     /// Loads the lake's position for a newly seen partition.
     async fn expected_for(&self, tp: &TopicPartition) -> Result<Option<i64>> {
         let st = &self.topics[&tp.0];
-        let stored = bronze::stored_offsets(&st.bronze, &self.settings.group, &tp.0, [tp.1]).await?;
+        let stored = bronze::stored_offsets(&self.lake, &st.bronze, &self.settings.group, &tp.0, [tp.1]).await?;
         Ok(stored.get(&tp.1).map(|o| o + 1))
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::config::Settings;
 use crate::error::Result;
-use crate::lake::{Lake, dead_letter, txn_version};
+use crate::lake::{Lake, dead_letter};
 use crate::sink::mongo::{MongoSink, PublishStats};
 use crate::{gold, lake::silver};
 
@@ -105,7 +105,7 @@ pub fn lake_stages() -> Vec<String> {
 
 async fn marker(lake: &Lake, rel: &str, app_id: &str) -> Result<i64> {
     Ok(match lake.open(rel).await? {
-        Some(t) => txn_version(&t, app_id).await?.unwrap_or(NONE),
+        Some(t) => lake.txn_version(&t, app_id).await?.unwrap_or(NONE),
         None => NONE,
     })
 }

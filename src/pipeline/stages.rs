@@ -18,7 +18,7 @@ use crate::decode::{Decoded, decode_topic};
 use crate::error::Result;
 use crate::gold::{self, GoldCommit, Touched};
 use crate::lake::rows::{batch, long_col, str_col, ts_col};
-use crate::lake::{Lake, bronze, commit_with, dead_letter, has_applied, schema, silver, txn_version};
+use crate::lake::{Lake, bronze, commit_with, dead_letter, schema, silver};
 use crate::model::{Changes, RawEvent};
 use crate::sink::mongo::{MongoSink, PublishStats};
 
@@ -122,10 +122,11 @@ impl Stages<'_> {
             let t = self.lake.open_or_create(&dead_letter::table_name(&s.bronze_prefix), &schema::DEAD_LETTERS).await?;
             let app_id = progress::dead_letters_app_id(&s.group, topic);
             // Another instance may have listed some of these versions already.
-            dl_after = dl_after.max(txn_version(&t, &app_id).await?.unwrap_or(progress::NONE));
+            dl_after = dl_after.max(self.lake.txn_version(&t, &app_id).await?.unwrap_or(progress::NONE));
             let dead: Vec<_> = merged(units, dl_after).flat_map(|u| u.decoded.dead.iter().cloned()).collect();
             if !dead.is_empty() {
-                dead_letter::append(t, &dead, Transaction::new(app_id, upto), now).await?;
+                let t = dead_letter::append(t, &dead, Transaction::new(app_id, upto), now).await?;
+                self.lake.keep(&dead_letter::table_name(&s.bronze_prefix), &t);
                 crate::metrics::global().dead_letters(dead.len() as u64);
                 tracing::warn!(topic, count = dead.len(), first_error = %dead[0].error, "dead-lettered undecodable events");
             }
@@ -140,7 +141,13 @@ impl Stages<'_> {
             let after = p.get(&format!("silver/{name}"));
             let changes = changes_after(units, after);
             let txn = Transaction::new(silver::app_id(&s.group, topic), upto);
-            async move { silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, after, txn, now).await }
+            async move {
+                let t = silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, after, txn, now).await?;
+                if let Some(t) = &t {
+                    self.lake.keep(&format!("{}/{name}", s.silver_prefix), t);
+                }
+                Ok::<_, crate::error::Error>(t)
+            }
         });
         let deletes =
             units.iter().any(|u| !u.decoded.changes.deletes.is_empty() || !u.decoded.changes.truncates.is_empty());
@@ -250,12 +257,14 @@ impl Stages<'_> {
                 ],
             )?;
             let app_id = progress::batches_app_id(&s.group, topic);
-            if !has_applied(&t, &app_id, upto).await? {
+            if !self.lake.has_applied(&t, &app_id, upto).await? {
                 let txn = Transaction::new(app_id, upto);
-                t.write(vec![b])
+                let t = t
+                    .write(vec![b])
                     .with_save_mode(SaveMode::Append)
                     .with_commit_properties(commit_with(vec![txn]))
                     .await?;
+                self.lake.keep(progress::batches_table(), &t);
             }
             crate::metrics::global().decoded((landed - dead_count).max(0) as u64);
         }
