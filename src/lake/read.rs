@@ -12,6 +12,34 @@ use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
 
 use crate::error::Result;
 
+/// Room for Parquet footers kept between scans (a footer of these tables is a few KiB).
+const FOOTER_CACHE_BYTES: usize = 32 << 20;
+
+/// A DataFusion session whose Parquet footer cache is shared by every scan of the process. Data
+/// files never change once written, and a batch reads the same recent files several times (and
+/// again in the next batch); without it every read of a file fetched its footer again, two of the
+/// five requests a small file costs. Entries are checked against the file's size and time.
+pub fn session() -> SessionContext {
+    use deltalake::datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+    use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use deltalake::datafusion::prelude::SessionConfig;
+    static FOOTERS: std::sync::OnceLock<Option<Arc<FileMetadataCache>>> = std::sync::OnceLock::new();
+    let config = || CacheManagerConfig::default().with_metadata_cache_limit(FOOTER_CACHE_BYTES);
+    let shared = FOOTERS.get_or_init(|| {
+        RuntimeEnvBuilder::new()
+            .with_cache_manager(config())
+            .build()
+            .ok()
+            .map(|rt| rt.cache_manager.get_file_metadata_cache())
+    });
+    let runtime =
+        RuntimeEnvBuilder::new().with_cache_manager(config().with_file_metadata_cache(shared.clone())).build_arc();
+    match runtime {
+        Ok(rt) => SessionContext::new_with_config_rt(SessionConfig::new(), rt),
+        Err(_) => SessionContext::new(), // only a slower scan
+    }
+}
+
 /// Rows of `table` where `column` is one of `values`. Empty `values` reads nothing.
 pub async fn scan_where_in(table: &DeltaTable, column: &str, values: Vec<Expr>) -> Result<Vec<RecordBatch>> {
     if values.is_empty() {
@@ -33,7 +61,7 @@ pub async fn scan_keys(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = SessionContext::new();
+    let ctx = session();
     table.update_datafusion_session(&ctx.state())?;
     let mut rows = ctx.read_table(table.table_provider().await?)?;
     if let Some(ranges) = key_ranges(column, keys.iter().map(String::as_str)) {
@@ -91,7 +119,7 @@ pub(crate) fn key_batch(keys: impl IntoIterator<Item = impl AsRef<str>>, kind: &
 
 /// Rows of `table` matching `filter` (all rows when `None`).
 pub async fn scan(table: &DeltaTable, filter: Option<Expr>) -> Result<Vec<RecordBatch>> {
-    let ctx = SessionContext::new();
+    let ctx = session();
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     let mut df = ctx.read_table(provider)?;
@@ -103,14 +131,14 @@ pub async fn scan(table: &DeltaTable, filter: Option<Expr>) -> Result<Vec<Record
 
 /// Every row of `table`, only `columns`.
 pub async fn scan_columns(table: &DeltaTable, columns: &[&str]) -> Result<Vec<RecordBatch>> {
-    let ctx = SessionContext::new();
+    let ctx = session();
     table.update_datafusion_session(&ctx.state())?;
     Ok(ctx.read_table(table.table_provider().await?)?.select_columns(columns)?.collect().await?)
 }
 
 /// Number of rows in a table.
 pub async fn count(table: &DeltaTable) -> Result<usize> {
-    let ctx = SessionContext::new();
+    let ctx = session();
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     Ok(ctx.read_table(provider)?.count().await?)

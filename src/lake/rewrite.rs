@@ -64,7 +64,7 @@ pub async fn replace_keys(
     cluster: &str,
     txns: Vec<Transaction>,
 ) -> Result<DeltaTable> {
-    let ctx = SessionContext::new();
+    let ctx = super::read::session();
     table.update_datafusion_session(&ctx.state())?;
     let mut done = Rewritten::default();
 
