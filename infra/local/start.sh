@@ -63,8 +63,14 @@ start_azurite() {
   fresh_dir "$dir"
   local quiet=--silent
   [ "${ORDERLAKE_AZURITE_ACCESS_LOG:-0}" = 1 ] && quiet=
-  setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$dir" \
-    --skipApiVersionCheck --loose $quiet >"$logf" 2>&1 < /dev/null &
+  # --disableTelemetry: by default Azurite records every request for Application Insights and
+  # tries to send it (there is no internet here): CPU spent on nothing, on a machine the
+  # benchmarks keep busy. The blobs live in memory unless the data is to be kept: on disk,
+  # Azurite rewrites its whole metadata file every 5 s, which grows with every blob written.
+  local store=(--inMemoryPersistence)
+  [ "${ORDERLAKE_KEEP_DATA:-0}" = 1 ] && store=(--location "$dir")
+  setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" "${store[@]}" \
+    --skipApiVersionCheck --loose --disableTelemetry $quiet >"$logf" 2>&1 < /dev/null &
   echo $! >"$pidf"
   wait_ready azurite "$pidf" "$logf" port_open "$AZURITE_PORT"
 }
