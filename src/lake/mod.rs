@@ -44,6 +44,10 @@ pub struct Lake {
     /// each from scratch (list the log, read the checkpoint, build a store client) cost ~1 s per
     /// batch on Azurite, while refreshing a known table reads only the commits since.
     tables: std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
+    /// Tables looked for and not there (yet), kept as built: building one makes a new HTTP client,
+    /// which reads every system root certificate, and a batch looks for the same absent tables
+    /// (customers without CDC, tombstones without deletes) every time.
+    absent: std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
     /// Progress markers per table version (replaying the log for each question was most of a
     /// small batch's storage requests).
     markers: std::sync::Arc<markers::Markers>,
@@ -75,6 +79,7 @@ impl Lake {
             root: settings.lake.clone(),
             options: object_store_options(settings),
             tables: Default::default(),
+            absent: Default::default(),
             markers: Default::default(),
         }
     }
@@ -153,8 +158,13 @@ impl Lake {
                 }
             },
             None => {
-                let mut t = DeltaTableBuilder::from_url(url)?.with_storage_options(self.options.clone()).build()?;
+                let built = self.absent.lock().expect("absent tables").remove(rel);
+                let mut t = match built {
+                    Some(t) => t,
+                    None => DeltaTableBuilder::from_url(url)?.with_storage_options(self.options.clone()).build()?,
+                };
                 if !t.verify_deltatable_existence().await? {
+                    self.absent.lock().expect("absent tables").insert(rel.to_string(), t);
                     return Ok(None);
                 }
                 t.load().await?;
