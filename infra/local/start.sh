@@ -8,8 +8,9 @@
 # topics, containers and databases, the demo) is disposable and re-created by the tests and
 # `make demo`, while what piles up over many runs slows every server down (Azurite's metadata
 # file grew to 15 MB after a few hundred test runs and halved its speed). ORDERLAKE_KEEP_DATA=1
-# keeps the data of the previous start. ORDERLAKE_AZURITE_ACCESS_LOG=1 makes Azurite log every
-# request to its log (to count the storage requests a batch makes; it costs Azurite CPU).
+# keeps the data of the previous start (and Azurite's blobs on disk; otherwise they live in
+# memory). ORDERLAKE_AZURITE_ACCESS_LOG=1 makes Azurite log every request to its log (to count
+# the storage requests a batch makes; it costs Azurite CPU).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=infra/local/env.sh
