@@ -37,7 +37,7 @@ async fn bronze_checkpoints_every_ten_commits_and_keeps_offsets_in_txn() {
     assert!(out.contains("rows=11"), "{out}");
 }
 
-/// One bronze event at `offset` of `partition`, appended by `lake`'s writer.
+/// One bronze event at `offset` of `partition`, appended to `t` in a commit of its own.
 async fn append(t: deltalake::DeltaTable, group: &str, partition: i32, offset: i64) -> deltalake::DeltaTable {
     let ev = RawEvent {
         topic: "cache".into(),
@@ -90,4 +90,38 @@ async fn cached_tables_and_markers_follow_other_writers() {
     // An older snapshot still answers for its own version.
     assert_eq!(mine.txn_version(&t, &app(0)).await.unwrap(), Some(5));
     assert_eq!(mine.txn_version(&seen, &app(0)).await.unwrap(), Some(21));
+}
+
+/// When commits the marker cache would read have been cleaned up (log retention removes commits a
+/// checkpoint covers), the markers still come from the log as it is: the kernel's replay from the
+/// checkpoint, never the remembered value. Partition 1's last marker sits in a removed commit.
+#[tokio::test]
+async fn markers_in_cleaned_up_commits_come_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(&unique("cleanup"), &LakeKind::Local(dir.path().to_path_buf()), false);
+    let (mine, other) = (Lake::new(&s), Lake::new(&s));
+    let app = |p| bronze::offset_app_id(&s.group, "cache", p);
+    let mut t = mine.open_or_create("bronze/cache", &schema::BRONZE).await.unwrap();
+    for v in 1..=5i64 {
+        t = append(t, &s.group, (v % 2) as i32, v).await;
+    }
+    assert_eq!(mine.txn_version(&t, &app(1)).await.unwrap(), Some(5), "remembered at version 5");
+    for v in 6..=12i64 {
+        t = append(t, &s.group, if v == 7 { 1 } else { 0 }, v).await;
+    }
+    let log = dir.path().join("bronze/cache/_delta_log");
+    // The checkpoint covering the tenth commit (delta-rs writes it at version 9).
+    let checkpoint = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .find_map(|n| n.strip_suffix(".checkpoint.parquet").and_then(|v| v.parse::<u64>().ok()))
+        .expect("a checkpoint after ten commits");
+    assert!(checkpoint >= 7, "the checkpoint covers commit 7 (it is at {checkpoint})");
+    for v in 6..=checkpoint {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).unwrap();
+    }
+    let now = other.open("bronze/cache").await.unwrap().unwrap();
+    assert_eq!(version_of(&now), 12);
+    assert_eq!(mine.txn_version(&now, &app(1)).await.unwrap(), Some(7));
+    assert_eq!(mine.txn_version(&now, &app(0)).await.unwrap(), Some(12));
 }
