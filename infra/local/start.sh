@@ -76,13 +76,15 @@ start_azurite() {
   wait_ready azurite "$pidf" "$logf" port_open "$AZURITE_PORT"
 }
 
+# Standalone like a plain mongod (docker-compose.yml): a single-node replica set would write an oplog
+# entry per document, a third of SecantusDB's time per write, for change streams nobody here opens.
 start_secantus() {
   local dir="$ORDERLAKE_STACK_DIR/secantus" logf="$ORDERLAKE_STACK_DIR/secantus.log" pidf="$ORDERLAKE_STACK_DIR/secantus.pid"
   if port_open "$MONGO_PORT"; then log "mongodb port $MONGO_PORT already answers: reusing it"; return; fi
   [ -x "$SECANTUS_BIN" ] || { log "secantusdb is not installed: run infra/local/install.sh"; exit 1; }
   fresh_dir "$dir"
   (cd "$dir" && exec setsid "$SECANTUS_BIN" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$dir/data" \
-      --enable-test-commands >"$logf" 2>&1 < /dev/null) &
+      --enable-test-commands --standalone >"$logf" 2>&1 < /dev/null) &
   echo $! >"$pidf"
   wait_ready secantusdb "$pidf" "$logf" "$ORDERLAKE_VENV/bin/python" -c \
     "import pymongo,sys; pymongo.MongoClient('mongodb://127.0.0.1:$MONGO_PORT', serverSelectionTimeoutMS=500).admin.command('ping')"

@@ -2,8 +2,15 @@
 //! run` consumes, how long from an event's Kafka timestamp until its order total is readable in
 //! MongoDB. Every tenth order is tracked (its last line's timestamp, set explicitly on the
 //! message); MongoDB is polled every 50 ms for the tracked orders not seen yet.
+//!
+//! The poll itself must not load the server it measures: an `$in` over every pending order costs
+//! SecantusDB a lookup per id, and with a few seconds of backlog that was a third of its CPU, which
+//! made the backlog grow. So a poll asks for the oldest [`WINDOW`] pending orders only and polls
+//! again at once while it keeps finding some (publishes land a batch at a time, oldest first); a
+//! full sweep every [`SWEEP_EVERY`] polls catches any order seen out of turn. An order found late
+//! only makes its latency look longer, never shorter.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -27,6 +34,11 @@ pub struct Latencies {
     pub max_ms: f64,
     pub produced_per_s: f64,
 }
+
+/// Pending orders asked for per poll, oldest first.
+const WINDOW: usize = 64;
+/// Every this many polls, all pending orders are asked for.
+const SWEEP_EVERY: u32 = 20;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -89,16 +101,18 @@ async fn watch(
     coll: mongodb::Collection<Document>,
     mut rx: mpsc::UnboundedReceiver<(String, i64)>,
 ) -> Result<Latencies> {
-    let mut pending: HashMap<String, i64> = HashMap::new();
+    // Pending orders by (production timestamp, id): the oldest come first.
+    let mut pending: BTreeSet<(i64, String)> = BTreeSet::new();
     let mut samples: Vec<i64> = Vec::new();
     let mut tracked = 0usize;
     let mut producer_done_at: Option<Instant> = None;
+    let mut polls = 0u32;
     loop {
         loop {
             match rx.try_recv() {
                 Ok((id, ts)) => {
                     tracked += 1;
-                    pending.insert(id, ts);
+                    pending.insert((ts, id));
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -107,19 +121,26 @@ async fn watch(
                 }
             }
         }
+        let mut found_any = false;
         if !pending.is_empty() {
-            let ids: Vec<&String> = pending.keys().collect();
+            polls += 1;
+            let take = if polls.is_multiple_of(SWEEP_EVERY) { pending.len() } else { WINDOW };
+            let asked: HashMap<&str, i64> = pending.iter().take(take).map(|(ts, id)| (id.as_str(), *ts)).collect();
+            let ids: Vec<&str> = asked.keys().copied().collect();
             let mut cur = coll.find(doc! {"_id": {"$in": ids}}).projection(doc! {"_id": 1}).await?;
             let seen_at = now_ms();
             let mut seen = Vec::new();
             while let Some(d) = cur.next().await {
-                if let Ok(id) = d?.get_str("_id") {
-                    seen.push(id.to_string());
+                if let Ok(id) = d?.get_str("_id")
+                    && let Some(ts) = asked.get(id)
+                {
+                    seen.push((*ts, id.to_string()));
                 }
             }
-            for id in seen {
-                if let Some(ts) = pending.remove(&id) {
-                    samples.push(seen_at - ts);
+            found_any = !seen.is_empty();
+            for key in seen {
+                if pending.remove(&key) {
+                    samples.push(seen_at - key.0);
                 }
             }
         }
@@ -128,7 +149,9 @@ async fn watch(
         {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !found_any {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     samples.sort_unstable();
     let pct = |p: f64| -> f64 {
