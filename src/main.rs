@@ -8,9 +8,24 @@ use tracing_subscriber::EnvFilter;
 /// batch of the benchmark. Every thread that runs pipeline code gets this much instead.
 const STACK: usize = 256 * 1024 * 1024;
 
-/// glibc gives every thread that allocates its own malloc arena, and freed scan buffers stay
-/// resident per arena. Two arenas cut peak RSS by a quarter (723 → 558 MiB for 600,000 events) for
-/// about 7 % more time; mimalloc was 6 % faster but peaked at 1.2 GiB.
+/// Rust allocations go to jemalloc: glibc's malloc/free (consolidating and trimming its heaps)
+/// was 30 % of orderlake's CPU in `perf`, and jemalloc cut the CPU of a fixed job by a quarter
+/// for a peak RSS still under the 512 MiB target at 1,000,000 events (docs/performance.md,
+/// session 10). mimalloc, tried before, was fast too but doubled the peak RSS.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides them):
+/// two arenas, as for glibc below, and freed pages handed back within a second rather than ten.
+/// At 1,000,000 events that kept the peak RSS at glibc's (412 against 469 MiB with the defaults).
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: Option<&'static u8> = Some(&b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);
+
+/// The C libraries (librdkafka) still allocate with glibc, which gives every thread that
+/// allocates its own arena; two arenas keep what they free from staying resident per thread.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; it runs before any other thread exists.

@@ -243,7 +243,7 @@ pub async fn publish_cdc(settings: &Settings, prefix: &str, records: &[crate::cd
     let topics: Vec<String> = crate::model::Entity::ALL.iter().map(|e| format!("{prefix}.{}", e.table())).collect();
     kafka::ensure_topics(settings, &topics).await?;
     let producer: FutureProducer =
-        kafka::base_config(settings).set("enable.idempotence", "true").set("linger.ms", "5").create()?;
+        kafka::config_with(settings, &[("enable.idempotence", "true"), ("linger.ms", "5")]).create()?;
     let mut inflight = FuturesUnordered::new();
     let mut sent = 0u64;
     for r in records {
@@ -276,11 +276,11 @@ pub async fn topic_has_messages(settings: &Settings, topic: &str) -> Result<bool
 /// Publishes `records` to `topic` (created if missing), at most `rate` events per second.
 pub async fn publish(settings: &Settings, topic: &str, records: &[SaleRecord], rate: Option<u32>) -> Result<u64> {
     kafka::ensure_topics(settings, &[topic.to_string()]).await?;
-    let producer: FutureProducer = kafka::base_config(settings)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .create()?;
+    let producer: FutureProducer = kafka::config_with(
+        settings,
+        &[("enable.idempotence", "true"), ("linger.ms", "5"), ("message.timeout.ms", "60000")],
+    )
+    .create()?;
     let started = Instant::now();
     let mut last = Instant::now();
     let mut inflight = FuturesUnordered::new();

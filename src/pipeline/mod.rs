@@ -208,6 +208,15 @@ impl Pipeline {
         let (mut retry, shutdown) = (Retry::new(&self.settings, once), self.shutdown.clone());
         let started = Instant::now();
         let newest_kafka_ms = pending.values().flatten().filter_map(|e| e.timestamp_ms).max();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let oldest_kafka_ms = pending.values().flatten().filter_map(|e| e.timestamp_ms).min();
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            tracing::debug!(
+                oldest_lag_ms = oldest_kafka_ms.map(|t| now_ms - t),
+                newest_lag_ms = newest_kafka_ms.map(|t| now_ms - t),
+                "batch starts"
+            );
+        }
         let limit = self.settings.shutdown_timeout;
         loop {
             // A stop request during an attempt leaves it `shutdown_timeout` to finish; past that it

@@ -198,7 +198,9 @@ impl Stages<'_> {
         let publish = async {
             let (mut published, mut aggregates_to_mongo) = (None, None);
             if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
+                let t0 = Instant::now();
                 published = settle(topic, p, s.max_backoff, true).await?;
+                tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous MongoDB publish settled");
                 let mv = p.mongo.unwrap_or(progress::NONE);
                 // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
                 // (after a failed publish, a later catch-up from bronze covers the gap instead).
@@ -207,18 +209,27 @@ impl Stages<'_> {
                     aggregates_to_mongo = Some(tx);
                     let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
                     let task = tokio::spawn(async move {
-                        let mut stats = None;
+                        let (mut stats, t0) = (None, Instant::now());
                         if let Some(o) = &orders {
                             stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
                         }
+                        let orders_ms = t0.elapsed().as_millis() as u64;
                         // A batch that fails before handing its aggregates over aborts the task;
                         // MongoDB stays behind and a later catch-up republishes from bronze.
                         let aggregates = rx.await.map_err(|_| crate::error::Error::Other("batch abandoned".into()))?;
+                        let waited_ms = t0.elapsed().as_millis() as u64 - orders_ms;
                         if let Some(a) = &aggregates {
                             *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
                         }
                         crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
                         m.set_progress(&topic, upto).await?;
+                        tracing::debug!(
+                            bronze_version = upto,
+                            orders_ms,
+                            waited_ms,
+                            total_ms = t0.elapsed().as_millis() as u64,
+                            "MongoDB publish (ms)"
+                        );
                         Ok(stats)
                     });
                     p.publishing = Some(InFlight { upto, task });

@@ -68,13 +68,22 @@ impl ConsumerContext for Ctx {
 
 pub type OrderConsumer = StreamConsumer<Ctx>;
 
-pub fn base_config(settings: &Settings) -> ClientConfig {
+/// [`base_config`] with `defaults` underneath the user's librdkafka settings, which win (e.g. a
+/// longer `linger.ms` for a producer on a busy broker).
+pub fn config_with(settings: &Settings, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     for (k, v) in &settings.kafka_options {
         c.set(k, v);
     }
     c
+}
+
+pub fn base_config(settings: &Settings) -> ClientConfig {
+    config_with(settings, &[])
 }
 
 /// A group consumer subscribed to the pipeline's topics. Offsets are never auto-committed:
