@@ -37,7 +37,8 @@ async fn lower_markers(lake: &Lake, rel: &str, spec: &TableSpec, app_ids: &[Stri
 async fn empty_table(lake: &Lake, rel: &str, app_ids: &[String]) -> Result<()> {
     let Some(t) = lake.open(rel).await? else { return Ok(()) };
     let txns = app_ids.iter().map(|a| Transaction::new(a, progress::NONE)).collect();
-    let t = t.delete().with_commit_properties(commit_with(txns)).await?.0;
+    let props = commit_with(&t, txns);
+    let t = t.delete().with_commit_properties(props).await?.0;
     info!(table = rel, version = version_of(&t), "emptied for the rebuild");
     Ok(())
 }

@@ -64,11 +64,12 @@ pub async fn append(table: DeltaTable, group: &str, records: &[RawEvent], now_us
             date_col(records.iter().map(|_| today)),
         ],
     )?;
+    let props = commit_with(&table, txns);
     let table = table
         .write(vec![b])
         .with_save_mode(SaveMode::Append)
         .with_partition_columns(schema::BRONZE.partition_by.iter().map(|s| s.to_string()))
-        .with_commit_properties(commit_with(txns))
+        .with_commit_properties(props)
         .await?;
     let v = version_of(&table);
     Ok((table, v))

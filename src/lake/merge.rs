@@ -62,12 +62,13 @@ pub async fn merge(
     if has_deleted {
         update_pred.push(format!("NOT s.{DELETED}"));
     }
+    let props = if m.strict { commit_with(&table, txns).with_max_retries(0) } else { commit_with(&table, txns) };
     let mut b = table
         .merge(df, on)
         .with_source_alias("s")
         .with_target_alias("t")
         .with_merge_schema(evolve)
-        .with_commit_properties(if m.strict { commit_with(txns).with_max_retries(0) } else { commit_with(txns) });
+        .with_commit_properties(props);
     if has_deleted {
         let mut pred = format!("s.{DELETED}");
         if let Some(g) = m.guard {

@@ -252,18 +252,32 @@ async fn refresh(mut table: DeltaTable) -> Result<DeltaTable> {
 }
 
 /// Commit properties carrying the given progress markers in the same commit as the data.
-pub fn commit_with(txns: Vec<Transaction>) -> CommitProperties {
-    CommitProperties::default().with_application_transactions(txns)
+/// The commit properties of every orderlake commit to `table`: its `txn` markers, and expired-log
+/// cleanup only on the commits that write a checkpoint. delta-rs otherwise lists the whole
+/// `_delta_log` after every commit to look for expired commit files, which can only go once a
+/// checkpoint covers them (and a LIST is the dearest request on Azurite: a scan of every blob).
+pub fn commit_with(table: &DeltaTable, txns: Vec<Transaction>) -> CommitProperties {
+    let next = table.version().map_or(0, |v| v + 1);
+    CommitProperties::default()
+        .with_application_transactions(txns)
+        .with_cleanup_expired_logs(Some(writes_checkpoint(next)))
+}
+
+/// Whether the commit of `version` writes a checkpoint (delta-rs: after every `interval`-th commit).
+fn writes_checkpoint(version: u64) -> bool {
+    let interval: u64 = CHECKPOINT_INTERVAL.parse().expect("checkpoint interval");
+    (version + 1).is_multiple_of(interval)
 }
 
 /// Records progress markers without data: one commit holding an empty batch and the `txn`s.
 /// (delta-rs refuses a write with no batch at all.)
 pub async fn mark(table: DeltaTable, spec: &TableSpec, txns: Vec<Transaction>) -> Result<DeltaTable> {
     let empty = arrow::array::RecordBatch::new_empty(spec.arrow_schema());
+    let props = commit_with(&table, txns);
     Ok(table
         .write(vec![empty])
         .with_save_mode(deltalake::protocol::SaveMode::Append)
-        .with_commit_properties(commit_with(txns))
+        .with_commit_properties(props)
         .await?)
 }
 
@@ -276,6 +290,35 @@ pub fn version_of(table: &DeltaTable) -> u64 {
 mod tests {
     use super::*;
     use crate::config::{FileConfig, Overrides};
+
+    /// Expired commit files still go, with the commit that writes a checkpoint (the other commits no
+    /// longer ask for a cleanup, which could not remove anything without a checkpoint anyway).
+    #[tokio::test]
+    async fn expired_logs_are_cleaned_up_with_checkpoints_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let spec = &schema::BATCH_LOG;
+        let mut t = DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns(spec.delta_fields())
+            .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
+            // Every commit file is expired as soon as a checkpoint covers it.
+            .with_configuration_property(deltalake::TableProperty::LogRetentionDuration, Some("interval 0 seconds"))
+            .await
+            .unwrap();
+        let log = dir.path().join("_delta_log");
+        let has_commit = |v: u64| log.join(format!("{v:020}.json")).exists();
+        for v in 1..=9u64 {
+            t = mark(t, spec, vec![Transaction::new("test", v as i64)]).await.unwrap();
+            assert_eq!(version_of(&t), v);
+        }
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 9)).exists());
+        assert!(!has_commit(0) && !has_commit(8), "the checkpoint's commit cleaned up the commits it covers");
+        assert!(has_commit(9));
+    }
 
     #[test]
     fn refused_credentials_are_told_by_status_and_code_not_by_any_number() {

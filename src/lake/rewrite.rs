@@ -152,7 +152,7 @@ pub async fn replace_keys(
         actions.extend(write_clustered(&mut writer, &conform(&rows, &schema)?, cluster).await?);
     }
 
-    let mut props = commit_with(txns).with_max_retries(0);
+    let mut props = commit_with(&table, txns).with_max_retries(0);
     let metrics = serde_json::to_value(&done).map_err(|e| crate::error::Error::Other(e.to_string()))?;
     props = props.with_metadata([("operationMetrics".to_string(), metrics)]);
     let op = DeltaOperation::Merge {
@@ -163,7 +163,7 @@ pub async fn replace_keys(
         not_matched_by_source_predicates: vec![],
     };
     let commit = CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op);
-    commit.await?;
+    let finalized = commit.await?;
     tracing::debug!(
         table = %table.table_url(),
         files_rewritten = done.files_rewritten,
@@ -171,8 +171,10 @@ pub async fn replace_keys(
         rows_written = done.rows_written,
         "rewrite"
     );
+    // The commit's own post-commit state is the table at the new version: no need to list the
+    // log and read the commit back.
     let mut table = table;
-    table.update_state().await?;
+    table.state = Some(finalized.snapshot());
     Ok(table)
 }
 

@@ -269,12 +269,8 @@ impl Stages<'_> {
             )?;
             let app_id = progress::batches_app_id(&s.group, topic);
             if !self.lake.has_applied(&t, &app_id, upto).await? {
-                let txn = Transaction::new(app_id, upto);
-                let t = t
-                    .write(vec![b])
-                    .with_save_mode(SaveMode::Append)
-                    .with_commit_properties(commit_with(vec![txn]))
-                    .await?;
+                let props = commit_with(&t, vec![Transaction::new(app_id, upto)]);
+                let t = t.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?;
                 self.lake.keep(progress::batches_table(), &t);
             }
             crate::metrics::global().decoded((landed - dead_count).max(0) as u64);
