@@ -257,16 +257,19 @@ async fn refresh(mut table: DeltaTable) -> Result<DeltaTable> {
 /// `_delta_log` after every commit to look for expired commit files, which can only go once a
 /// checkpoint covers them (and a LIST is the dearest request on Azurite: a scan of every blob).
 pub fn commit_with(table: &DeltaTable, txns: Vec<Transaction>) -> CommitProperties {
-    let next = table.version().map_or(0, |v| v + 1);
     CommitProperties::default()
         .with_application_transactions(txns)
-        .with_cleanup_expired_logs(Some(writes_checkpoint(next)))
+        .with_cleanup_expired_logs(Some(next_writes_checkpoint(table)))
 }
 
-/// Whether the commit of `version` writes a checkpoint (delta-rs: after every `interval`-th commit).
-fn writes_checkpoint(version: u64) -> bool {
-    let interval: u64 = CHECKPOINT_INTERVAL.parse().expect("checkpoint interval");
-    (version + 1).is_multiple_of(interval)
+/// Whether the next commit to `table` writes a checkpoint: delta-rs writes one after every
+/// `delta.checkpointInterval`-th commit, by the table's own setting (tables orderlake did not
+/// create may have another interval than ours).
+fn next_writes_checkpoint(table: &DeltaTable) -> bool {
+    use deltalake::table::config::TablePropertiesExt;
+    let Ok(state) = table.snapshot() else { return false };
+    let next = state.version() + 1;
+    (next + 1).is_multiple_of(state.table_config().checkpoint_interval().get())
 }
 
 /// Records progress markers without data: one commit holding an empty batch and the `txn`s.
@@ -291,8 +294,9 @@ mod tests {
     use super::*;
     use crate::config::{FileConfig, Overrides};
 
-    /// Expired commit files still go, with the commit that writes a checkpoint (the other commits no
-    /// longer ask for a cleanup, which could not remove anything without a checkpoint anyway).
+    /// Expired commit files still go, with the commit that writes a checkpoint, by the table's own
+    /// checkpoint interval (here 5, not orderlake's 10: a table another tool created). The other
+    /// commits no longer ask for a cleanup, which could not remove anything without a checkpoint.
     #[tokio::test]
     async fn expired_logs_are_cleaned_up_with_checkpoints_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -304,20 +308,20 @@ mod tests {
             .unwrap()
             .create()
             .with_columns(spec.delta_fields())
-            .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
+            .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some("5"))
             // Every commit file is expired as soon as a checkpoint covers it.
             .with_configuration_property(deltalake::TableProperty::LogRetentionDuration, Some("interval 0 seconds"))
             .await
             .unwrap();
         let log = dir.path().join("_delta_log");
         let has_commit = |v: u64| log.join(format!("{v:020}.json")).exists();
-        for v in 1..=9u64 {
+        for v in 1..=4u64 {
             t = mark(t, spec, vec![Transaction::new("test", v as i64)]).await.unwrap();
             assert_eq!(version_of(&t), v);
         }
-        assert!(log.join(format!("{:020}.checkpoint.parquet", 9)).exists());
-        assert!(!has_commit(0) && !has_commit(8), "the checkpoint's commit cleaned up the commits it covers");
-        assert!(has_commit(9));
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 4)).exists());
+        assert!(!has_commit(0) && !has_commit(3), "the checkpoint's commit cleaned up the commits it covers");
+        assert!(has_commit(4));
     }
 
     #[test]
