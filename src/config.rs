@@ -172,7 +172,9 @@ pub struct Settings {
     pub once_retry_limit: Duration,
     /// Debezium CDC sources, when configured.
     pub cdc: Option<crate::cdc_config::CdcSettings>,
-    /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`).
+    /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`);
+    /// `slow-aggregates` instead delays every batch's aggregates by 2 s, so the next batch's
+    /// silver write lands while they are pending.
     pub fail_at: Option<String>,
     /// `run --bronze-only`: land events in bronze and stop there; the other layers catch up from
     /// bronze on the next run without it.

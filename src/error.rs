@@ -31,6 +31,9 @@ pub enum Error {
     /// A stop (SIGTERM/SIGINT) was requested while work was being retried.
     #[error("stopped")]
     Stopped,
+    /// Work given up because the batch it belonged to failed; the batch's retry redoes it.
+    #[error("abandoned: the batch it belonged to failed")]
+    Abandoned,
     /// Raised only by the test-only fault-injection setting, to simulate a crash at a stage boundary.
     #[error("injected fault at stage '{0}'")]
     InjectedFault(String),

@@ -157,6 +157,9 @@ pub const TABLES: [(&str, &TableSpec); 5] = [
     ("product_sales", &schema::GOLD_PRODUCT_SALES),
 ];
 
+/// The gold tables [`orders`] writes; the others are the aggregates ([`rollup::aggregates`]).
+pub const ORDER_TABLES: [&str; 2] = ["order_lines", "order_totals"];
+
 pub fn app_id(group: &str, topic: &str) -> String {
     format!("{group}/gold/{topic}")
 }

@@ -7,26 +7,31 @@ use deltalake::datafusion::prelude::lit;
 use deltalake::datafusion::scalar::ScalarValue;
 use polars::prelude::*;
 
+use std::collections::BTreeSet;
+
+use deltalake::DeltaTable;
+
 use super::{
     AggregateFrames, GoldCommit, LINES_DIFF, OrderGold, TOTALS_DIFF, aggregates, bridge, dates, incremental, key_frame,
-    read_all, read_keys, strings, totals,
+    read_all, strings, totals,
 };
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::lake::read::{scan_keys, scan_where_in};
+use crate::lake::read::{scan_columns, scan_keys, scan_where_in};
 use crate::lake::schema::{self, TableSpec};
 
 /// Moves (or recomputes) the aggregates for the orders `og` wrote, committing what `c` says is
-/// still needed.
+/// still needed. `products` is silver `products` as the batch's silver write left it (`None`:
+/// no such table): product sales must name products as the batch's order lines do, even when the
+/// next batch has renamed some in silver since (see [`super::expand`]).
 pub async fn aggregates(
     lake: &Lake,
-    silver_prefix: &str,
+    products: Option<&DeltaTable>,
     gold_prefix: &str,
     og: OrderGold,
     c: &GoldCommit<'_>,
     now_us: i64,
 ) -> Result<AggregateFrames> {
-    let sp = |t: &str| format!("{silver_prefix}/{t}");
     let gp = |t: &str| format!("{gold_prefix}/{t}");
     let (ot_path, ol_path) = (gp("order_totals"), gp("order_lines"));
     let OrderGold {
@@ -127,8 +132,7 @@ pub async fn aggregates(
         let a = agg("product_sales", &schema::GOLD_PRODUCT_SALES, steps);
         let keys = key_frame("product_id", products_touched.iter().cloned())?;
         let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &["product_id"]);
-        let p_path = sp("products");
-        let names = read_keys(lake, &p_path, &schema::SILVER_PRODUCTS, "product_id", &products_touched).await?;
+        let names = silver_products(products, Some(&products_touched)).await?;
         a.update(
             async |t| {
                 let rows = scan_keys(t, "product_id", &products_touched, None).await?;
@@ -146,7 +150,7 @@ pub async fn aggregates(
                     read_all(lake, &ol_path, &schema::GOLD_ORDER_LINES, &LINES_DIFF),
                     read_all(lake, &ot_path, ot_spec, &TOTALS_DIFF),
                 )?;
-                let all_products = read_all(lake, &p_path, &schema::SILVER_PRODUCTS, &["product_id", "name"]).await?.0;
+                let all_products = silver_products(products, None).await?;
                 Ok(aggregates::Rebuilt {
                     all: totals::product_sales(&lines, &all_products, &orders)?,
                     bases: vec![(aggregates::BASE_TOTALS, ov), (aggregates::BASE_LINES, lv)],
@@ -168,4 +172,17 @@ pub async fn aggregates(
         customers_version: cust.version,
         days_version: day.version,
     })
+}
+
+/// Silver `products` as of `table`'s version: the rows of `keys`, or with `None` the id and name
+/// of every product.
+async fn silver_products(table: Option<&DeltaTable>, keys: Option<&BTreeSet<String>>) -> Result<DataFrame> {
+    let batches = match (table, keys) {
+        (None, _) => Vec::new(),
+        (Some(_), Some(k)) if k.is_empty() => Vec::new(),
+        (Some(t), Some(k)) => scan_keys(t, "product_id", k, None).await?,
+        (Some(t), None) => scan_columns(t, &["product_id", "name"]).await?,
+    };
+    let df = bridge::to_frame(&batches, &schema::SILVER_PRODUCTS.arrow_schema())?;
+    Ok(if keys.is_none() { df.select(["product_id", "name"])? } else { df })
 }

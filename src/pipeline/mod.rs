@@ -8,6 +8,7 @@ pub mod progress;
 pub mod retry;
 pub mod shutdown;
 pub mod stages;
+pub mod tail;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -122,6 +123,10 @@ impl Pipeline {
             self.topics.insert(t, st);
             r?;
         }
+        // Done means written: the last aggregates and batch log too.
+        for st in self.topics.values_mut() {
+            tail::settle(&mut st.progress, true).await?;
+        }
         Ok(())
     }
 
@@ -188,7 +193,12 @@ impl Pipeline {
         let (mut retry, shutdown) = (Retry::new(&self.settings, once), self.shutdown.clone());
         loop {
             match self.catch_up().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if retry.attempt > 1 {
+                        info!(attempts = retry.attempt, "caught up after retrying: recovered");
+                    }
+                    return Ok(());
+                }
                 Err(e) => {
                     retry.after(e, "catching up failed", &shutdown).await?;
                     self.reload_progress().await;
@@ -252,6 +262,11 @@ impl Pipeline {
     /// may have moved it). MongoDB's position and backoff are kept: MongoDB may be what failed.
     async fn reload_progress(&mut self) {
         for (topic, st) in self.topics.iter_mut() {
+            // A tail still writing would move markers after they are read; its outcome is in the
+            // tables either way (and a failed one has dropped its publish).
+            if let Err(e) = tail::settle(&mut st.progress, true).await {
+                debug!(topic, error = %crate::redact::redact(&e.to_string()), "the last batch's aggregates failed too");
+            }
             match progress::load(&self.lake, &self.settings, topic, None).await {
                 Ok(mut p) => {
                     p.mongo = st.progress.mongo;
@@ -358,6 +373,7 @@ impl Pipeline {
                     let limit = self.settings.shutdown_timeout;
                     let flush_and_publish = async {
                         let n = self.flush_retrying(feed.consumer(), &mut pending, once).await?;
+                        self.catch_up_retrying(once).await?;
                         self.settle_publishes(true).await?;
                         Ok::<_, crate::error::Error>(n)
                     };
@@ -387,11 +403,14 @@ impl Pipeline {
                 None => {
                     // The liveness probe's heartbeat: once per idle wait and per batch, not per event.
                     crate::metrics::global().tick();
-                    // Idle: collect finished publishes; a MongoDB that was down may be back.
+                    // Idle: collect finished publishes and aggregates; a MongoDB that was down
+                    // may be back; layers a failed batch left behind bronze are brought up.
                     self.settle_publishes(false).await?;
-                    if !self.settings.bronze_only
-                        && self.topics.values().any(|t| t.progress.mongo_behind() && t.progress.mongo_due())
-                    {
+                    let behind = |t: &TopicState| {
+                        (t.progress.mongo_behind() && t.progress.mongo_due())
+                            || t.progress.lowest() < version_of(&t.bronze) as i64
+                    };
+                    if !self.settings.bronze_only && self.topics.values().any(behind) {
                         self.catch_up_retrying(once).await?;
                     }
                 }
@@ -404,6 +423,7 @@ impl Pipeline {
                 let every = self.settings.maintenance.every_batches;
                 if every > 0 && summary.batches % every == 0 {
                     // Between batches, so this instance never races its own writes.
+                    self.catch_up_retrying(once).await?;
                     crate::maintain::in_run(&self.lake, &self.settings).await;
                 }
                 feed.release(pending_bytes);
@@ -411,6 +431,7 @@ impl Pipeline {
             }
             if let Some(targets) = targets {
                 if pending_n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
+                    self.catch_up_retrying(true).await?;
                     self.finish_mongo().await?;
                     if let Some(e) = &eta {
                         info!("{}", e.done(summary.events, summary.batches));
@@ -490,8 +511,17 @@ impl Pipeline {
     }
 
     /// Settles the MongoDB publishes in flight: all of them with `wait`, else those that finished.
+    /// Aggregates that failed (they finish in the background) leave their topic's progress
+    /// where it was before them: the idle catch-up (or the next batch) writes them again.
     async fn settle_publishes(&mut self, wait: bool) -> Result<()> {
         for (topic, st) in self.topics.iter_mut() {
+            match tail::settle(&mut st.progress, wait).await {
+                Err(e) if e.is_transient() => {
+                    warn!(topic, error = %crate::redact::redact(&e.to_string()),
+                        "writing a batch's aggregates failed: they are written again");
+                }
+                other => other?,
+            }
             stages::settle(topic, &mut st.progress, self.settings.max_backoff, wait).await?;
         }
         Ok(())

@@ -52,6 +52,8 @@ pub struct Progress {
     pub mongo_retry: Option<(std::time::Instant, std::time::Duration)>,
     /// The publish in flight, if any.
     pub publishing: Option<InFlight>,
+    /// The aggregates and batch log of the last batch, if still being written.
+    pub tail: Option<super::tail::InFlightTail>,
 }
 
 impl Progress {

@@ -1,5 +1,6 @@
-//! Bringing every layer of one topic up to a bronze version: dead letters, silver, gold, the batch
-//! log, then MongoDB. Works the same for a fresh batch (its events are in memory) and for
+//! Bringing every layer of one topic up to a bronze version: dead letters, silver, the order
+//! tables of gold, then (in the background, see `tail`) the aggregates and the batch log, and
+//! MongoDB. Works the same for a fresh batch (its events are in memory) and for
 //! catch-up after a crash (events are read back from bronze commits), so there is one code path
 //! to get right. Each stage only takes the bronze versions it has not applied yet.
 
@@ -9,16 +10,15 @@ use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
-use deltalake::protocol::SaveMode;
 use tracing::{info, warn};
 
 use super::progress::{self, InFlight, Progress};
+use super::tail;
 use crate::config::Settings;
 use crate::decode::{Decoded, decode_topic};
 use crate::error::Result;
 use crate::gold::{self, GoldCommit, Touched};
-use crate::lake::rows::{batch, long_col, str_col, ts_col};
-use crate::lake::{Lake, bronze, commit_with, dead_letter, schema, silver};
+use crate::lake::{Lake, bronze, dead_letter, schema, silver};
 use crate::model::{Changes, RawEvent};
 use crate::sink::mongo::{MongoSink, PublishStats};
 
@@ -110,6 +110,7 @@ impl Stages<'_> {
         if events == 0 {
             // Only commits without events (e.g. the table's creation): nothing to apply anywhere.
             // MongoDB may only move past them once what is in flight is confirmed.
+            tail::settle(p, true).await?;
             settle(topic, p, s.max_backoff, true).await?;
             p.mark_lake_done(upto);
             p.mongo = p.mongo.map(|m| m.max(upto));
@@ -146,24 +147,28 @@ impl Stages<'_> {
                 if let Some(t) = &t {
                     self.lake.keep(&format!("{}/{name}", s.silver_prefix), t);
                 }
-                Ok::<_, crate::error::Error>(t)
+                Ok::<_, crate::error::Error>((*name, t))
             }
         });
         let deletes =
             units.iter().any(|u| !u.decoded.changes.deletes.is_empty() || !u.decoded.changes.truncates.is_empty());
-        if deletes {
+        let written = if deletes {
+            let mut written = Vec::new();
             for work in silver_work {
-                work.await?;
+                written.push(work.await?);
             }
+            written
         } else {
-            futures::future::try_join_all(silver_work).await?;
-        }
+            futures::future::try_join_all(silver_work).await?
+        };
         for (name, _) in silver::TABLES {
             p.lake.insert(format!("silver/{name}"), upto);
         }
         let silver_done = started.elapsed();
         s.checkpoint("after-silver")?;
 
+        // The previous batch's aggregates must be in before this batch's gold reads gold.
+        tail::settle(p, true).await?;
         // Gold covers what gold or MongoDB still lacks; tables that already have `upto` skip the commit.
         let gold_after = gold::TABLES.iter().map(|(n, _)| p.get(&format!("gold/{n}"))).min().unwrap_or(progress::NONE);
         let touched_after = p.mongo_planned().map_or(gold_after, |m| m.min(gold_after));
@@ -177,105 +182,83 @@ impl Stages<'_> {
         } else {
             Some(gold::orders(self.lake, &s.silver_prefix, &s.gold_prefix, &touched, &commit, now).await?)
         };
-
-        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order);
-        // the aggregates are written meanwhile. This batch's order documents then go out while the
-        // aggregates and the batch log are written, and its aggregate documents follow them, in
-        // the background while the lake takes the next batch.
+        let gold_done = started.elapsed();
         let orders = match (self.mongo, &order_gold) {
             (Some(_), Some(g)) => Some(g.frames()?),
             _ => None,
         };
-        let aggregates = async {
-            match order_gold {
-                Some(og) => {
-                    let a = gold::rollup::aggregates(self.lake, &s.silver_prefix, &s.gold_prefix, og, &commit, now);
-                    Ok(Some(a.await?))
-                }
-                None => Ok(None),
-            }
-        };
-        let publish = async {
-            let (mut published, mut aggregates_to_mongo) = (None, None);
-            if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
-                let t0 = Instant::now();
-                published = settle(topic, p, s.max_backoff, true).await?;
-                tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous MongoDB publish settled");
-                let mv = p.mongo.unwrap_or(progress::NONE);
-                // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
-                // (after a failed publish, a later catch-up from bronze covers the gap instead).
-                if mv < upto && mv >= touched_after && p.mongo_due() {
-                    let (tx, rx) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
-                    aggregates_to_mongo = Some(tx);
-                    let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
-                    let task = tokio::spawn(async move {
-                        let (mut stats, t0) = (None, Instant::now());
-                        if let Some(o) = &orders {
-                            stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
-                        }
-                        let orders_ms = t0.elapsed().as_millis() as u64;
-                        // A batch that fails before handing its aggregates over aborts the task;
-                        // MongoDB stays behind and a later catch-up republishes from bronze.
-                        let aggregates = rx.await.map_err(|_| crate::error::Error::Other("batch abandoned".into()))?;
-                        let waited_ms = t0.elapsed().as_millis() as u64 - orders_ms;
-                        if let Some(a) = &aggregates {
-                            *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
-                        }
-                        crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
-                        m.set_progress(&topic, upto).await?;
-                        tracing::debug!(
-                            bronze_version = upto,
-                            orders_ms,
-                            waited_ms,
-                            total_ms = t0.elapsed().as_millis() as u64,
-                            "MongoDB publish (ms)"
-                        );
-                        Ok(stats)
-                    });
-                    p.publishing = Some(InFlight { upto, task });
-                }
-            }
-            Ok::<_, crate::error::Error>((published, aggregates_to_mongo))
-        };
-        let (aggregates, publish) = tokio::join!(aggregates, publish);
-        let (published, aggregates_to_mongo) = publish?;
-        // The crash point sits before the hand-over, so a publish never outlives a failed batch.
-        match aggregates.and_then(|a| s.checkpoint("after-gold").map(|()| a)) {
-            Ok(a) => {
-                if let Some(tx) = aggregates_to_mongo {
-                    let _ = tx.send(a);
-                }
-            }
-            Err(e) => {
-                abandon_publish(p, upto);
-                return Err(e);
-            }
-        }
-        let gold_done = started.elapsed();
 
-        if p.lake_done < upto {
-            let dead_count = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
+        // The aggregates and the batch log go on in the background (`tail`) while the next batch
+        // is cut and written to bronze and silver, with silver `products` as this batch left it.
+        let products_rel = format!("{}/products", s.silver_prefix);
+        let products = match written.into_iter().find_map(|(n, t)| (n == "products").then_some(t).flatten()) {
+            Some(t) => Some(t),
+            None if order_gold.is_some() => self.lake.open(&products_rel).await?,
+            None => None,
+        };
+        let log = (p.lake_done < upto).then(|| {
+            let dead_letters = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
             let landed = merged(units, p.lake_done).map(|u| u.events).sum::<usize>() as i64;
-            let t = self.lake.open_or_create(progress::batches_table(), &schema::BATCH_LOG).await?;
-            let b = batch(
-                &schema::BATCH_LOG,
-                vec![
-                    str_col([Some(topic)]),
-                    long_col([Some(upto)]),
-                    long_col([Some(events as i64)]),
-                    long_col([Some(dead_count)]),
-                    ts_col([Some(now)]),
-                ],
-            )?;
-            let app_id = progress::batches_app_id(&s.group, topic);
-            if !self.lake.has_applied(&t, &app_id, upto).await? {
-                let props = commit_with(&t, vec![Transaction::new(app_id, upto)]);
-                let t = t.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?;
-                self.lake.keep(progress::batches_table(), &t);
-            }
-            crate::metrics::global().decoded((landed - dead_count).max(0) as u64);
+            crate::metrics::global().decoded((landed - dead_letters).max(0) as u64);
+            tail::LogRow { events: events as i64, dead_letters }
+        });
+        let (to_mongo, aggregates_for_mongo) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
+        tail::Tail {
+            lake: self.lake.clone(),
+            group: s.group.clone(),
+            topic: topic.to_string(),
+            gold_prefix: s.gold_prefix.clone(),
+            fail_at: s.fail_at.clone(),
+            upto,
+            now_us: now,
+            order_gold,
+            products,
+            applied,
+            log,
+            to_mongo,
         }
-        p.mark_lake_done(upto);
+        .spawn(p);
+
+        // MongoDB: the previous batch's publish must be confirmed first (publishes stay in order).
+        // This batch's order documents then go out at once, and its aggregate documents as soon
+        // as the tail hands them over.
+        let mut published = None;
+        if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
+            let t0 = Instant::now();
+            published = settle(topic, p, s.max_backoff, true).await?;
+            tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous MongoDB publish settled");
+            let mv = p.mongo.unwrap_or(progress::NONE);
+            // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
+            // (after a failed publish, a later catch-up from bronze covers the gap instead).
+            if mv < upto && mv >= touched_after && p.mongo_due() {
+                let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
+                let task = tokio::spawn(async move {
+                    let (mut stats, t0) = (None, Instant::now());
+                    if let Some(o) = &orders {
+                        stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
+                    }
+                    let orders_ms = t0.elapsed().as_millis() as u64;
+                    // A tail that fails before handing its aggregates over drops this publish;
+                    // MongoDB stays behind and a later catch-up republishes from bronze.
+                    let aggregates = aggregates_for_mongo.await.map_err(|_| crate::error::Error::Abandoned)?;
+                    let waited_ms = t0.elapsed().as_millis() as u64 - orders_ms;
+                    if let Some(a) = &aggregates {
+                        *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
+                    }
+                    crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
+                    m.set_progress(&topic, upto).await?;
+                    tracing::debug!(
+                        bronze_version = upto,
+                        orders_ms,
+                        waited_ms,
+                        total_ms = t0.elapsed().as_millis() as u64,
+                        "MongoDB publish (ms)"
+                    );
+                    Ok(stats)
+                });
+                p.publishing = Some(InFlight { upto, task });
+            }
+        }
 
         if let Some(m) = p.mongo {
             crate::metrics::global().mongo_behind(topic, p.lake_done - m);
@@ -297,14 +280,6 @@ impl Stages<'_> {
     }
 }
 
-/// Drops this batch's publish when the batch fails before its aggregates reach it: nothing of
-/// MongoDB's position moves, and the batch's retry (or a later catch-up) publishes it again.
-fn abandon_publish(p: &mut Progress, upto: i64) {
-    if let Some(f) = p.publishing.take_if(|f| f.upto == upto) {
-        f.task.abort();
-    }
-}
-
 /// Waits for (or, without `wait`, only collects a finished) MongoDB publish in flight and records
 /// its outcome: MongoDB's position moves on success; a transient failure puts publishing into
 /// backoff while the lake goes on (a later catch-up republishes from bronze); anything else fails
@@ -320,6 +295,8 @@ pub async fn settle(topic: &str, p: &mut Progress, max_backoff: Duration, wait: 
             p.mongo = Some(p.mongo.map_or(f.upto, |m| m.max(f.upto)));
             Ok(stats)
         }
+        // Its batch failed before the aggregates were in: MongoDB simply stays where it is.
+        Err(crate::error::Error::Abandoned) => Ok(None),
         Err(e) if !e.is_transient() => Err(e),
         Err(e) => {
             let wait = p.mongo_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(max_backoff));

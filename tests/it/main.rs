@@ -16,6 +16,7 @@ mod maintain;
 mod metrics;
 mod notebooks;
 mod outage;
+mod overlap;
 mod query;
 mod rebalance;
 mod rebuild;
