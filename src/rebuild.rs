@@ -29,7 +29,8 @@ pub enum Layer {
 async fn lower_markers(lake: &Lake, rel: &str, spec: &TableSpec, app_ids: &[String], version: i64) -> Result<()> {
     let Some(t) = lake.open(rel).await? else { return Ok(()) };
     let txns = app_ids.iter().map(|a| Transaction::new(a, version)).collect();
-    mark(t, spec, txns).await?;
+    let t = mark(t, spec, txns).await?;
+    lake.keep(rel, &t);
     Ok(())
 }
 
@@ -37,8 +38,9 @@ async fn lower_markers(lake: &Lake, rel: &str, spec: &TableSpec, app_ids: &[Stri
 async fn empty_table(lake: &Lake, rel: &str, app_ids: &[String]) -> Result<()> {
     let Some(t) = lake.open(rel).await? else { return Ok(()) };
     let txns = app_ids.iter().map(|a| Transaction::new(a, progress::NONE)).collect();
-    let props = commit_with(&t, txns);
+    let props = commit_with(txns);
     let t = t.delete().with_commit_properties(props).await?.0;
+    lake.keep(rel, &t);
     info!(table = rel, version = version_of(&t), "emptied for the rebuild");
     Ok(())
 }
@@ -87,7 +89,9 @@ pub async fn run(settings: Settings, layer: Layer, from: i64, resume: bool) -> R
         reset(&lake, &settings, layer, from).await?;
     }
     let started = std::time::Instant::now();
+    lake.settle_checkpoints(settings.shutdown_timeout).await;
     let mut p = Pipeline::open_lake(settings).await?;
     p.catch_up().await?;
+    p.settle_checkpoints().await;
     Ok(format!("rebuilt up to {} in {:.1} s\n", versions.join(", "), started.elapsed().as_secs_f64()))
 }

@@ -116,7 +116,7 @@ impl Agg<'_> {
             Some(t) => t,
             None => self.lake.open_or_create(&self.rel, self.spec).await?,
         };
-        let props = commit_with(&t, self.txns(rebuilt.bases)).with_max_retries(0);
+        let props = commit_with(self.txns(rebuilt.bases)).with_max_retries(0);
         let t = t
             .write(vec![bridge::to_batch(&rebuilt.all, self.spec)?])
             .with_save_mode(SaveMode::Overwrite)
@@ -149,7 +149,7 @@ impl Agg<'_> {
         if rows.height() == 0 && gone.height() == 0 {
             // Nothing to change, but the markers move with the order tables.
             let empty = arrow::array::RecordBatch::new_empty(self.spec.arrow_schema());
-            let props = commit_with(&t, txns).with_max_retries(0);
+            let props = commit_with(txns).with_max_retries(0);
             let t = t.write(vec![empty]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?;
             self.lake.keep(&self.rel, &t);
             return Ok(version_of(&t) as i64);

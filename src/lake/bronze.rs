@@ -64,7 +64,7 @@ pub async fn append(table: DeltaTable, group: &str, records: &[RawEvent], now_us
             date_col(records.iter().map(|_| today)),
         ],
     )?;
-    let props = commit_with(&table, txns);
+    let props = commit_with(txns);
     let table = table
         .write(vec![b])
         .with_save_mode(SaveMode::Append)

@@ -16,6 +16,6 @@ pub fn table_name(bronze_prefix: &str) -> String {
 
 pub async fn append(table: DeltaTable, rows: &[DeadLetter], txn: Transaction, now_us: i64) -> Result<DeltaTable> {
     let b = rows::dead_letters(rows, now_us)?;
-    let props = commit_with(&table, vec![txn]);
+    let props = commit_with(vec![txn]);
     Ok(table.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?)
 }

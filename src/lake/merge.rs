@@ -62,7 +62,7 @@ pub async fn merge(
     if has_deleted {
         update_pred.push(format!("NOT s.{DELETED}"));
     }
-    let props = if m.strict { commit_with(&table, txns).with_max_retries(0) } else { commit_with(&table, txns) };
+    let props = if m.strict { commit_with(txns).with_max_retries(0) } else { commit_with(txns) };
     let mut b = table
         .merge(df, on)
         .with_source_alias("s")

@@ -2,6 +2,7 @@
 //! that make every layer exactly once. Table-specific writing lives in the submodules.
 
 pub mod bronze;
+pub mod checkpoints;
 pub mod dead_letter;
 mod markers;
 pub mod merge;
@@ -51,6 +52,8 @@ pub struct Lake {
     /// Progress markers per table version (replaying the log for each question was most of a
     /// small batch's storage requests).
     markers: std::sync::Arc<markers::Markers>,
+    /// Checkpoints of the tables this process commits to, written in the background.
+    checkpoints: std::sync::Arc<checkpoints::Checkpoints>,
 }
 
 static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -81,7 +84,14 @@ impl Lake {
             tables: Default::default(),
             absent: Default::default(),
             markers: Default::default(),
+            checkpoints: Default::default(),
         }
+    }
+
+    /// Waits (at most `limit`) for the checkpoints queued by commits so far; false if some are
+    /// still unwritten (readers then replay a few more commits; nothing else depends on them).
+    pub async fn settle_checkpoints(&self, limit: std::time::Duration) -> bool {
+        self.checkpoints.settle(limit).await
     }
 
     pub fn root(&self) -> &Url {
@@ -189,8 +199,11 @@ impl Lake {
     }
 
     /// Remembers a table this process just committed to, so the next [`Lake::open`] starts from
-    /// it instead of reading the commit back. An older state never replaces a newer one.
+    /// it instead of reading the commit back, and queues its checkpoint when one is due (every
+    /// commit made with [`commit_with`] must come through here). An older state never replaces
+    /// a newer one.
     pub fn keep(&self, rel: &str, table: &DeltaTable) {
+        self.checkpoints.after_commit(rel, table);
         let mut tables = self.tables.lock().expect("table cache");
         if tables.get(rel).is_none_or(|t| version_of(t) < version_of(table)) {
             tables.insert(rel.to_string(), table.clone());
@@ -251,32 +264,21 @@ async fn refresh(mut table: DeltaTable) -> Result<DeltaTable> {
     Ok(table)
 }
 
-/// Commit properties carrying the given progress markers in the same commit as the data.
-/// The commit properties of every orderlake commit to `table`: its `txn` markers, and expired-log
-/// cleanup only on the commits that write a checkpoint. delta-rs otherwise lists the whole
-/// `_delta_log` after every commit to look for expired commit files, which can only go once a
-/// checkpoint covers them (and a LIST is the dearest request on Azurite: a scan of every blob).
-pub fn commit_with(table: &DeltaTable, txns: Vec<Transaction>) -> CommitProperties {
+/// The commit properties of every orderlake commit: its `txn` progress markers, in the same
+/// commit as the data. Without delta-rs' checkpoint and expired-log cleanup after the commit:
+/// [`checkpoints`] writes those in the background for the tables passed to [`Lake::keep`].
+pub fn commit_with(txns: Vec<Transaction>) -> CommitProperties {
     CommitProperties::default()
         .with_application_transactions(txns)
-        .with_cleanup_expired_logs(Some(next_writes_checkpoint(table)))
-}
-
-/// Whether the next commit to `table` writes a checkpoint: delta-rs writes one after every
-/// `delta.checkpointInterval`-th commit, by the table's own setting (tables orderlake did not
-/// create may have another interval than ours).
-fn next_writes_checkpoint(table: &DeltaTable) -> bool {
-    use deltalake::table::config::TablePropertiesExt;
-    let Ok(state) = table.snapshot() else { return false };
-    let next = state.version() + 1;
-    (next + 1).is_multiple_of(state.table_config().checkpoint_interval().get())
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
 }
 
 /// Records progress markers without data: one commit holding an empty batch and the `txn`s.
 /// (delta-rs refuses a write with no batch at all.)
 pub async fn mark(table: DeltaTable, spec: &TableSpec, txns: Vec<Transaction>) -> Result<DeltaTable> {
     let empty = arrow::array::RecordBatch::new_empty(spec.arrow_schema());
-    let props = commit_with(&table, txns);
+    let props = commit_with(txns);
     Ok(table
         .write(vec![empty])
         .with_save_mode(deltalake::protocol::SaveMode::Append)
@@ -294,11 +296,11 @@ mod tests {
     use super::*;
     use crate::config::{FileConfig, Overrides};
 
-    /// Expired commit files still go, with the commit that writes a checkpoint, by the table's own
-    /// checkpoint interval (here 5, not orderlake's 10: a table another tool created). The other
-    /// commits no longer ask for a cleanup, which could not remove anything without a checkpoint.
+    /// Commits write no checkpoint themselves; the background writer writes one at the table's
+    /// own interval (here 5, not orderlake's 10: a table another tool created) and removes the
+    /// expired commit files it covers. A table kept twice at one version is written once.
     #[tokio::test]
-    async fn expired_logs_are_cleaned_up_with_checkpoints_only() {
+    async fn checkpoints_are_written_in_the_background_at_the_tables_interval() {
         let dir = tempfile::tempdir().unwrap();
         let url = url::Url::from_directory_path(dir.path()).unwrap();
         let spec = &schema::BATCH_LOG;
@@ -315,13 +317,26 @@ mod tests {
             .unwrap();
         let log = dir.path().join("_delta_log");
         let has_commit = |v: u64| log.join(format!("{v:020}.json")).exists();
+        let has_checkpoint = |v: u64| log.join(format!("{v:020}.checkpoint.parquet")).exists();
+        let checkpoints = checkpoints::Checkpoints::default();
         for v in 1..=4u64 {
             t = mark(t, spec, vec![Transaction::new("test", v as i64)]).await.unwrap();
             assert_eq!(version_of(&t), v);
+            if v == 4 {
+                assert!(!has_checkpoint(4), "the commit itself wrote no checkpoint");
+            }
+            checkpoints.after_commit("t", &t);
+            checkpoints.after_commit("t", &t);
         }
-        assert!(log.join(format!("{:020}.checkpoint.parquet", 4)).exists());
-        assert!(!has_commit(0) && !has_commit(3), "the checkpoint's commit cleaned up the commits it covers");
+        assert!(checkpoints.settle(std::time::Duration::from_secs(30)).await);
+        assert!(has_checkpoint(4));
+        assert!(!has_checkpoint(3) && !has_checkpoint(9));
+        assert!(!has_commit(0) && !has_commit(3), "the checkpoint's job cleaned up the commits it covers");
         assert!(has_commit(4));
+        let mut latest =
+            DeltaTableBuilder::from_url(url::Url::from_directory_path(dir.path()).unwrap()).unwrap().build().unwrap();
+        latest.load().await.unwrap();
+        assert_eq!(version_of(&latest), 4, "the table loads from the checkpoint");
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub async fn replace_keys(
         actions.extend(write_clustered(&mut writer, &conform(&rows, &schema)?, cluster).await?);
     }
 
-    let mut props = commit_with(&table, txns).with_max_retries(0);
+    let mut props = commit_with(txns).with_max_retries(0);
     let metrics = serde_json::to_value(&done).map_err(|e| crate::error::Error::Other(e.to_string()))?;
     props = props.with_metadata([("operationMetrics".to_string(), metrics)]);
     let op = DeltaOperation::Merge {

@@ -156,6 +156,7 @@ impl Pipeline {
                 } else {
                     let (table, v) =
                         bronze::append(st.bronze.clone(), &self.settings.group, &events, stages::now_us()).await?;
+                    self.lake.keep(&bronze::table_name(&self.settings.bronze_prefix, &topic), &table);
                     st.bronze = table;
                     v as i64
                 };
@@ -311,12 +312,21 @@ impl Pipeline {
 
     /// Runs until stopped (ctrl-c), or with `once` until the end offsets seen at start are in the lake.
     pub async fn run(&mut self, once: bool) -> Result<RunSummary> {
-        match self.run_inner(once).await {
+        let r = match self.run_inner(once).await {
             Err(crate::error::Error::Stopped) => {
                 warn!("stopped while retrying: the batch in hand was not written; it is read again on the next start");
                 Ok(RunSummary::default())
             }
             other => other,
+        };
+        self.settle_checkpoints().await;
+        r
+    }
+
+    /// Lets the checkpoints queued by this run's commits be written before the process ends.
+    pub async fn settle_checkpoints(&self) {
+        if !self.lake.settle_checkpoints(self.settings.shutdown_timeout).await {
+            warn!("some table checkpoints were not written in time; readers replay a few more commits until the next");
         }
     }
 

@@ -110,7 +110,9 @@ impl Stages<'_> {
         if events == 0 {
             // Only commits without events (e.g. the table's creation): nothing to apply anywhere.
             // MongoDB may only move past them once what is in flight is confirmed.
+            let t0 = Instant::now();
             tail::settle(p, true).await?;
+            tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous aggregates settled");
             settle(topic, p, s.max_backoff, true).await?;
             p.mark_lake_done(upto);
             p.mongo = p.mongo.map(|m| m.max(upto));
@@ -168,7 +170,9 @@ impl Stages<'_> {
         s.checkpoint("after-silver")?;
 
         // The previous batch's aggregates must be in before this batch's gold reads gold.
+        let t0 = Instant::now();
         tail::settle(p, true).await?;
+        tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous aggregates settled");
         // Gold covers what gold or MongoDB still lacks; tables that already have `upto` skip the commit.
         let gold_after = gold::TABLES.iter().map(|(n, _)| p.get(&format!("gold/{n}"))).min().unwrap_or(progress::NONE);
         let touched_after = p.mongo_planned().map_or(gold_after, |m| m.min(gold_after));

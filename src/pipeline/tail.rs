@@ -147,7 +147,7 @@ async fn write_log(lake: &Lake, group: &str, topic: &str, upto: i64, row: &LogRo
             ts_col([Some(now_us)]),
         ],
     )?;
-    let props = commit_with(&t, vec![Transaction::new(app_id, upto)]);
+    let props = commit_with(vec![Transaction::new(app_id, upto)]);
     let t = t.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?;
     lake.keep(progress::batches_table(), &t);
     Ok(())

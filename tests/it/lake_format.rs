@@ -22,8 +22,10 @@ async fn bronze_checkpoints_every_ten_commits_and_keeps_offsets_in_txn() {
             timestamp_ms: Some(1_700_000_000_000 + i),
         };
         t = bronze::append(t, &s.group, &[ev], 1_700_000_000_000_000).await.unwrap().0;
+        lake.keep("bronze/format", &t);
     }
     assert_eq!(version_of(&t), 11);
+    assert!(lake.settle_checkpoints(std::time::Duration::from_secs(30)).await, "checkpoints written");
     assert!(dir.path().join("bronze/format/_delta_log/_last_checkpoint").exists(), "checkpoint after 10 commits");
     assert_eq!(lake.txn_version(&t, &bronze::offset_app_id(&s.group, "format", 0)).await.unwrap(), Some(10));
     assert_eq!(lake.txn_version(&t, &bronze::offset_app_id(&s.group, "format", 1)).await.unwrap(), Some(9));
@@ -37,8 +39,15 @@ async fn bronze_checkpoints_every_ten_commits_and_keeps_offsets_in_txn() {
     assert!(out.contains("rows=11"), "{out}");
 }
 
-/// One bronze event at `offset` of `partition`, appended to `t` in a commit of its own.
-async fn append(t: deltalake::DeltaTable, group: &str, partition: i32, offset: i64) -> deltalake::DeltaTable {
+/// One bronze event at `offset` of `partition`, appended to `t` in a commit of its own by `lake`
+/// (which writes the table's checkpoints).
+async fn append(
+    lake: &Lake,
+    t: deltalake::DeltaTable,
+    group: &str,
+    partition: i32,
+    offset: i64,
+) -> deltalake::DeltaTable {
     let ev = RawEvent {
         topic: "cache".into(),
         partition,
@@ -47,7 +56,9 @@ async fn append(t: deltalake::DeltaTable, group: &str, partition: i32, offset: i
         value: Some("{}".into()),
         timestamp_ms: Some(1_700_000_000_000),
     };
-    bronze::append(t, group, &[ev], 1_700_000_000_000_000).await.unwrap().0
+    let t = bronze::append(t, group, &[ev], 1_700_000_000_000_000).await.unwrap().0;
+    lake.keep("bronze/cache", &t);
+    t
 }
 
 /// The table cache and the marker cache never hide another writer's commit: a table opened again
@@ -62,16 +73,16 @@ async fn cached_tables_and_markers_follow_other_writers() {
     let (mine, other) = (Lake::new(&s), Lake::new(&s));
     let app = |p| bronze::offset_app_id(&s.group, "cache", p);
     let mut t = mine.open_or_create("bronze/cache", &schema::BRONZE).await.unwrap();
-    t = append(t, &s.group, 0, 5).await;
-    mine.keep("bronze/cache", &t);
+    t = append(&mine, t, &s.group, 0, 5).await;
     assert_eq!(mine.txn_version(&t, &app(0)).await.unwrap(), Some(5));
     assert_eq!(mine.txn_version(&t, &app(1)).await.unwrap(), None);
 
     // Another writer moves partition 0, starts partition 1, and goes past a checkpoint.
     let mut o = other.open("bronze/cache").await.unwrap().unwrap();
     for (i, p) in [(0, 0), (1, 1), (2, 0)].into_iter().cycle().take(12).enumerate() {
-        o = append(o, &s.group, p.1, 10 + i as i64).await;
+        o = append(&other, o, &s.group, p.1, 10 + i as i64).await;
     }
+    assert!(other.settle_checkpoints(std::time::Duration::from_secs(30)).await, "the other writer's checkpoint");
     let seen = mine.open("bronze/cache").await.unwrap().unwrap();
     assert_eq!(version_of(&seen), version_of(&o), "the cached table is refreshed to the other writer's commits");
     let fresh = Lake::new(&s).open("bronze/cache").await.unwrap().unwrap();
@@ -82,7 +93,7 @@ async fn cached_tables_and_markers_follow_other_writers() {
     assert_eq!(mine.txn_version(&seen, &app(0)).await.unwrap(), Some(21));
 
     // One more commit, one version ahead of what the cache knows: read from that commit alone.
-    let o = append(o, &s.group, 1, 40).await;
+    let o = append(&other, o, &s.group, 1, 40).await;
     let seen = mine.open("bronze/cache").await.unwrap().unwrap();
     assert_eq!(version_of(&seen), version_of(&o));
     assert_eq!(mine.txn_version(&seen, &app(1)).await.unwrap(), Some(40));
@@ -103,12 +114,13 @@ async fn markers_in_cleaned_up_commits_come_from_the_checkpoint() {
     let app = |p| bronze::offset_app_id(&s.group, "cache", p);
     let mut t = mine.open_or_create("bronze/cache", &schema::BRONZE).await.unwrap();
     for v in 1..=5i64 {
-        t = append(t, &s.group, (v % 2) as i32, v).await;
+        t = append(&mine, t, &s.group, (v % 2) as i32, v).await;
     }
     assert_eq!(mine.txn_version(&t, &app(1)).await.unwrap(), Some(5), "remembered at version 5");
     for v in 6..=12i64 {
-        t = append(t, &s.group, if v == 7 { 1 } else { 0 }, v).await;
+        t = append(&mine, t, &s.group, if v == 7 { 1 } else { 0 }, v).await;
     }
+    assert!(mine.settle_checkpoints(std::time::Duration::from_secs(30)).await, "checkpoints written");
     let log = dir.path().join("bronze/cache/_delta_log");
     // The checkpoint covering the tenth commit (delta-rs writes it at version 9).
     let checkpoint = std::fs::read_dir(&log)

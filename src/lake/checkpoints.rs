@@ -1,0 +1,116 @@
+//! Delta checkpoints, written in the background one table at a time.
+//!
+//! delta-rs writes a table's checkpoint inside every tenth commit (`delta.checkpointInterval`),
+//! and with it lists the log to remove expired commit files. A batch commits once to each of a
+//! dozen tables, so all of them reached their tenth commit in the same batch: every tenth batch
+//! took 0.3–0.5 s longer, the events waiting meanwhile made the next batch bigger, and those
+//! batches were what the freshness p99 measured. orderlake's commits therefore skip both
+//! (`lake::commit_with`), and [`Checkpoints`] writes the checkpoint of each table version this
+//! process committed at the interval, then cleans up the commits it covers, off the batch's path.
+//!
+//! A checkpoint only shortens reading the log: one lost to a crash costs readers ten more small
+//! JSON files until the next. `run`, `rebuild` and the tests wait for what is queued
+//! ([`Checkpoints::settle`]), so a scheduled `--once` job leaves its checkpoints behind.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use deltalake::DeltaTable;
+use deltalake::table::config::TablePropertiesExt;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+struct Job {
+    rel: String,
+    table: DeltaTable,
+}
+
+/// The background writer. Clones of a [`super::Lake`] share one.
+pub struct Checkpoints {
+    /// Started with the first job (a `Lake` may be made outside a runtime).
+    queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Jobs queued and not yet done.
+    pending: watch::Sender<usize>,
+    /// The last version queued per table, so a table kept twice at one version is written once.
+    queued: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Checkpoints { queue: Mutex::new(None), pending: watch::channel(0).0, queued: Mutex::default() }
+    }
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints").finish_non_exhaustive()
+    }
+}
+
+/// Whether delta-rs would have written a checkpoint with the commit that made `table`'s version:
+/// the same rule, by the table's own interval (a table another tool created may have another).
+pub fn due(table: &DeltaTable) -> bool {
+    let Ok(state) = table.snapshot() else { return false };
+    (state.version() + 1).is_multiple_of(state.table_config().checkpoint_interval().get())
+}
+
+impl Checkpoints {
+    /// Queues the checkpoint of `table`'s version if one is due there.
+    pub fn after_commit(&self, rel: &str, table: &DeltaTable) {
+        let Some(version) = table.version().filter(|_| due(table)) else { return };
+        {
+            let mut queued = self.queued.lock().expect("checkpoint queue");
+            if queued.get(rel).is_some_and(|v| *v >= version) {
+                return;
+            }
+            queued.insert(rel.to_string(), version);
+        }
+        let job = Job { rel: rel.to_string(), table: table.clone() };
+        let mut queue = self.queue.lock().expect("checkpoint queue");
+        let tx = queue.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(work(rx, self.pending.clone()));
+            tx
+        });
+        self.pending.send_modify(|n| *n += 1);
+        if tx.send(job).is_err() {
+            self.pending.send_modify(|n| *n -= 1);
+        }
+    }
+
+    /// Waits until every queued checkpoint is written, at most `limit`; false if some were not.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let mut rx = self.pending.subscribe();
+        matches!(tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await, Ok(Ok(_)))
+    }
+}
+
+async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize>) {
+    while let Some(job) = rx.recv().await {
+        let started = std::time::Instant::now();
+        match write(&job.table).await {
+            Ok(cleaned) => debug!(
+                table = job.rel,
+                version = job.table.version(),
+                cleaned,
+                ms = started.elapsed().as_millis() as u64,
+                "checkpoint written"
+            ),
+            // Readers only replay a few more commits; the next interval writes one again.
+            Err(e) => warn!(table = job.rel, version = job.table.version(),
+                error = %crate::redact::redact(&e.to_string()), "could not write a checkpoint (readers replay more of the log until the next)"),
+        }
+        pending.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The checkpoint at `table`'s version, then (unless the table turned it off) the removal of the
+/// commit files it covers that are past the log retention. Returns how many files went.
+async fn write(table: &DeltaTable) -> deltalake::DeltaResult<usize> {
+    deltalake::checkpoints::create_checkpoint(table, None).await?;
+    if table.snapshot()?.table_config().enable_expired_log_cleanup() {
+        return deltalake::checkpoints::cleanup_metadata(table, None).await;
+    }
+    Ok(0)
+}
