@@ -298,7 +298,8 @@ mod tests {
 
     /// Commits write no checkpoint themselves; the background writer writes one at the table's
     /// own interval (here 5, not orderlake's 10: a table another tool created) and removes the
-    /// expired commit files it covers. A table kept twice at one version is written once.
+    /// expired commit files it covers. A table kept twice at one version is written once, and
+    /// a table is not checkpointed again within `MIN_SPACING`.
     #[tokio::test]
     async fn checkpoints_are_written_in_the_background_at_the_tables_interval() {
         let dir = tempfile::tempdir().unwrap();
@@ -337,6 +338,14 @@ mod tests {
             DeltaTableBuilder::from_url(url::Url::from_directory_path(dir.path()).unwrap()).unwrap().build().unwrap();
         latest.load().await.unwrap();
         assert_eq!(version_of(&latest), 4, "the table loads from the checkpoint");
+
+        // The next interval comes within `MIN_SPACING` of the last checkpoint: none is written.
+        for v in 5..=9u64 {
+            t = mark(t, spec, vec![Transaction::new("test", v as i64)]).await.unwrap();
+            checkpoints.after_commit("t", &t);
+        }
+        assert!(checkpoints.settle(std::time::Duration::from_secs(30)).await);
+        assert!(!has_checkpoint(9), "at most one checkpoint per table per {:?}", checkpoints::MIN_SPACING);
     }
 
     #[test]
