@@ -119,7 +119,10 @@ impl Pipeline {
         for t in names {
             let mut st = self.topics.remove(&t).expect("topic state");
             let v = version_of(&st.bronze) as i64;
-            let r = self.stages().advance(&t, &st.bronze, &mut st.progress, v, None).await;
+            let r = match self.settle_tails().await {
+                Ok(()) => self.stages().advance(&t, &st.bronze, &mut st.progress, v, None).await,
+                Err(e) => Err(e),
+            };
             self.topics.insert(t, st);
             r?;
         }
@@ -145,7 +148,9 @@ impl Pipeline {
             events.retain(|e| seen.insert((e.partition, e.offset)));
             crate::decode::redact_topic(&topic, &mut events, self.settings.cdc.as_ref());
             let mut st = self.topics.remove(&topic).expect("topic state");
+            let others = self.settle_tails().await;
             let res = async {
+                others?;
                 st.bronze.update_state().await?;
                 let parts: std::collections::BTreeSet<i32> = events.iter().map(|e| e.partition).collect();
                 let stored =
@@ -186,6 +191,17 @@ impl Pipeline {
             }
         }
         Ok(n)
+    }
+
+    /// Waits for the aggregates the topics in `self.topics` left writing in the background. The
+    /// gold tables are shared by every topic, so one topic's batch must not write gold beside
+    /// another topic's aggregates (the topic being worked on is taken out of `self.topics`, so its
+    /// own aggregates still overlap its next batch's bronze and silver).
+    async fn settle_tails(&mut self) -> Result<()> {
+        for st in self.topics.values_mut() {
+            tail::settle(&mut st.progress, true).await?;
+        }
+        Ok(())
     }
 
     /// [`Self::catch_up`], retried like a batch: another instance committing to the same tables,

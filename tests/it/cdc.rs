@@ -254,4 +254,10 @@ async fn cdc_out_of_order_across_partitions_converges_to_the_same_state() {
     for (pid, n) in names {
         assert_eq!(history.db.products[&pid].name, n, "line of {pid} carries the current name");
     }
+    // And so does product sales, which the next batch compares with silver to find stale lines.
+    let sold = read_table(&s, "gold/product_sales").await;
+    for (pid, n) in strs(&sold, "product_id").into_iter().zip(strs(&sold, "product_name")) {
+        let pid = pid.unwrap();
+        assert_eq!(Some(&history.db.products[&pid].name), n.as_ref(), "product sales of {pid} carry the current name");
+    }
 }
