@@ -110,9 +110,7 @@ impl Stages<'_> {
         if events == 0 {
             // Only commits without events (e.g. the table's creation): nothing to apply anywhere.
             // MongoDB may only move past them once what is in flight is confirmed.
-            let t0 = Instant::now();
             tail::settle(p, true).await?;
-            tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous aggregates settled");
             settle(topic, p, s.max_backoff, true).await?;
             p.mark_lake_done(upto);
             p.mongo = p.mongo.map(|m| m.max(upto));
