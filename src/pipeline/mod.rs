@@ -127,10 +127,7 @@ impl Pipeline {
             r?;
         }
         // Done means written: the last aggregates and batch log too.
-        for st in self.topics.values_mut() {
-            tail::settle(&mut st.progress, true).await?;
-        }
-        Ok(())
+        self.settle_tails().await
     }
 
     /// Writes the pending events of every topic to bronze and brings every stage up to date.
