@@ -135,6 +135,17 @@ impl Metrics {
             "Micro-batches committed through every lake layer.",
             self.batches.load(Relaxed),
         );
+        let kept = crate::lake::store::stats();
+        counter(
+            "orderlake_storage_reads_from_memory_total",
+            "Reads of lake files (commits, checkpoints, data) answered from the files this process wrote or read whole, without a storage request.",
+            kept.hits.load(Relaxed),
+        );
+        counter(
+            "orderlake_storage_reads_total",
+            "Reads of lake files that could have been answered from memory (those answered plus those sent to storage).",
+            kept.hits.load(Relaxed) + kept.misses.load(Relaxed),
+        );
         writeln!(o, "# HELP orderlake_batch_retries_total Failed batch attempts that were retried, by cause.").ok();
         writeln!(o, "# TYPE orderlake_batch_retries_total counter").ok();
         writeln!(
@@ -177,6 +188,13 @@ impl Metrics {
         for (t, behind) in self.mongo_behind.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_publish_lag_versions{{topic=\"{t}\"}} {behind}").ok();
         }
+        writeln!(o, "# HELP orderlake_storage_kept_bytes Bytes of lake files kept in memory for reading back.").ok();
+        writeln!(
+            o,
+            "# TYPE orderlake_storage_kept_bytes gauge\norderlake_storage_kept_bytes {}",
+            kept.bytes.load(Relaxed)
+        )
+        .ok();
         if let Some(rss) = resident_bytes() {
             writeln!(o, "# HELP process_resident_memory_bytes Resident memory size in bytes.").ok();
             writeln!(o, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}").ok();

@@ -11,6 +11,7 @@ pub mod rewrite;
 pub mod rows;
 pub mod schema;
 pub mod silver;
+pub mod store;
 
 use std::collections::HashMap;
 
@@ -77,7 +78,10 @@ fn object_store_options(settings: &Settings) -> HashMap<String, String> {
 
 impl Lake {
     pub fn new(settings: &Settings) -> Self {
-        REGISTER.call_once(|| deltalake::azure::register_handlers(None));
+        REGISTER.call_once(|| {
+            deltalake::azure::register_handlers(None);
+            store::register_azure();
+        });
         Lake {
             root: settings.lake.clone(),
             options: object_store_options(settings),

@@ -81,6 +81,12 @@ async fn metrics_and_probes_follow_a_running_pipeline() {
     assert_eq!(value(&metrics, "orderlake_events_dead_lettered_total"), Some(0.0));
     assert_eq!(value(&metrics, "orderlake_events_decoded_total"), Some(records.len() as f64), "{metrics}");
     assert_eq!(value(&metrics, "orderlake_ready"), Some(1.0));
+    // Each batch reads back the commits and files the one before wrote: from memory, not Azurite.
+    let from_memory = value(&metrics, "orderlake_storage_reads_from_memory_total").unwrap();
+    let reads = value(&metrics, "orderlake_storage_reads_total").unwrap();
+    assert!(from_memory * 2.0 > reads && reads > 0.0, "most reads answered from memory:\n{metrics}");
+    let kept = value(&metrics, "orderlake_storage_kept_bytes").unwrap();
+    assert!(kept > 0.0 && kept <= orderlake::lake::store::CACHE_BYTES as f64, "{metrics}");
 
     unsafe_kill(guard.child().id(), 15);
     assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0:\n{}", log());
