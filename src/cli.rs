@@ -222,7 +222,18 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             }
             let mut p = Pipeline::start(settings).await?;
             let s = p.run(once).await?;
-            tracing::info!(events = s.events, batches = s.batches, "run finished");
+            let kept = crate::lake::store::stats();
+            let (hits, misses) = (
+                kept.hits.load(std::sync::atomic::Ordering::Relaxed),
+                kept.misses.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            tracing::info!(
+                events = s.events,
+                batches = s.batches,
+                storage_reads = hits + misses,
+                storage_reads_from_memory = hits,
+                "run finished"
+            );
             Ok(())
         }
         Command::Produce {

@@ -82,6 +82,13 @@ impl Lake {
             deltalake::azure::register_handlers(None);
             store::register_azure();
         });
+        if settings.lake.scheme() != "file" {
+            for rel in [settings.bronze_prefix.as_str(), "_orderlake"] {
+                if let Ok(url) = settings.lake.join(&format!("{}/", rel.trim_matches('/'))) {
+                    store::write_only(&url);
+                }
+            }
+        }
         Lake {
             root: settings.lake.clone(),
             options: object_store_options(settings),
@@ -256,7 +263,7 @@ impl Lake {
 /// one request for the next commit file: refreshing lists the whole `_delta_log` prefix, and a
 /// batch opens each table several times, mostly with nothing new (the commits are numbered
 /// without gaps, so no next file means no newer version).
-async fn refresh(mut table: DeltaTable) -> Result<DeltaTable> {
+pub async fn refresh(mut table: DeltaTable) -> Result<DeltaTable> {
     let next = format!("_delta_log/{:020}.json", version_of(&table) + 1);
     use object_store::ObjectStoreExt;
     match table.log_store().object_store(None).head(&next.into()).await {

@@ -51,6 +51,28 @@ pub fn stats() -> &'static Stats {
     &STATS
 }
 
+/// Paths (within their container) of tables whose data files this process writes but does not
+/// read back: bronze and its dead letters are read only by a catch-up or rebuild, the batch log
+/// only by `status`. Their files kept would only push out files that are read.
+static WRITE_ONLY: LazyLock<Mutex<Vec<String>>> = LazyLock::new(Default::default);
+
+/// Marks the tables under `url` (a remote lake path) as written, not read back: their data files
+/// are not kept when written (their commits still are: delta-rs reads those back).
+pub fn write_only(url: &Url) {
+    if let Ok((_, path)) = object_store::ObjectStoreScheme::parse(url) {
+        let prefix = format!("{}/", path.as_ref().trim_end_matches('/'));
+        let mut w = WRITE_ONLY.lock().expect("write-only paths");
+        if !w.contains(&prefix) {
+            w.push(prefix);
+        }
+    }
+}
+
+fn write_only_data(location: &Path) -> bool {
+    let s = location.as_ref();
+    !s.contains("/_delta_log/") && WRITE_ONLY.lock().expect("write-only paths").iter().any(|p| s.starts_with(p))
+}
+
 /// Whether `location` names a file that is never rewritten: a commit, a checkpoint, a data file.
 fn immutable(location: &Path) -> bool {
     let mut parts = location.parts();
@@ -197,11 +219,12 @@ impl ObjectStore for KeepingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let copy = (immutable(location) && payload.content_length() <= MAX_FILE_BYTES).then(|| {
-            let mut all = Vec::with_capacity(payload.content_length());
-            payload.iter().for_each(|b| all.extend_from_slice(b));
-            Bytes::from(all)
-        });
+        let copy = (immutable(location) && payload.content_length() <= MAX_FILE_BYTES && !write_only_data(location))
+            .then(|| {
+                let mut all = Vec::with_capacity(payload.content_length());
+                payload.iter().for_each(|b| all.extend_from_slice(b));
+                Bytes::from(all)
+            });
         let put = self.inner.put_opts(location, payload, opts).await?;
         if let Some(table) = created_table(location) {
             // A table made (again) here: nothing kept from an earlier one at this path applies.

@@ -148,7 +148,8 @@ impl Pipeline {
             let others = self.settle_tails().await;
             let res = async {
                 others?;
-                st.bronze.update_state().await?;
+                // Another instance may have appended since (a rebalance): the stored offsets must be current.
+                st.bronze = crate::lake::refresh(st.bronze.clone()).await?;
                 let parts: std::collections::BTreeSet<i32> = events.iter().map(|e| e.partition).collect();
                 let stored =
                     bronze::stored_offsets(&self.lake, &st.bronze, &self.settings.group, &topic, parts).await?;

@@ -198,3 +198,20 @@ fn the_memory_stays_within_its_bound_oldest_out_first() {
     f.insert((9, "big.parquet".into()), Kept { bytes: Bytes::from(vec![0u8; chunk + 1]), meta: meta("big") });
     assert!(!f.by_key.contains_key(&(9, "big.parquet".to_string())), "larger than a file may be: not kept");
 }
+
+#[tokio::test]
+async fn data_files_of_write_only_tables_are_not_kept_but_their_commits_are() {
+    write_only(&Url::parse("az://c/lake/bronze_wo/").unwrap());
+    let (c, s) = stores(1004);
+    let data = Path::from("lake/bronze_wo/shop.sales/ingest_date=2026-11-22/part-0.parquet");
+    let commit = Path::from("lake/bronze_wo/shop.sales/_delta_log/00000000000000000004.json");
+    let silver = Path::from("lake/silver/orders/part-0.parquet");
+    for p in [&data, &commit, &silver] {
+        s.put(p, Bytes::from_static(b"x").into()).await.unwrap();
+    }
+    s.get_range(&data, 0..1).await.unwrap();
+    assert_eq!(reads(&c), 1, "bronze data is read from storage");
+    s.get(&commit).await.unwrap();
+    s.get_range(&silver, 0..1).await.unwrap();
+    assert_eq!(reads(&c), 1, "bronze commits and other tables' files come from memory");
+}
