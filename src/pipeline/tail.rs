@@ -16,6 +16,7 @@
 //! and catches up from bronze).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
 use deltalake::DeltaTable;
@@ -114,6 +115,10 @@ impl Tail {
         };
         // The crash point sits before the hand-over, so a publish never outlives a failed batch.
         crate::config::fault_point(self.fail_at.as_deref(), "after-gold")?;
+        if self.fail_at.as_deref() == Some("aggregates-transient-once") && !FAILED_ONCE.swap(true, Relaxed) {
+            // As a storage error would after the aggregates' commits: retried, never fatal.
+            return Err(Error::Other("injected transient failure after the aggregates".into()));
+        }
         let _ = self.to_mongo.send(aggregates);
         let aggregates_ms = started.elapsed().as_millis() as u64;
         if let Some(row) = &self.log {
@@ -129,6 +134,9 @@ impl Tail {
         Ok(())
     }
 }
+
+/// `aggregates-transient-once` (test-only) has failed its one tail.
+static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
 
 /// Appends the batch's row to the batch log, whose marker says every lake layer has the version.
 async fn write_log(lake: &Lake, group: &str, topic: &str, upto: i64, row: &LogRow, now_us: i64) -> Result<()> {

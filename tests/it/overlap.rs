@@ -86,3 +86,42 @@ async fn a_rename_written_while_the_previous_aggregates_are_pending_reaches_ever
     assert_mongo_matches(&s, &r).await;
     assert_eq!(strs(&read_table(&s, "_orderlake/batches").await, "topic").len(), 2, "two batches");
 }
+
+/// A storage error in a batch's background aggregates, after their commits and before the batch
+/// log and MongoDB got them, with no batch after it: the idle loop puts the layers' progress back
+/// and writes them again; the aggregates are not counted twice and MongoDB gets the abandoned
+/// publish from that catch-up. A batch after the failure would re-read progress from the lake
+/// instead; the idle path is the one that depends on the progress being put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_of_the_background_aggregates_is_written_again_exactly_once() {
+    let s = settings(&unique("tailfail"), &LakeKind::Azurite, true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[batch]\nmax_records = 1000\nmax_latency_ms = 300\n").unwrap();
+    let log_path = dir.path().join("run.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let records = renumbered(orderlake::produce::synthetic(600, 33), "8");
+    orderlake::produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+
+    let mut cmd = orderlake_cmd(&s);
+    cmd.env("ORDERLAKE_TEST_FAIL_AT", "aggregates-transient-once");
+    let mut guard = spawn_run(cmd, &config, &log_path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !lake_complete(&s, records.len()).await || !log().contains("written again") {
+        assert!(std::time::Instant::now() < deadline, "the failed aggregates were never written again:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(log().contains("injected transient failure after the aggregates"), "{}", log());
+    let r = reference::compute(&records);
+    assert_bronze_exactly_once(&s, records.len()).await;
+    assert_lake_matches(&s, &r).await;
+    // The publish the failure abandoned comes from the idle catch-up, within a few turns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while mongo_docs(&s, "customer_totals").await.len() < r.customers.len() {
+        assert!(std::time::Instant::now() < deadline, "MongoDB never got the aggregates:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    unsafe_kill(guard.child().id(), 15);
+    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0:\n{}", log());
+    assert_mongo_matches(&s, &r).await;
+}
