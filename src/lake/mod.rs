@@ -4,6 +4,7 @@
 pub mod bronze;
 pub mod checkpoints;
 pub mod dead_letter;
+mod log_store;
 mod markers;
 pub mod merge;
 pub mod read;
@@ -81,6 +82,7 @@ impl Lake {
         REGISTER.call_once(|| {
             deltalake::azure::register_handlers(None);
             store::register_azure();
+            log_store::register_azure();
         });
         if settings.lake.scheme() != "file" {
             for rel in [settings.bronze_prefix.as_str(), "_orderlake"] {

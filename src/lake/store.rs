@@ -367,10 +367,13 @@ impl<F: ObjectStoreFactory> ObjectStoreFactory for KeepingFactory<F> {
     }
 }
 
+/// The URL schemes delta-rs' Azure support registers.
+pub const AZURE_SCHEMES: [&str; 5] = ["az", "adl", "azure", "abfs", "abfss"];
+
 /// Puts a [`KeepingFactory`] in front of delta-rs' Azure stores (after `register_handlers`).
 pub fn register_azure() {
     let factory = Arc::new(KeepingFactory::new(deltalake::azure::AzureFactory::default()));
-    for scheme in ["az", "adl", "azure", "abfs", "abfss"] {
+    for scheme in AZURE_SCHEMES {
         if let Ok(url) = Url::parse(&format!("{scheme}://")) {
             deltalake::logstore::object_store_factories().insert(url, factory.clone());
         }
@@ -378,4 +381,4 @@ pub fn register_azure() {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,11 +7,12 @@ use deltalake::logstore::object_store::{GetRange, ObjectStoreExt, PutMode};
 
 use super::*;
 
-/// Counts the reads (GET and HEAD) that reach the store underneath.
-#[derive(Debug)]
-struct Counting {
-    inner: InMemory,
-    reads: AtomicUsize,
+/// Counts the reads (GET and HEAD) and listings that reach the store underneath.
+#[derive(Debug, Default)]
+pub(crate) struct Counting {
+    pub inner: InMemory,
+    pub reads: AtomicUsize,
+    pub lists: AtomicUsize,
 }
 
 impl fmt::Display for Counting {
@@ -47,6 +48,7 @@ impl ObjectStore for Counting {
         self.inner.delete_stream(l)
     }
     fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Relaxed);
         self.inner.list(p)
     }
     async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
@@ -59,7 +61,7 @@ impl ObjectStore for Counting {
 
 /// A keeping store over a fresh counting store; each test its own id, so tests share no entries.
 fn stores(id: u64) -> (Arc<Counting>, KeepingStore) {
-    let counting = Arc::new(Counting { inner: InMemory::new(), reads: AtomicUsize::new(0) });
+    let counting = Arc::new(Counting::default());
     (counting.clone(), KeepingStore::new(counting, id))
 }
 
