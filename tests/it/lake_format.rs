@@ -137,3 +137,35 @@ async fn markers_in_cleaned_up_commits_come_from_the_checkpoint() {
     assert_eq!(mine.txn_version(&now, &app(1)).await.unwrap(), Some(7));
     assert_eq!(mine.txn_version(&now, &app(0)).await.unwrap(), Some(12));
 }
+
+/// Commits of another process (the Python `deltalake` writer, whose files never pass through this
+/// process' read-back memory) are seen on the next open, their markers and rows read from storage,
+/// and a commit this process builds on a version from before them still lands after them: the
+/// probing log store finds the newer commit and lets delta-rs check the conflict (two appends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_commits_are_seen_through_the_read_back_memory() {
+    let s = settings(&unique("xproc"), &LakeKind::Azurite, false);
+    let lake = Lake::new(&s);
+    let (rel, app) = ("bronze/cache", |p| bronze::offset_app_id(&s.group, "cache", p));
+    let uri = format!("{}{rel}", s.lake);
+    let t = lake.open_or_create(rel, &schema::BRONZE).await.unwrap();
+    let before = append(&lake, t, &s.group, 0, 1).await;
+    assert_eq!(version_of(&before), 1);
+
+    let out = run_python("append_bronze.py", &[&uri, &app(1), "1", "50"]);
+    assert_eq!(out.trim(), "2", "the other process wrote version 2");
+    let seen = lake.open(rel).await.unwrap().unwrap();
+    assert_eq!(version_of(&seen), 2, "the next open sees the other process' commit");
+    assert_eq!(lake.txn_version(&seen, &app(1)).await.unwrap(), Some(50));
+    assert_eq!(lake.txn_version(&seen, &app(0)).await.unwrap(), Some(1));
+    let offsets: Vec<_> = ints(&read_table(&s, rel).await, "offset").into_iter().flatten().collect();
+    assert_eq!(offsets.len(), 2, "its row is read from storage: {offsets:?}");
+    assert!(offsets.contains(&50), "{offsets:?}");
+
+    // Built on version 1, committed after the other process' version 2.
+    let after = append(&lake, before, &s.group, 0, 2).await;
+    assert_eq!(version_of(&after), 3);
+    let out = run_python("check_delta.py", &[&uri, "offset"]);
+    assert!(out.contains("version=3 rows=3"), "an independent reader sees all three commits: {out}");
+    assert_eq!(lake.txn_version(&after, &app(1)).await.unwrap(), Some(50), "the other process' marker survives");
+}
