@@ -56,6 +56,8 @@ pub struct LakeFile {
     pub uri: Option<String>,
     #[serde(default)]
     pub storage_options: HashMap<String, String>,
+    /// Memory for files a remote lake's batch wrote and the next one reads back (MiB; 0 = none).
+    pub read_back_mib: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +158,8 @@ pub struct Settings {
     /// Lake root, always ending in `/`.
     pub lake: Url,
     pub storage_options: HashMap<String, String>,
+    /// Bytes of the read-back memory of a remote lake (`lake.read_back_mib`; `lake::store`).
+    pub read_back_bytes: usize,
     pub mongodb_uri: Option<String>,
     pub mongodb_database: String,
     pub batch: BatchSettings,
@@ -309,6 +313,7 @@ impl Settings {
             },
             lake,
             storage_options,
+            read_back_bytes: fc.lake.read_back_mib.map_or(crate::lake::store::CACHE_BYTES, |m| m << 20),
             mongodb_uri,
             mongodb_database,
             batch,
@@ -462,6 +467,9 @@ mod tests {
         assert!(s.mongodb_uri.is_none());
         assert_eq!(s.lake.scheme(), "file");
         assert!(s.lake.path().ends_with("/lake/"));
+        assert_eq!(s.read_back_bytes, 48 << 20);
+        let fc: FileConfig = toml::from_str("[lake]\nread_back_mib = 0\n").unwrap();
+        assert_eq!(Settings::from_parts(fc, Overrides::default()).unwrap().read_back_bytes, 0);
     }
 
     #[test]

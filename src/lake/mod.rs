@@ -85,6 +85,7 @@ impl Lake {
             log_store::register_azure();
         });
         if settings.lake.scheme() != "file" {
+            store::set_capacity(settings.read_back_bytes);
             for rel in [settings.bronze_prefix.as_str(), "_orderlake"] {
                 if let Ok(url) = settings.lake.join(&format!("{}/", rel.trim_matches('/'))) {
                     store::write_only(&url);

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::Bytes;
@@ -31,9 +31,17 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use url::Url;
 
-/// Memory for kept files, all stores together. A small freshness batch reads ≈ 1 MiB back; a
-/// 50,000-event batch writes ≈ 10 MiB that the next one partly reads.
+/// Memory for kept files by default, all stores together (`lake.read_back_mib`). A small
+/// freshness batch reads ≈ 1 MiB back; a 50,000-event batch writes ≈ 10 MiB that the next one
+/// partly reads.
 pub const CACHE_BYTES: usize = 48 << 20;
+
+static CAPACITY: AtomicUsize = AtomicUsize::new(CACHE_BYTES);
+
+/// Sets the memory for kept files (0 keeps none); what is held beyond it goes at the next insert.
+pub fn set_capacity(bytes: usize) {
+    CAPACITY.store(bytes, Relaxed);
+}
 
 /// Files larger than this are never kept (they would push out many small ones).
 const MAX_FILE_BYTES: usize = 8 << 20;
@@ -109,7 +117,11 @@ struct Files {
 
 impl Files {
     fn insert(&mut self, key: (u64, String), kept: Kept) {
-        if kept.bytes.len() > MAX_FILE_BYTES {
+        self.insert_within(key, kept, CAPACITY.load(Relaxed));
+    }
+
+    fn insert_within(&mut self, key: (u64, String), kept: Kept, capacity: usize) {
+        if kept.bytes.len() > MAX_FILE_BYTES.min(capacity) {
             return;
         }
         self.held += kept.bytes.len();
@@ -118,7 +130,7 @@ impl Files {
         } else {
             self.order.push_back(key);
         }
-        while self.held > CACHE_BYTES {
+        while self.held > capacity {
             let Some(oldest) = self.order.pop_front() else { break };
             if let Some(k) = self.by_key.remove(&oldest) {
                 self.held -= k.bytes.len();

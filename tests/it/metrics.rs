@@ -91,3 +91,22 @@ async fn metrics_and_probes_follow_a_running_pipeline() {
     unsafe_kill(guard.child().id(), 15);
     assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0:\n{}", log());
 }
+
+/// The read-back memory is a setting: with `lake.read_back_mib = 0` every read goes to storage,
+/// and the result is the same lake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_read_back_memory_every_read_goes_to_storage() {
+    let s = settings(&unique("noreadback"), &LakeKind::Azurite, false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[lake]\nread_back_mib = 0\n[batch]\nmax_records = 300\n").unwrap();
+    let records = renumbered(produce::synthetic(900, 5), "9");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let finished = log.lines().find(|l| l.contains("run finished")).unwrap_or_else(|| panic!("{log}"));
+    assert!(finished.contains("storage_reads_from_memory=0"), "{finished}");
+    assert!(!finished.contains("storage_reads=0 "), "reads were made, all from storage: {finished}");
+    assert!(lake_complete(&s, records.len()).await, "{log}");
+}

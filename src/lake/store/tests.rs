@@ -191,14 +191,28 @@ fn the_memory_stays_within_its_bound_oldest_out_first() {
     let n = CACHE_BYTES / chunk + 3;
     for i in 0..n {
         let name = format!("f{i}.parquet");
-        f.insert((9, name.clone()), Kept { bytes: Bytes::from(vec![0u8; chunk]), meta: meta(&name) });
+        f.insert_within(
+            (9, name.clone()),
+            Kept { bytes: Bytes::from(vec![0u8; chunk]), meta: meta(&name) },
+            CACHE_BYTES,
+        );
     }
     assert!(f.held <= CACHE_BYTES);
     assert!(!f.by_key.contains_key(&(9, "f0.parquet".to_string())), "the oldest went first");
     assert!(f.by_key.contains_key(&(9, format!("f{}.parquet", n - 1))), "the newest stays");
     assert_eq!(f.held, f.by_key.values().map(|k| k.bytes.len()).sum::<usize>());
-    f.insert((9, "big.parquet".into()), Kept { bytes: Bytes::from(vec![0u8; chunk + 1]), meta: meta("big") });
+    f.insert_within(
+        (9, "big.parquet".into()),
+        Kept { bytes: Bytes::from(vec![0u8; chunk + 1]), meta: meta("big") },
+        CACHE_BYTES,
+    );
     assert!(!f.by_key.contains_key(&(9, "big.parquet".to_string())), "larger than a file may be: not kept");
+    // A smaller setting (`lake.read_back_mib`) lets go of the oldest at the next insert; 0 keeps nothing.
+    f.insert_within((9, "last.parquet".into()), Kept { bytes: Bytes::from(vec![0u8; 10]), meta: meta("last") }, chunk);
+    assert!(f.held <= chunk && f.by_key.contains_key(&(9, "last.parquet".to_string())));
+    let mut none = Files::default();
+    none.insert_within((9, "x.parquet".into()), Kept { bytes: Bytes::from(vec![0u8; 10]), meta: meta("x") }, 0);
+    assert!(none.by_key.is_empty() && none.held == 0);
 }
 
 #[tokio::test]
