@@ -7,29 +7,16 @@ double). The checkpoint is checked by the calling test.
 usage: powerbi_compat.py TABLE_URI [TABLE_URI ...]
 """
 import json
-import os
 import sys
 
 from deltalake import DeltaTable
 
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+from lake_access import leave, storage_options
 SUPPORTED = ("string", "long", "integer", "short", "byte", "boolean", "double", "float", "date", "timestamp")
 
 
-def options(uri):
-    if not uri.startswith(("az://", "abfs")):
-        return {}
-    return {
-        "account_name": "devstoreaccount1",
-        "account_key": DEV_KEY,
-        "use_emulator": "true",
-        "allow_http": "true",
-        "azure_storage_endpoint": f"http://127.0.0.1:{os.environ.get('AZURITE_PORT', '10000')}/devstoreaccount1",
-    }
-
-
 def check(uri):
-    dt = DeltaTable(uri, storage_options=options(uri))
+    dt = DeltaTable(uri, storage_options=storage_options(uri))
     p = dt.protocol()
     assert (p.min_reader_version, p.min_writer_version) == (1, 2), f"{uri}: protocol {p}"
     assert not p.reader_features and not p.writer_features, f"{uri}: table features {p}"
@@ -50,5 +37,4 @@ def check(uri):
 if __name__ == "__main__":
     for u in sys.argv[1:]:
         check(u)
-    sys.stdout.flush()
-    os._exit(0)
+    leave()
