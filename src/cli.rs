@@ -222,16 +222,12 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             }
             let mut p = Pipeline::start(settings).await?;
             let s = p.run(once).await?;
-            let kept = crate::lake::store::stats();
-            let (hits, misses) = (
-                kept.hits.load(std::sync::atomic::Ordering::Relaxed),
-                kept.misses.load(std::sync::atomic::Ordering::Relaxed),
-            );
+            let (reads, from_memory) = crate::lake::store::stats().reads();
             tracing::info!(
                 events = s.events,
                 batches = s.batches,
-                storage_reads = hits + misses,
-                storage_reads_from_memory = hits,
+                storage_reads = reads,
+                storage_reads_from_memory = from_memory,
                 "run finished"
             );
             Ok(())

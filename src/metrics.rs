@@ -136,15 +136,16 @@ impl Metrics {
             self.batches.load(Relaxed),
         );
         let kept = crate::lake::store::stats();
+        let (reads, from_memory) = kept.reads();
         counter(
             "orderlake_storage_reads_from_memory_total",
             "Reads of lake files (commits, checkpoints, data) answered from the files this process wrote or read whole, without a storage request.",
-            kept.hits.load(Relaxed),
+            from_memory,
         );
         counter(
             "orderlake_storage_reads_total",
             "Reads of lake files that could have been answered from memory (those answered plus those sent to storage).",
-            kept.hits.load(Relaxed) + kept.misses.load(Relaxed),
+            reads,
         );
         writeln!(o, "# HELP orderlake_batch_retries_total Failed batch attempts that were retried, by cause.").ok();
         writeln!(o, "# TYPE orderlake_batch_retries_total counter").ok();

@@ -54,6 +54,14 @@ pub struct Stats {
     pub bytes: AtomicU64,
 }
 
+impl Stats {
+    /// `(reads that could be answered from memory, those that were)`.
+    pub fn reads(&self) -> (u64, u64) {
+        let hits = self.hits.load(Relaxed);
+        (hits + self.misses.load(Relaxed), hits)
+    }
+}
+
 pub fn stats() -> &'static Stats {
     static STATS: LazyLock<Stats> = LazyLock::new(Stats::default);
     &STATS
