@@ -61,27 +61,39 @@ struct Pick<'a> {
     upsert: Option<usize>,
 }
 
-/// Tombstones of `entity` for `keys`: key → position of the delete.
-async fn tombstones(lake: &Lake, prefix: &str, entity: Entity, keys: &[String]) -> Result<HashMap<String, String>> {
-    let Some(t) = lake.open(&format!("{prefix}/{TOMBSTONES}")).await? else { return Ok(HashMap::new()) };
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let filter = col("entity").eq(lit(entity.table())).and(col("key").in_list(str_lits(keys), false));
-    let batches = scan(&t, Some(filter)).await?;
-    let mut out = HashMap::new();
-    for b in &batches {
-        let k = arrow::compute::cast(b.column_by_name("key").expect("key"), &arrow::datatypes::DataType::Utf8)?;
-        let p = arrow::compute::cast(
-            b.column_by_name("source_pos").expect("source_pos"),
-            &arrow::datatypes::DataType::Utf8,
-        )?;
-        let (k, p) = (arrow::array::AsArray::as_string::<i32>(&k), arrow::array::AsArray::as_string::<i32>(&p));
-        for i in 0..b.num_rows() {
-            out.insert(k.value(i).to_string(), p.value(i).to_string());
+/// The tombstone table as a batch found it. Every silver table of the batch reads it, so it is
+/// opened once, by the first table that needs it: in a stream without deletes it does not exist,
+/// and each open of an absent table is a storage LIST. A batch only ever adds tombstones of the
+/// entity it is applying, after reading that entity's, so one snapshot per batch sees everything
+/// each table must respect.
+#[derive(Default)]
+pub struct Tombstones(tokio::sync::OnceCell<Option<DeltaTable>>);
+
+impl Tombstones {
+    /// Tombstones of `entity` for `keys`: key → position of the delete.
+    async fn of(&self, lake: &Lake, prefix: &str, entity: Entity, keys: &[String]) -> Result<HashMap<String, String>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
         }
+        let rel = format!("{prefix}/{TOMBSTONES}");
+        let open = self.0.get_or_try_init(|| lake.open(&rel)).await?;
+        let Some(t) = open else { return Ok(HashMap::new()) };
+        let filter = col("entity").eq(lit(entity.table())).and(col("key").in_list(str_lits(keys), false));
+        let batches = scan(t, Some(filter)).await?;
+        let mut out = HashMap::new();
+        for b in &batches {
+            let k = arrow::compute::cast(b.column_by_name("key").expect("key"), &arrow::datatypes::DataType::Utf8)?;
+            let p = arrow::compute::cast(
+                b.column_by_name("source_pos").expect("source_pos"),
+                &arrow::datatypes::DataType::Utf8,
+            )?;
+            let (k, p) = (arrow::array::AsArray::as_string::<i32>(&k), arrow::array::AsArray::as_string::<i32>(&p));
+            for i in 0..b.num_rows() {
+                out.insert(k.value(i).to_string(), p.value(i).to_string());
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 async fn write_tombstones(lake: &Lake, prefix: &str, deletes: &[&DeleteRow], now_us: i64) -> Result<()> {
@@ -125,20 +137,27 @@ fn relaxed(spec: &TableSpec) -> Arc<Schema> {
     ))
 }
 
+/// What every silver table of one batch shares: where silver lives, the batch's clock and the
+/// tombstones as the batch found them.
+pub struct Batch<'a> {
+    pub lake: &'a Lake,
+    pub prefix: &'a str,
+    pub now_us: i64,
+    pub stones: Tombstones,
+}
+
 /// Applies the changes of one entity to its silver table, recording `txn`. `changes` are those of
 /// the bronze versions after `after`. Returns `None` when the batch has nothing for that table (no
 /// commit is made).
-#[allow(clippy::too_many_arguments)]
 pub async fn apply_table(
-    lake: &Lake,
-    prefix: &str,
+    b: &Batch<'_>,
     name: &str,
     spec: &TableSpec,
     changes: &Changes,
     after: i64,
     txn: Transaction,
-    now_us: i64,
 ) -> Result<Option<DeltaTable>> {
+    let (lake, prefix, now_us) = (b.lake, b.prefix, b.now_us);
     let Some(entity) = Entity::from_table(name) else { return Ok(None) };
     let rel = format!("{prefix}/{name}");
     let truncates: Vec<_> = changes.truncates.iter().filter(|t| t.entity == entity).collect();
@@ -167,7 +186,7 @@ pub async fn apply_table(
     // An upsert older than a delete already applied (tombstone) must not resurrect the row.
     let upsert_winners: Vec<String> =
         winners.iter().filter(|w| w.upsert.is_some()).map(|w| w.key.to_string()).collect();
-    let stones = tombstones(lake, prefix, entity, &upsert_winners).await?;
+    let stones = b.stones.of(lake, prefix, entity, &upsert_winners).await?;
     let keep = |w: &&&Pick<'_>| stones.get(w.key).is_none_or(|t| w.pos.render() > *t);
     let ups: Vec<usize> = winners.iter().filter(keep).filter_map(|w| w.upsert).collect();
     let dels: Vec<&DeleteRow> = winners
@@ -252,3 +271,6 @@ pub async fn apply_table(
     let m = MergeSpec { spec, guard: Some("source_pos"), strict: false };
     Ok(Some(merge(table, &m, source, vec![txn]).await?))
 }
+
+#[cfg(test)]
+mod tests;

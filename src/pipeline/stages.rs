@@ -138,12 +138,15 @@ impl Stages<'_> {
         // on storage), and each records its own marker, so a failure of one leaves the others done.
         // Deletes also write the one shared tombstone table, so batches with deletes go one table
         // at a time rather than race themselves there.
+        let batch =
+            silver::Batch { lake: self.lake, prefix: &s.silver_prefix, now_us: now, stones: Default::default() };
+        let batch = &batch;
         let silver_work = silver::TABLES.iter().map(|(name, spec)| {
             let after = p.get(&format!("silver/{name}"));
             let changes = changes_after(units, after);
             let txn = Transaction::new(silver::app_id(&s.group, topic), upto);
             async move {
-                let t = silver::apply_table(self.lake, &s.silver_prefix, name, spec, &changes, after, txn, now).await?;
+                let t = silver::apply_table(batch, name, spec, &changes, after, txn).await?;
                 if let Some(t) = &t {
                     self.lake.keep(&format!("{}/{name}", s.silver_prefix), t);
                 }
