@@ -42,6 +42,13 @@ fn check(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
+/// `v` with `decimals` decimals, or one more when rounding would print the target itself next
+/// to a miss (0.4957 against 0.50 reads "0.50 — NOT met"; "0.496" explains the verdict).
+fn shown(v: f64, target: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    if v != target && s == format!("{target:.decimals$}") { format!("{v:.0$}", decimals + 1) } else { s }
+}
+
 impl Report {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
@@ -151,8 +158,8 @@ impl Report {
         let full_r = full.per_s() / c;
         let peak = bronze.m.peak_rss_mib.max(full.m.peak_rss_mib).max(fresh_m.peak_rss_mib);
         let mut lines = vec![
-            format!("  bronze ≥ 0.80 × ceiling: {bronze_r:.2} — {}", check(bronze_r >= 0.8)),
-            format!("  full pipeline ≥ 0.50 × ceiling: {full_r:.2} — {}", check(full_r >= 0.5)),
+            format!("  bronze ≥ 0.80 × ceiling: {} — {}", shown(bronze_r, 0.8, 2), check(bronze_r >= 0.8)),
+            format!("  full pipeline ≥ 0.50 × ceiling: {} — {}", shown(full_r, 0.5, 2), check(full_r >= 0.5)),
             format!(
                 "  freshness p99 ≤ 2000 ms at {}/s: {:.0} ms — {}",
                 ctx.args.rate,
@@ -162,10 +169,10 @@ impl Report {
             format!("  peak RSS ≤ 512 MiB: {peak:.0} MiB — {}", check(peak <= 512.0)),
         ];
         if let Some(v) = vs_peer {
-            lines.push(format!("  ≥ 10 × the Python peer: {v:.1} × — {}", check(v >= 10.0)));
+            lines.push(format!("  ≥ 10 × the Python peer: {} × — {}", shown(v, 10.0, 1), check(v >= 10.0)));
         }
         if let Some(r) = scaling {
-            lines.push(format!("  linear scaling (ratio ≤ 1.25): {r:.2} — {}", check(r <= 1.25)));
+            lines.push(format!("  linear scaling (ratio ≤ 1.25): {} — {}", shown(r, 1.25, 2), check(r <= 1.25)));
         }
         for l in lines {
             let _ = fmt::Write::write_fmt(w, format_args!("{l}\n"));
@@ -187,5 +194,20 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_figure_never_prints_as_its_target_when_it_misses_it() {
+        assert_eq!(shown(0.4956524832088884, 0.5, 2), "0.496");
+        assert_eq!(shown(0.5004, 0.5, 2), "0.500");
+        assert_eq!(shown(0.5, 0.5, 2), "0.50");
+        assert_eq!(shown(0.58, 0.5, 2), "0.58");
+        assert_eq!(shown(9.97, 10.0, 1), "9.97");
+        assert_eq!(shown(1.8474, 10.0, 1), "1.8");
     }
 }
