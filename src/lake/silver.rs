@@ -69,33 +69,6 @@ struct Pick<'a> {
 #[derive(Default)]
 pub struct Tombstones(tokio::sync::OnceCell<Option<DeltaTable>>);
 
-impl Tombstones {
-    /// Tombstones of `entity` for `keys`: key → position of the delete.
-    async fn of(&self, lake: &Lake, prefix: &str, entity: Entity, keys: &[String]) -> Result<HashMap<String, String>> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rel = format!("{prefix}/{TOMBSTONES}");
-        let open = self.0.get_or_try_init(|| lake.open(&rel)).await?;
-        let Some(t) = open else { return Ok(HashMap::new()) };
-        let filter = col("entity").eq(lit(entity.table())).and(col("key").in_list(str_lits(keys), false));
-        let batches = scan(t, Some(filter)).await?;
-        let mut out = HashMap::new();
-        for b in &batches {
-            let k = arrow::compute::cast(b.column_by_name("key").expect("key"), &arrow::datatypes::DataType::Utf8)?;
-            let p = arrow::compute::cast(
-                b.column_by_name("source_pos").expect("source_pos"),
-                &arrow::datatypes::DataType::Utf8,
-            )?;
-            let (k, p) = (arrow::array::AsArray::as_string::<i32>(&k), arrow::array::AsArray::as_string::<i32>(&p));
-            for i in 0..b.num_rows() {
-                out.insert(k.value(i).to_string(), p.value(i).to_string());
-            }
-        }
-        Ok(out)
-    }
-}
-
 async fn write_tombstones(lake: &Lake, prefix: &str, deletes: &[&DeleteRow], now_us: i64) -> Result<()> {
     if deletes.is_empty() {
         return Ok(());
@@ -146,6 +119,33 @@ pub struct Batch<'a> {
     pub stones: Tombstones,
 }
 
+impl Batch<'_> {
+    /// Tombstones of `entity` for `keys`: key → position of the delete.
+    async fn tombstones(&self, entity: Entity, keys: &[String]) -> Result<HashMap<String, String>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rel = format!("{}/{TOMBSTONES}", self.prefix);
+        let open = self.stones.0.get_or_try_init(|| self.lake.open(&rel)).await?;
+        let Some(t) = open else { return Ok(HashMap::new()) };
+        let filter = col("entity").eq(lit(entity.table())).and(col("key").in_list(str_lits(keys), false));
+        let batches = scan(t, Some(filter)).await?;
+        let mut out = HashMap::new();
+        for b in &batches {
+            let k = arrow::compute::cast(b.column_by_name("key").expect("key"), &arrow::datatypes::DataType::Utf8)?;
+            let p = arrow::compute::cast(
+                b.column_by_name("source_pos").expect("source_pos"),
+                &arrow::datatypes::DataType::Utf8,
+            )?;
+            let (k, p) = (arrow::array::AsArray::as_string::<i32>(&k), arrow::array::AsArray::as_string::<i32>(&p));
+            for i in 0..b.num_rows() {
+                out.insert(k.value(i).to_string(), p.value(i).to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Applies the changes of one entity to its silver table, recording `txn`. `changes` are those of
 /// the bronze versions after `after`. Returns `None` when the batch has nothing for that table (no
 /// commit is made).
@@ -186,7 +186,7 @@ pub async fn apply_table(
     // An upsert older than a delete already applied (tombstone) must not resurrect the row.
     let upsert_winners: Vec<String> =
         winners.iter().filter(|w| w.upsert.is_some()).map(|w| w.key.to_string()).collect();
-    let stones = b.stones.of(lake, prefix, entity, &upsert_winners).await?;
+    let stones = b.tombstones(entity, &upsert_winners).await?;
     let keep = |w: &&&Pick<'_>| stones.get(w.key).is_none_or(|t| w.pos.render() > *t);
     let ups: Vec<usize> = winners.iter().filter(keep).filter_map(|w| w.upsert).collect();
     let dels: Vec<&DeleteRow> = winners
