@@ -67,7 +67,7 @@ struct Pick<'a> {
 /// entity it is applying, after reading that entity's, so one snapshot per batch sees everything
 /// each table must respect.
 #[derive(Default)]
-pub struct Tombstones(tokio::sync::OnceCell<Option<DeltaTable>>);
+struct Tombstones(tokio::sync::OnceCell<Option<DeltaTable>>);
 
 async fn write_tombstones(lake: &Lake, prefix: &str, deletes: &[&DeleteRow], now_us: i64) -> Result<()> {
     if deletes.is_empty() {
@@ -113,13 +113,17 @@ fn relaxed(spec: &TableSpec) -> Arc<Schema> {
 /// What every silver table of one batch shares: where silver lives, the batch's clock and the
 /// tombstones as the batch found them.
 pub struct Batch<'a> {
-    pub lake: &'a Lake,
-    pub prefix: &'a str,
-    pub now_us: i64,
-    pub stones: Tombstones,
+    lake: &'a Lake,
+    prefix: &'a str,
+    now_us: i64,
+    stones: Tombstones,
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    pub fn new(lake: &'a Lake, prefix: &'a str, now_us: i64) -> Batch<'a> {
+        Batch { lake, prefix, now_us, stones: Tombstones::default() }
+    }
+
     /// Tombstones of `entity` for `keys`: key → position of the delete.
     async fn tombstones(&self, entity: Entity, keys: &[String]) -> Result<HashMap<String, String>> {
         if keys.is_empty() {

@@ -138,9 +138,7 @@ impl Stages<'_> {
         // on storage), and each records its own marker, so a failure of one leaves the others done.
         // Deletes also write the one shared tombstone table, so batches with deletes go one table
         // at a time rather than race themselves there.
-        let batch =
-            silver::Batch { lake: self.lake, prefix: &s.silver_prefix, now_us: now, stones: Default::default() };
-        let batch = &batch;
+        let batch = &silver::Batch::new(self.lake, &s.silver_prefix, now);
         let silver_work = silver::TABLES.iter().map(|(name, spec)| {
             let after = p.get(&format!("silver/{name}"));
             let changes = changes_after(units, after);

@@ -27,7 +27,7 @@ fn delete(entity: Entity, key: &str, t: i64) -> DeleteRow {
 
 /// Applies one batch (bronze `version`) to every silver table, as the pipeline does.
 async fn apply(lake: &Lake, changes: &Changes, version: i64) {
-    let batch = Batch { lake, prefix: "silver", now_us: 0, stones: Tombstones::default() };
+    let batch = Batch::new(lake, "silver", 0);
     for (name, spec) in TABLES {
         let txn = Transaction::new("test/silver/t", version);
         apply_table(&batch, name, spec, changes, version - 1, txn).await.unwrap();
