@@ -42,11 +42,15 @@ fn check(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
-/// `v` with `decimals` decimals, or one more when rounding would print the target itself next
-/// to a miss (0.4957 against 0.50 reads "0.50 — NOT met"; "0.496" explains the verdict).
+/// `v` with `decimals` decimals, or as many more (up to six) as it takes not to print the target
+/// itself beside a figure that differs from it (0.4957 against 0.50 read "0.50 — NOT met";
+/// "0.496" explains the verdict).
 fn shown(v: f64, target: f64, decimals: usize) -> String {
-    let s = format!("{v:.decimals$}");
-    if v != target && s == format!("{target:.decimals$}") { format!("{v:.0$}", decimals + 1) } else { s }
+    let mut d = decimals;
+    while v != target && d < 6 && format!("{v:.d$}") == format!("{target:.d$}") {
+        d += 1;
+    }
+    format!("{v:.d$}")
 }
 
 impl Report {
@@ -204,10 +208,11 @@ mod tests {
     #[test]
     fn a_figure_never_prints_as_its_target_when_it_misses_it() {
         assert_eq!(shown(0.4956524832088884, 0.5, 2), "0.496");
-        assert_eq!(shown(0.5004, 0.5, 2), "0.500");
+        assert_eq!(shown(0.5004, 0.5, 2), "0.5004");
         assert_eq!(shown(0.5, 0.5, 2), "0.50");
         assert_eq!(shown(0.58, 0.5, 2), "0.58");
         assert_eq!(shown(9.97, 10.0, 1), "9.97");
         assert_eq!(shown(1.8474, 10.0, 1), "1.8");
+        assert_eq!(shown(0.49996, 0.5, 2), "0.49996");
     }
 }
