@@ -12,14 +12,14 @@ const STACK: usize = 256 * 1024 * 1024;
 /// was 30 % of orderlake's CPU in `perf`, and jemalloc cut the CPU of a fixed job by a quarter
 /// for a peak RSS still under the 512 MiB target at 1,000,000 events (docs/performance.md,
 /// session 10). mimalloc, tried before, was fast too but doubled the peak RSS.
-#[cfg(not(target_env = "msvc"))]
+#[cfg(not(any(target_env = "msvc", feature = "system-alloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides them):
 /// two arenas, as for glibc below, and freed pages handed back within a second rather than ten.
 /// At 1,000,000 events that kept the peak RSS at glibc's (412 against 469 MiB with the defaults).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(not(any(target_env = "msvc", feature = "system-alloc")))]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: Option<&'static u8> = Some(&b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);

@@ -1,5 +1,7 @@
 //! Runs an `orderlake` (or peer) process the way a user would, and measures it from outside: wall
-//! time and peak resident memory (`VmHWM` from `/proc`, sampled until the process exits).
+//! time and peak resident memory (`VmHWM` from `/proc`, sampled until the process exits), and how
+//! much of it was anonymous memory (heap, stacks) rather than mapped files (the executable's code,
+//! which the page cache shares and can drop).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,8 @@ use crate::error::{Error, Result};
 pub struct Measured {
     pub seconds: f64,
     pub peak_rss_mib: f64,
+    /// The highest `RssAnon` seen in the samples (every 50 ms): a spike between two can be missed.
+    pub peak_anon_mib: f64,
 }
 
 /// A running measured process; its peak RSS is sampled by [`Running::sample`] and at the end.
@@ -19,6 +23,7 @@ pub struct Running {
     child: Child,
     started: Instant,
     peak_kib: u64,
+    peak_anon_kib: u64,
     pub log: PathBuf,
 }
 
@@ -31,23 +36,28 @@ impl Running {
             .stderr(file)
             .spawn()
             .map_err(|e| Error::Other(format!("cannot start {:?}: {e}", cmd.get_program())))?;
-        Ok(Running { child, started: Instant::now(), peak_kib: 0, log })
+        Ok(Running { child, started: Instant::now(), peak_kib: 0, peak_anon_kib: 0, log })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Reads the process's high-water mark; the kernel keeps the maximum, so sampling now and then
-    /// only has to happen before the process exits.
+    /// Reads the process's high-water mark (the kernel keeps the maximum, so sampling now and then
+    /// only has to happen before the process exits) and its anonymous memory now.
     pub fn sample(&mut self) {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())) {
-            let hwm = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-            if let Some(k) = hwm {
+            let kib = |field: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            };
+            if let Some(k) = kib("VmHWM:") {
                 self.peak_kib = self.peak_kib.max(k);
+            }
+            if let Some(k) = kib("RssAnon:") {
+                self.peak_anon_kib = self.peak_anon_kib.max(k);
             }
         }
     }
@@ -67,7 +77,12 @@ impl Running {
                         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                     )));
                 }
-                return Ok(Measured { seconds, peak_rss_mib: self.peak_kib as f64 / 1024.0 });
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                return Ok(Measured {
+                    seconds,
+                    peak_rss_mib: mib(self.peak_kib),
+                    peak_anon_mib: mib(self.peak_anon_kib),
+                });
             }
             if self.started.elapsed() > limit {
                 let _ = self.child.kill();

@@ -29,6 +29,11 @@ fn too_large(e: &RawEvent, limit: usize) -> Option<String> {
 
 /// Decodes raw events of the sales topic; undecodable ones become dead letters with the reason.
 pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
+    // Sized once: grown by doubling, three vectors of a 50,000-event batch held up to twice their rows.
+    let c = &mut out.changes;
+    c.orders.reserve(events.len());
+    c.products.reserve(events.len());
+    c.items.reserve(events.len());
     for e in events {
         if let Some(reason) =
             crate::model::undecodable(e.value.as_deref()).or_else(|| too_large(e, MAX_SALES_EVENT_BYTES))

@@ -89,8 +89,10 @@ pub async fn replace_keys(
     let mut actions: Vec<Action> = Vec::new();
     if !files.is_empty() {
         let provider = table.table_provider().with_file_paths(files.iter().cloned()).await?;
+        // Streamed, not collected: a file's rows are held only until what stays of them is kept.
+        let mut scan = ctx.read_table(provider)?.execute_stream().await?;
         let mut copied = Vec::new();
-        for b in ctx.read_table(provider)?.collect().await? {
+        while let Some(b) = scan.try_next().await? {
             let old_keys = utf8(&b, key)?;
             let old_keys = old_keys.as_string::<i32>();
             let old_guard = guard.map(|g| utf8(&b, g)).transpose()?;
@@ -119,8 +121,8 @@ pub async fn replace_keys(
                 copied.push(conform(&kept, &schema)?);
             }
         }
-        let copied = arrow::compute::concat_batches(&schema, &copied)?;
-        actions.extend(write_clustered(&mut writer, &copied, cluster).await?);
+        let copied = concat(&schema, copied)?;
+        actions.extend(write_clustered(&mut writer, copied, cluster).await?);
         let snapshot = table.snapshot()?.snapshot().clone();
         let mut views = snapshot.file_views(table.log_store().as_ref(), None);
         while let Some(v) = views.try_next().await? {
@@ -149,7 +151,8 @@ pub async fn replace_keys(
     let rows = arrow::compute::filter_record_batch(&rows, &write)?;
     if rows.num_rows() > 0 {
         done.rows_written = rows.num_rows();
-        actions.extend(write_clustered(&mut writer, &conform(&rows, &schema)?, cluster).await?);
+        let rows = conform(&rows, &schema)?;
+        actions.extend(write_clustered(&mut writer, rows, cluster).await?);
     }
 
     let mut props = commit_with(txns).with_max_retries(0);
@@ -216,12 +219,14 @@ const MAX_SPLITS: usize = 8;
 
 /// Writes `rows` sorted by `cluster`, one file per run of one key [`family`]: a file then spans a
 /// narrow range of ids, which [`super::read::key_ranges`] filters skip on its statistics.
-async fn write_clustered(writer: &mut RecordBatchWriter, rows: &RecordBatch, cluster: &str) -> Result<Vec<Action>> {
+/// Takes `rows` by value so that the unsorted copy is gone before the writer encodes the sorted one.
+async fn write_clustered(writer: &mut RecordBatchWriter, rows: RecordBatch, cluster: &str) -> Result<Vec<Action>> {
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let order = arrow::compute::sort_to_indices(&utf8(rows, cluster)?, None, None)?;
-    let sorted = arrow::compute::take_record_batch(rows, &order)?;
+    let order = arrow::compute::sort_to_indices(&utf8(&rows, cluster)?, None, None)?;
+    let sorted = arrow::compute::take_record_batch(&rows, &order)?;
+    drop(rows);
     let keys = utf8(&sorted, cluster)?;
     let keys = keys.as_string::<i32>();
     let fam = |i: usize| keys.is_valid(i).then(|| family(keys.value(i)));
@@ -238,6 +243,11 @@ async fn write_clustered(writer: &mut RecordBatchWriter, rows: &RecordBatch, clu
         start = end;
     }
     Ok(adds)
+}
+
+/// The parts as one batch; they are dropped as soon as it is built, not at the end of the caller.
+fn concat(schema: &Arc<Schema>, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
+    Ok(arrow::compute::concat_batches(schema, &parts)?)
 }
 
 /// A string column as plain `Utf8` (a scan may hand strings back as views).

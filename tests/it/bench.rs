@@ -39,6 +39,8 @@ fn quick_bench_reports_every_figure() {
         let p = &json[phase];
         assert!(p["events_per_s"].as_f64().unwrap() > 0.0, "{phase}: {p}");
         assert!(p["peak_rss_mib"].as_f64().unwrap() > 10.0, "{phase}: a real process was measured: {p}");
+        let anon = p["peak_anon_mib"].as_f64().unwrap();
+        assert!(anon > 5.0 && anon <= p["peak_rss_mib"].as_f64().unwrap(), "{phase}: anon is part of the RSS: {p}");
         assert!(p["ratio_to_ceiling"].as_f64().is_some(), "{phase}: {p}");
     }
     assert_eq!(json["full_pipeline"]["events"], 50000);
@@ -46,6 +48,7 @@ fn quick_bench_reports_every_figure() {
     let f = &json["freshness"];
     assert!(f["tracked_orders"].as_u64().unwrap() > 0);
     assert_eq!(f["seen_orders"], f["tracked_orders"], "every tracked order reached MongoDB: {f}");
+    assert!(f["peak_anon_mib"].as_f64().unwrap() > 5.0, "{f}");
     assert!(f["p99_ms"].as_f64().unwrap() >= f["p50_ms"].as_f64().unwrap());
     assert!(json["orderlake_vs_peer"].as_f64().unwrap() > 0.0);
     assert!(json["scaling_time_ratio"].as_f64().unwrap() > 0.0);
