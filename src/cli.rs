@@ -221,7 +221,9 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 crate::metrics::serve(addr, stuck_after.as_millis() as i64).await?;
             }
             let mut p = Pipeline::start(settings).await?;
-            let s = p.run(once).await?;
+            let s = p.run(once).await;
+            p.close().await;
+            let s = s?;
             let (reads, from_memory) = crate::lake::store::stats().reads();
             tracing::info!(
                 events = s.events,

@@ -96,6 +96,7 @@ pub async fn gather(settings: &Settings) -> Result<Status> {
                 let behind = (bronze_version - published.unwrap_or(-1)).max(0);
                 topics.push(PublishStatus { topic, bronze_version, published, behind });
             }
+            m.close().await;
             Some(MongoStatus { database: settings.mongodb_database.clone(), topics })
         }
         None => None,

@@ -106,7 +106,7 @@ impl Report {
         let _ = fmt::Write::write_fmt(
             w,
             format_args!(
-                "{:<34}{:>10}{:>10}{:>12}{:>12}{:>14}{:>10}\n",
+                "{:<34}{:>10}{:>10}{:>12}{:>12}{:>14}{:>12}\n",
                 "phase", "events", "seconds", "events/s", "× ceiling", "peak RSS MiB", "of it anon"
             ),
         );
@@ -115,7 +115,7 @@ impl Report {
             let _ = fmt::Write::write_fmt(
                 w,
                 format_args!(
-                    "{:<34}{:>10}{:>10.1}{:>12.0}{:>12.2}{:>14}{:>10}\n",
+                    "{:<34}{:>10}{:>10.1}{:>12.0}{:>12.2}{:>14}{:>12}\n",
                     name,
                     e,
                     s,

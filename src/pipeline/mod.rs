@@ -337,6 +337,13 @@ impl Pipeline {
         r
     }
 
+    /// Closes the MongoDB client cleanly (see [`MongoSink::close`]): the last use of the pipeline.
+    pub async fn close(self) {
+        if let Some(m) = &self.mongo {
+            m.close().await;
+        }
+    }
+
     /// Lets the checkpoints queued by this run's commits be written before the process ends.
     pub async fn settle_checkpoints(&self) {
         if !self.lake.settle_checkpoints(self.settings.shutdown_timeout).await {

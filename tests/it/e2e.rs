@@ -150,6 +150,7 @@ async fn sample_lands_exactly_in_azurite_and_mongodb_and_reruns_change_nothing()
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "orderlake run --once failed:\n{log}");
     assert!(log.contains("batch committed"), "one log line per committed batch:\n{log}");
+    assert!(!log.contains("panicked"), "no thread panics, not even at exit:\n{log}");
 
     let r = reference::compute(&records);
     assert_lake_matches(&s, &r).await;
