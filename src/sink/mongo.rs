@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc};
+use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawArrayBuf, RawDocumentBuf, doc, rawdoc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use polars::prelude::*;
@@ -230,7 +230,14 @@ impl MongoSink {
     /// (duplicate `_id`), for the guarded upsert. An insert needs no guard: no stored document
     /// means nothing newer.
     async fn insert_new(&self, coll: &str, mut docs: Vec<Document>, st: &mut PublishStats) -> Result<Vec<Document>> {
-        let reply = self.db.run_command(doc! {"insert": coll, "documents": &docs, "ordered": false}).await?;
+        // Serialised straight into the command: `doc!` deep-copied every document first, and that
+        // copy (built, serialised, dropped) was 11 % of orderlake's CPU in a 1M run.
+        let mut documents = RawArrayBuf::new();
+        for d in &docs {
+            documents.push(RawDocumentBuf::from_document(d).map_err(|e| Error::Other(format!("mongodb {coll}: {e}")))?);
+        }
+        let command = rawdoc! {"insert": coll, "documents": documents, "ordered": false};
+        let reply = self.db.run_raw_command(command).await?;
         let n = reply.get_i32("n").map(|n| n as u64).or_else(|_| reply.get_i64("n").map(|n| n as u64)).unwrap_or(0);
         st.upserted += n;
         let mut existing = Vec::new();
