@@ -1,3 +1,4 @@
 //! Sinks that publish gold outside the lake.
 
+mod documents;
 pub mod mongo;

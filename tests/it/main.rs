@@ -17,6 +17,7 @@ mod metrics;
 mod notebooks;
 mod outage;
 mod overlap;
+mod publish;
 mod query;
 mod rebalance;
 mod rebuild;
