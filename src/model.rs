@@ -68,7 +68,53 @@ pub struct SourcePos {
 }
 
 impl SourcePos {
+    /// The length of [`SourcePos::render`]'s text while every part fits its width.
+    const WIDTH: usize = 20 + 1 + 10 + 1 + 6 + 1 + 20;
+
     pub fn render(&self) -> String {
+        let mut buf = [0u8; Self::WIDTH];
+        match self.render_into(&mut buf) {
+            Some(text) => text.to_string(),
+            None => self.render_wide(),
+        }
+    }
+
+    /// Appends the rendered position to a string column: every silver row carries one, so this
+    /// avoids a `String` and the formatting machinery per row (≈ 3 % of a full run's CPU).
+    pub fn append_to(&self, col: &mut arrow::array::StringBuilder) {
+        let mut buf = [0u8; Self::WIDTH];
+        match self.render_into(&mut buf) {
+            Some(text) => col.append_value(text),
+            None => col.append_value(self.render_wide()),
+        }
+    }
+
+    /// The zero-padded digits of each part, or `None` if a part is wider than its field (a
+    /// partition past 999,999, say), which [`SourcePos::render_wide`] then handles as `format!` does.
+    fn render_into<'b>(&self, buf: &'b mut [u8; Self::WIDTH]) -> Option<&'b str> {
+        fn digits(out: &mut [u8], mut v: u64) -> Option<()> {
+            for d in out.iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            (v == 0).then_some(())
+        }
+        let parts = [
+            (0, 20, self.primary.max(0) as u64),
+            (21, 31, self.secondary.max(0) as u64),
+            (32, 38, self.partition.max(0) as u64),
+            (39, 59, self.offset.max(0) as u64),
+        ];
+        for (start, end, v) in parts {
+            digits(&mut buf[start..end], v)?;
+            if end < Self::WIDTH {
+                buf[end] = b'-';
+            }
+        }
+        std::str::from_utf8(buf).ok()
+    }
+
+    fn render_wide(&self) -> String {
         format!(
             "{:020}-{:010}-{:06}-{:020}",
             self.primary.max(0),
@@ -226,4 +272,47 @@ pub struct DeadLetter {
     pub key: Option<String>,
     pub value: Option<String>,
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::SourcePos;
+
+    fn pos(primary: i64, secondary: i64, partition: i32, offset: i64) -> SourcePos {
+        SourcePos { primary, secondary, partition, offset }
+    }
+
+    #[test]
+    fn positions_render_fixed_width_and_overflow_like_format() {
+        assert_eq!(pos(17, 0, 2, 41).render(), "00000000000000000017-0000000000-000002-00000000000000000041");
+        assert_eq!(pos(-5, -1, -3, -9).render(), "00000000000000000000-0000000000-000000-00000000000000000000");
+        assert_eq!(
+            pos(i64::MAX, 0, 0, i64::MAX).render(),
+            "09223372036854775807-0000000000-000000-09223372036854775807"
+        );
+        // Wider than their fields: the text grows, as `format!` pads but never truncates.
+        assert_eq!(
+            pos(1, 12_345_678_901, 1_000_000, 1).render(),
+            "00000000000000000001-12345678901-1000000-00000000000000000001"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_render_is_the_formatted_one(
+            p in any::<i64>(),
+            s in prop_oneof![-10i64..20_000_000_000, any::<i64>()],
+            part in prop_oneof![-10i32..2_000_000, any::<i32>()],
+            o in any::<i64>(),
+        ) {
+            let v = pos(p, s, part, o);
+            prop_assert_eq!(v.render(), v.render_wide());
+            let mut col = arrow::array::StringBuilder::new();
+            v.append_to(&mut col);
+            let rendered = col.finish();
+            prop_assert_eq!(rendered.value(0), v.render_wide());
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    StringBuilder, TimestampMicrosecondArray,
 };
 use std::collections::BTreeSet;
 
@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 
 use super::schema::{self, MONEY_PRECISION, MONEY_SCALE, TableSpec};
 use crate::error::Result;
-use crate::model::{Cents, CustomerRow, DeadLetter, Extra, ItemRow, OrderRow, ProductRow};
+use crate::model::{Cents, CustomerRow, DeadLetter, Extra, ItemRow, OrderRow, ProductRow, SourcePos};
 
 pub fn days_since_epoch(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
@@ -25,6 +25,14 @@ pub fn date_from_days(days: i32) -> NaiveDate {
 
 pub fn str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(StringArray::from_iter(v))
+}
+/// The `source_pos` column.
+pub fn pos_col<'a>(v: impl ExactSizeIterator<Item = &'a SourcePos>) -> ArrayRef {
+    let mut col = StringBuilder::with_capacity(v.len(), v.len() * 59);
+    for p in v {
+        p.append_to(&mut col);
+    }
+    Arc::new(col.finish())
 }
 pub fn int_col(v: impl IntoIterator<Item = Option<i32>>) -> ArrayRef {
     Arc::new(Int32Array::from_iter(v))
@@ -85,7 +93,6 @@ pub fn dead_letters(rows: &[DeadLetter], now_us: i64) -> Result<RecordBatch> {
 }
 
 pub fn orders(rows: &[&OrderRow]) -> Result<RecordBatch> {
-    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
     let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
     with_extras(
         &schema::SILVER_ORDERS,
@@ -96,14 +103,13 @@ pub fn orders(rows: &[&OrderRow]) -> Result<RecordBatch> {
             date_col(rows.iter().map(|r| r.order_date)),
             str_col(rows.iter().map(|r| Some(r.status.as_str()))),
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
-            str_col(pos.iter().map(|p| Some(p.as_str()))),
+            pos_col(rows.iter().map(|r| &r.pos)),
         ],
         &extras,
     )
 }
 
 pub fn items(rows: &[&ItemRow]) -> Result<RecordBatch> {
-    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
     let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
     with_extras(
         &schema::SILVER_ORDER_ITEMS,
@@ -114,14 +120,13 @@ pub fn items(rows: &[&ItemRow]) -> Result<RecordBatch> {
             long_col(rows.iter().map(|r| Some(r.quantity))),
             money_col(rows.iter().map(|r| r.unit_price)),
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
-            str_col(pos.iter().map(|p| Some(p.as_str()))),
+            pos_col(rows.iter().map(|r| &r.pos)),
         ],
         &extras,
     )
 }
 
 pub fn products(rows: &[&ProductRow]) -> Result<RecordBatch> {
-    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
     let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
     with_extras(
         &schema::SILVER_PRODUCTS,
@@ -131,14 +136,13 @@ pub fn products(rows: &[&ProductRow]) -> Result<RecordBatch> {
             str_col(rows.iter().map(|r| r.category.as_deref())),
             money_col(rows.iter().map(|r| r.price)),
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
-            str_col(pos.iter().map(|p| Some(p.as_str()))),
+            pos_col(rows.iter().map(|r| &r.pos)),
         ],
         &extras,
     )
 }
 
 pub fn customers(rows: &[&CustomerRow]) -> Result<RecordBatch> {
-    let pos: Vec<String> = rows.iter().map(|r| r.pos.render()).collect();
     let extras: Vec<&Extra> = rows.iter().map(|r| &r.extra).collect();
     with_extras(
         &schema::SILVER_CUSTOMERS,
@@ -148,7 +152,7 @@ pub fn customers(rows: &[&CustomerRow]) -> Result<RecordBatch> {
             str_col(rows.iter().map(|r| r.email.as_deref())),
             str_col(rows.iter().map(|r| r.country.as_deref())),
             ts_col(rows.iter().map(|r| Some(r.updated_at_us))),
-            str_col(pos.iter().map(|p| Some(p.as_str()))),
+            pos_col(rows.iter().map(|r| &r.pos)),
         ],
         &extras,
     )
