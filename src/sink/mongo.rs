@@ -214,6 +214,8 @@ impl MongoSink {
             }
             let reply = self.db.run_raw_command(rawdoc! {"delete": coll, "deletes": deletes, "ordered": false}).await?;
             let reply = WriteReply::read(&reply);
+            // A guarded delete that finds a newer document simply matches nothing; any write
+            // error (a duplicate key cannot happen here) fails the publish.
             reply.duplicates(coll)?;
             st.deleted += reply.n;
         }
