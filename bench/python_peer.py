@@ -7,7 +7,9 @@ the same work as orderlake's full pipeline on the same topic, in micro-batches:
   silver:  MERGE the decoded sales lines by line id (a replay updates instead of duplicating)
   gold:    recompute order, customer and daily totals for the keys the batch touched, from silver,
            and MERGE them into the gold tables
-  MongoDB: bulk upserts of the recomputed order, customer and daily totals
+  MongoDB: bulk upserts of the data contract's documents for those keys: `orders` (each order with
+           its lines), `order_totals`, `customer_totals`, `daily_sales`; money as Decimal128,
+           dates as dates
   commit the consumer offsets
 
 It is written the straightforward way, with the libraries' documented calls and no tricks either
@@ -20,11 +22,29 @@ import json
 import os
 import sys
 import time
+from decimal import Decimal
 
 import polars as pl
+from bson.codec_options import TypeEncoder, TypeRegistry
+from bson.decimal128 import Decimal128
 from confluent_kafka import Consumer
 from deltalake import DeltaTable, write_deltalake
 from pymongo import MongoClient, UpdateOne
+
+
+class DecimalEncoder(TypeEncoder):
+    """pymongo does not encode Python decimals (what polars hands out for a Decimal column) by
+    itself; the data contract stores money as Decimal128."""
+
+    python_type = Decimal
+
+    def transform_python(self, value):
+        return Decimal128(value)
+
+
+def money(cents):
+    """An amount in cents as an exact decimal with two places."""
+    return cents.cast(pl.Decimal(18, 2)) / 100
 
 
 def parse_args():
@@ -93,7 +113,7 @@ def main():
         }
     )
     consumer.subscribe([a.topic])
-    db = MongoClient(a.mongodb_uri)[a.database]
+    db = MongoClient(a.mongodb_uri, type_registry=TypeRegistry([DecimalEncoder()]))[a.database]
     started = time.monotonic()
     done = 0
     while done < a.events:
@@ -122,18 +142,14 @@ def main():
         touched_orders = lines["order_id"].unique().to_list()
         touched_customers = lines["customer_id"].drop_nulls().unique().to_list()
         touched_days = lines["order_date"].drop_nulls().unique().to_list()
-        order_totals = (
-            silver.filter(pl.col("order_id").is_in(touched_orders))
-            .group_by("order_id")
-            .agg(
-                pl.col("customer_id").first(),
-                pl.col("country").first(),
-                pl.col("order_date").first(),
-                pl.len().alias("lines"),
-                pl.col("quantity").sum().alias("units"),
-                pl.col("line_cents").sum().alias("total_cents"),
-            )
-            .collect()
+        order_lines = silver.filter(pl.col("order_id").is_in(touched_orders)).collect()
+        order_totals = order_lines.group_by("order_id").agg(
+            pl.col("customer_id").first(),
+            pl.col("country").first(),
+            pl.col("order_date").first(),
+            pl.len().alias("lines"),
+            pl.col("quantity").sum().alias("units"),
+            pl.col("line_cents").sum().alias("total_cents"),
         )
         customer_totals = (
             silver.filter(pl.col("customer_id").is_in(touched_customers))
@@ -160,14 +176,42 @@ def main():
         merge(f"{lake}/gold/customer_totals", customer_totals, ["customer_id"], opts)
         merge(f"{lake}/gold/daily_sales", daily, ["order_date", "country"], opts)
 
-        for name, frame, key in [
-            ("order_totals", order_totals, lambda r: r["order_id"]),
-            ("customer_totals", customer_totals, lambda r: r["customer_id"]),
-            ("daily_sales", daily, lambda r: f"{r['order_date']}|{r['country']}"),
-        ]:
-            rows = frame.with_columns(pl.col(pl.Date).cast(pl.Utf8)).to_dicts()
+        orders = order_lines.sort("item_id").group_by("order_id").agg(
+            pl.col("customer_id").first(),
+            pl.col("country").first(),
+            pl.col("order_date").first(),
+            pl.struct(
+                "item_id",
+                "product_id",
+                pl.col("product_name").alias("name"),
+                "quantity",
+                money(pl.col("unit_price_cents")).alias("unit_price"),
+                money(pl.col("line_cents")).alias("amount"),
+            ).alias("items"),
+            money(pl.col("line_cents").sum()).alias("total_amount"),
+        )
+        documents = {
+            "order_totals": order_totals.select(
+                pl.col("order_id").alias("_id"),
+                pl.exclude("order_id", "total_cents"),
+                money(pl.col("total_cents")).alias("total_amount"),
+            ),
+            "orders": orders.rename({"order_id": "_id"}),
+            "customer_totals": customer_totals.select(
+                pl.col("customer_id").alias("_id"),
+                pl.exclude("customer_id", "revenue_cents"),
+                money(pl.col("revenue_cents")).alias("revenue"),
+            ),
+            "daily_sales": daily.select(
+                pl.format("{}|{}", pl.col("order_date").dt.strftime("%Y-%m-%d"), "country").alias("_id"),
+                pl.exclude("revenue_cents"),
+                money(pl.col("revenue_cents")).alias("revenue"),
+            ),
+        }
+        for name, frame in documents.items():
+            rows = frame.with_columns(pl.col(pl.Date).cast(pl.Datetime("ms"))).to_dicts()
             if rows:
-                db[name].bulk_write([UpdateOne({"_id": key(r)}, {"$set": r}, upsert=True) for r in rows], ordered=False)
+                db[name].bulk_write([UpdateOne({"_id": r["_id"]}, {"$set": r}, upsert=True) for r in rows], ordered=False)
         consumer.commit(asynchronous=False)
         done += len(msgs)
         print(f"peer: {done} events, {done / (time.monotonic() - started):.0f}/s", file=sys.stderr, flush=True)
