@@ -69,7 +69,7 @@ pub struct SourcePos {
 
 impl SourcePos {
     /// The length of [`SourcePos::render`]'s text while every part fits its width.
-    const WIDTH: usize = 20 + 1 + 10 + 1 + 6 + 1 + 20;
+    pub const WIDTH: usize = 20 + 1 + 10 + 1 + 6 + 1 + 20;
 
     pub fn render(&self) -> String {
         let mut buf = [0u8; Self::WIDTH];

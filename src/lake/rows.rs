@@ -28,7 +28,7 @@ pub fn str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
 }
 /// The `source_pos` column.
 pub fn pos_col<'a>(v: impl ExactSizeIterator<Item = &'a SourcePos>) -> ArrayRef {
-    let mut col = StringBuilder::with_capacity(v.len(), v.len() * 59);
+    let mut col = StringBuilder::with_capacity(v.len(), v.len() * SourcePos::WIDTH);
     for p in v {
         p.append_to(&mut col);
     }

@@ -197,7 +197,7 @@ impl MongoSink {
                 Some(d) => existing.push(std::mem::take(d)),
                 None => {
                     return Err(Error::Other(format!(
-                        "mongodb {coll}: insert error for document {i} of {}",
+                        "mongodb {coll}: the server reported a duplicate key at position {i} of an insert of {}",
                         docs.len()
                     )));
                 }

@@ -88,3 +88,21 @@ async fn older_versions_never_replace_newer_documents() {
     }
     sink.close().await;
 }
+
+#[tokio::test]
+async fn a_rejected_write_fails_the_publish_and_names_the_collection() {
+    let name = unique("publish-rejected");
+    let s = settings(&name, &crate::support::LakeKind::Local(std::env::temp_dir().join(&name)), true);
+    let sink = MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap();
+    // An operator's validator that the contract's documents do not satisfy: every insert is
+    // refused with a write error other than a duplicate key, which must not pass as "stale".
+    sink.database()
+        .create_collection("order_totals")
+        .validator(mongodb::bson::doc! {"total_amount": {"$type": "string"}})
+        .await
+        .unwrap();
+    let err = sink.publish_orders(&frames(1, &[("o1", 100)], &[]), None).await.unwrap_err().to_string();
+    assert!(err.contains("order_totals") && err.contains("121"), "{err}");
+    assert!(mongo_docs(&s, "order_totals").await.is_empty());
+    sink.close().await;
+}
