@@ -172,6 +172,9 @@ pub enum Command {
         /// batch.max_latency_ms of the benchmarked runs
         #[arg(long, default_value_t = 500)]
         max_latency_ms: u64,
+        /// batch.max_records of the benchmarked runs, and the Python peer's batch size
+        #[arg(long, default_value_t = 50_000)]
+        max_records: usize,
         /// Skip the Python peer
         #[arg(long)]
         no_peer: bool,
@@ -313,15 +316,17 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             rate,
             freshness_secs,
             max_latency_ms,
+            max_records,
             no_peer,
             peer_events,
             no_scaling,
             python,
             out,
         } => {
-            if events < 10 || rate == 0 || freshness_secs == 0 || partitions < 1 {
+            if events < 10 || rate == 0 || freshness_secs == 0 || partitions < 1 || max_records == 0 {
                 return Err(Error::Config(
-                    "bench: --events must be at least 10, --rate, --freshness-secs and --partitions at least 1".into(),
+                    "bench: --events must be at least 10, --rate, --freshness-secs, --partitions and --max-records at least 1"
+                        .into(),
                 ));
             }
             let args = crate::bench::BenchArgs {
@@ -330,6 +335,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 rate,
                 freshness_secs,
                 max_latency_ms,
+                max_records,
                 peer: !no_peer,
                 peer_events,
                 scaling: !no_scaling,

@@ -3,6 +3,7 @@
 //! Every orderlake phase runs as its own `orderlake run` process (as a user runs it), on its own
 //! group, lake directory and database, so phases never share state and peak RSS is per phase.
 
+pub mod batches;
 pub mod ceiling;
 pub mod child;
 pub mod freshness;
@@ -17,6 +18,7 @@ use tracing::info;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::produce;
+use batches::BatchCost;
 use child::{Measured, Running};
 pub use report::Report;
 
@@ -27,6 +29,7 @@ pub struct BenchArgs {
     pub rate: u32,
     pub freshness_secs: u64,
     pub max_latency_ms: u64,
+    pub max_records: usize,
     pub peer: bool,
     pub peer_events: Option<usize>,
     pub scaling: bool,
@@ -39,6 +42,9 @@ pub struct BenchArgs {
 pub struct Phase {
     pub events: u64,
     pub m: Measured,
+    /// orderlake's lake work per event early and late in the run (`None` for the peer and for
+    /// bronze only, which refine nothing).
+    pub batches: Option<BatchCost>,
 }
 
 impl Phase {
@@ -89,9 +95,11 @@ impl Ctx<'_> {
         let mut cmd = self.orderlake(phase, topic, mongo)?;
         cmd.arg("--once").args(extra);
         info!(phase, events, "bench: running");
-        let m = Running::spawn(cmd, self.dir.join(format!("{phase}.log")))?.wait(Duration::from_secs(4 * 3600)).await?;
+        let log = self.dir.join(format!("{phase}.log"));
+        let m = Running::spawn(cmd, log.clone())?.wait(Duration::from_secs(4 * 3600)).await?;
         info!(phase, seconds = format!("{:.1}", m.seconds), per_s = (events as f64 / m.seconds) as u64, "bench: done");
-        Ok(Phase { events, m })
+        let batches = BatchCost::from_log(&std::fs::read_to_string(&log).unwrap_or_default());
+        Ok(Phase { events, m, batches })
     }
 }
 
@@ -107,8 +115,11 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     let dir = args.out.join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Config(format!("--out {}: {e}", args.out.display())))?;
     let config = dir.join("orderlake.toml");
-    std::fs::write(&config, format!("[batch]\nmax_latency_ms = {}\n", args.max_latency_ms))
-        .map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(
+        &config,
+        format!("[batch]\nmax_latency_ms = {}\nmax_records = {}\n", args.max_latency_ms, args.max_records),
+    )
+    .map_err(|e| Error::Other(e.to_string()))?;
     let ctx = Ctx { settings, args, id: id.clone(), dir: dir.clone(), config };
     let mut s = settings.clone();
     s.partitions = args.partitions;
@@ -212,11 +223,12 @@ async fn peer(ctx: &Ctx<'_>, topic: &str, available: u64) -> Result<Phase> {
         .args(["--brokers", &ctx.settings.brokers, "--topic", topic, "--group", &format!("{}-peer", ctx.id)])
         .args(["--lake", &ctx.lake("peer"), "--events", &events.to_string()])
         .args(["--mongodb-uri", ctx.settings.mongodb_uri.as_deref().unwrap_or_default()])
-        .args(["--database", &ctx.database("peer")]);
+        .args(["--database", &ctx.database("peer")])
+        .args(["--batch", &ctx.args.max_records.to_string()]);
     for (k, v) in &ctx.settings.storage_options {
         cmd.arg("--storage-option").arg(format!("{k}={v}"));
     }
     info!(events, python = %python.display(), "bench: python peer");
     let m = Running::spawn(cmd, ctx.dir.join("peer.log"))?.wait(Duration::from_secs(4 * 3600)).await?;
-    Ok(Phase { events, m })
+    Ok(Phase { events, m, batches: None })
 }

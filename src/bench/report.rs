@@ -34,8 +34,13 @@ fn machine() -> Value {
 }
 
 fn phase_json(p: &Phase, ceiling: f64) -> Value {
-    json!({"events": p.events, "seconds": p.m.seconds, "events_per_s": p.per_s(),
-           "ratio_to_ceiling": p.per_s() / ceiling, "peak_rss_mib": p.m.peak_rss_mib, "peak_anon_mib": p.m.peak_anon_mib})
+    let mut v = json!({"events": p.events, "seconds": p.m.seconds, "events_per_s": p.per_s(),
+           "ratio_to_ceiling": p.per_s() / ceiling, "peak_rss_mib": p.m.peak_rss_mib, "peak_anon_mib": p.m.peak_anon_mib});
+    if let Some(b) = p.batches {
+        v["per_batch"] = json!({"batches": b.batches, "early_us_per_event": b.early_us_per_event,
+                                "late_us_per_event": b.late_us_per_event, "growth": b.growth()});
+    }
+    v
 }
 
 fn check(ok: bool) -> &'static str {
@@ -164,6 +169,27 @@ impl Report {
                 ),
             );
         }
+        let batch_growth = full.batches.map(|b| b.growth());
+        let _ = match full.batches {
+            Some(b) => fmt::Write::write_fmt(
+                w,
+                format_args!(
+                    "per-batch lake cost (silver + gold per event, full pipeline): {:.1} µs in the first third of its \
+                     {} batches, {:.1} µs in the last third: growth {:.2}  (1.00 = flat as the tables grow)\n",
+                    b.early_us_per_event,
+                    b.batches,
+                    b.late_us_per_event,
+                    b.growth()
+                ),
+            ),
+            None => fmt::Write::write_fmt(
+                w,
+                format_args!(
+                    "per-batch lake cost: not measured (full.log has fewer than five `batch committed` lines; a bigger \
+                     --events, or ORDERLAKE_LOG keeping orderlake at info)\n"
+                ),
+            ),
+        };
         let _ = fmt::Write::write_fmt(w, format_args!("\ntargets (this machine, ratios within this run):\n"));
         let bronze_r = bronze.per_s() / c;
         let full_r = full.per_s() / c;
@@ -184,6 +210,13 @@ impl Report {
         }
         if let Some(r) = scaling {
             lines.push(format!("  linear scaling (ratio ≤ 1.25): {} — {}", shown(r, 1.25, 2), check(r <= 1.25)));
+        }
+        if let Some(g) = batch_growth {
+            lines.push(format!(
+                "  per-batch cost flat as tables grow (growth ≤ 1.25): {} — {}",
+                shown(g, 1.25, 2),
+                check(g <= 1.25)
+            ));
         }
         for l in lines {
             let _ = fmt::Write::write_fmt(w, format_args!("{l}\n"));

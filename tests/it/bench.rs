@@ -13,7 +13,8 @@ fn quick_bench_reports_every_figure() {
     create_container(&container);
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlake"));
-    cmd.args(["bench", "--events", "50000", "--freshness-secs", "4", "--rate", "1000", "--out"])
+    cmd.args(["bench", "--events", "50000", "--freshness-secs", "4", "--rate", "1000", "--max-records", "5000"])
+        .arg("--out")
         .arg(out.path())
         .arg("--python")
         .arg(python())
@@ -28,7 +29,8 @@ fn quick_bench_reports_every_figure() {
     let run = cmd.output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    for row in ["ceiling", "bronze only", "full pipeline", "N/10", "python peer", "freshness at 1000/s", "scaling"] {
+    let rows = ["ceiling", "bronze only", "full pipeline", "N/10", "python peer", "freshness at 1000/s", "scaling"];
+    for row in rows.into_iter().chain(["per-batch lake cost (silver + gold per event", "per-batch cost flat"]) {
         assert!(stdout.contains(row), "no '{row}' in the table:\n{stdout}");
     }
     let json: serde_json::Value =
@@ -44,6 +46,11 @@ fn quick_bench_reports_every_figure() {
         assert!(p["ratio_to_ceiling"].as_f64().is_some(), "{phase}: {p}");
     }
     assert_eq!(json["full_pipeline"]["events"], 50000);
+    // 50,000 events in batches of at most 5,000: ten batches, the first (creating the tables) left out.
+    let b = &json["full_pipeline"]["per_batch"];
+    assert!(b["batches"].as_u64().unwrap() >= 9, "{b}");
+    assert!(b["early_us_per_event"].as_f64().unwrap() > 0.0 && b["late_us_per_event"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(json["bronze_only"].get("per_batch").is_none(), "bronze only refines nothing");
     assert_eq!(json["python_peer"]["events"], 50000, "the peer processed the same topic");
     let f = &json["freshness"];
     assert!(f["tracked_orders"].as_u64().unwrap() > 0);
