@@ -92,6 +92,7 @@ pub struct RunFile {
 pub struct MaintenanceFile {
     pub every_batches: Option<u64>,
     pub target_file_mb: Option<u64>,
+    pub keyed_file_rows: Option<u64>,
     pub vacuum_retention_hours: Option<u64>,
     pub allow_short_retention: Option<bool>,
 }
@@ -141,8 +142,11 @@ pub const SAFE_RETENTION_HOURS: u64 = 168;
 pub struct MaintenanceSettings {
     /// `run` maintains the tables after every this many committed batches (0: never).
     pub every_batches: u64,
-    /// OPTIMIZE packs small files into files of about this size.
+    /// OPTIMIZE packs small files into files of about this size (append-only tables).
     pub target_file_bytes: u64,
+    /// Compaction of the keyed tables (silver, gold) packs files up to this many rows: a batch
+    /// that changes one row of a file copies the whole file.
+    pub keyed_file_rows: u64,
     /// VACUUM deletes unreferenced files older than this.
     pub vacuum_retention: Duration,
 }
@@ -284,9 +288,17 @@ impl Settings {
         if !(1..=4096).contains(&target_mb) {
             return Err(cfg("maintenance.target_file_mb", format!("{target_mb} must be between 1 and 4096")));
         }
+        let keyed_rows = m.keyed_file_rows.unwrap_or(250_000);
+        if !(1_000..=100_000_000).contains(&keyed_rows) {
+            return Err(cfg(
+                "maintenance.keyed_file_rows",
+                format!("{keyed_rows} must be between 1000 and 100000000 (default 250000)"),
+            ));
+        }
         let maintenance = MaintenanceSettings {
             every_batches: m.every_batches.unwrap_or(100),
             target_file_bytes: target_mb * 1024 * 1024,
+            keyed_file_rows: keyed_rows,
             vacuum_retention: Duration::from_secs(retention_hours * 3600),
         };
         let prefix = |v: Option<String>, d: &str, key: &str| -> Result<String> {
@@ -512,8 +524,8 @@ mod tests {
         assert_eq!(s.batch.max_in_flight_bytes, d.batch.max_in_flight_bytes);
         let (m, dm) = (&s.maintenance, &d.maintenance);
         assert_eq!(
-            (m.every_batches, m.target_file_bytes, m.vacuum_retention),
-            (dm.every_batches, dm.target_file_bytes, dm.vacuum_retention)
+            (m.every_batches, m.target_file_bytes, m.keyed_file_rows, m.vacuum_retention),
+            (dm.every_batches, dm.target_file_bytes, dm.keyed_file_rows, dm.vacuum_retention)
         );
     }
 

@@ -1,8 +1,10 @@
 //! Table maintenance: `orderlake maintain`, and every `maintenance.every_batches` batches inside
 //! `run`. Micro-batches add a few small files to every table per batch; left alone, every read
 //! and MERGE lists and opens more of them, so a continuous consumer slows down by the hour. Per
-//! table: OPTIMIZE packs small files into files of about `maintenance.target_file_mb` (bronze only
-//! for days that are over, so today's appends never race it), then a checkpoint, expired-log
+//! table: small files are packed, the keyed tables' (silver, gold) by key range into files of at
+//! most `maintenance.keyed_file_rows` rows (`lake::compact`), the append-only tables' by OPTIMIZE
+//! into files of about `maintenance.target_file_mb` (bronze only for days that are over, so
+//! today's appends never race it), then a checkpoint, expired-log
 //! cleanup, and VACUUM of unreferenced files older than the retention (never below 7 days unless
 //! overridden; see `config`). The exactly-once markers (`txn`) are table state, so maintenance
 //! keeps them; it commits no data change.
@@ -16,7 +18,8 @@ use tracing::{info, warn};
 
 use crate::config::{MaintenanceSettings, Settings};
 use crate::error::{Error, Result};
-use crate::lake::{Lake, bronze, dead_letter, version_of};
+use crate::lake::schema::TableSpec;
+use crate::lake::{Lake, bronze, compact, dead_letter, version_of};
 use crate::pipeline::progress;
 use crate::{gold, lake::silver};
 
@@ -26,11 +29,20 @@ pub struct TableRef {
     pub layer: &'static str,
     pub name: String,
     pub rel: String,
+    /// The column a keyed table's files are sorted and split by (silver, gold); `None` for the
+    /// append-only tables.
+    pub cluster: Option<&'static str>,
 }
 
 /// Every table orderlake writes.
 pub fn catalog(settings: &Settings) -> Vec<TableRef> {
-    let table = |layer, name: &str, rel: String| TableRef { layer, name: name.to_string(), rel };
+    let table = |layer, name: &str, rel: String| TableRef { layer, name: name.to_string(), rel, cluster: None };
+    let keyed = |layer, name: &str, rel: String, spec: &TableSpec| TableRef {
+        layer,
+        name: name.to_string(),
+        rel,
+        cluster: Some(spec.cluster_column()),
+    };
     let mut t: Vec<TableRef> = settings
         .topics()
         .iter()
@@ -39,10 +51,10 @@ pub fn catalog(settings: &Settings) -> Vec<TableRef> {
     let dl = dead_letter::table_name(&settings.bronze_prefix);
     t.push(table("bronze", dl.rsplit('/').next().unwrap_or(&dl), dl.clone()));
     let sp = &settings.silver_prefix;
-    t.extend(silver::TABLES.iter().map(|(n, _)| table("silver", n, format!("{sp}/{n}"))));
+    t.extend(silver::TABLES.iter().map(|(n, spec)| keyed("silver", n, format!("{sp}/{n}"), spec)));
     t.push(table("silver", silver::TOMBSTONES, format!("{sp}/{}", silver::TOMBSTONES)));
     let gp = &settings.gold_prefix;
-    t.extend(gold::TABLES.iter().map(|(n, _)| table("gold", n, format!("{gp}/{n}"))));
+    t.extend(gold::TABLES.iter().map(|(n, spec)| keyed("gold", n, format!("{gp}/{n}"), spec)));
     t.push(table("orderlake", "batches", progress::batches_table().to_string()));
     t
 }
@@ -86,7 +98,9 @@ pub enum Vacuum {
 }
 
 /// Maintains one table; `None` when it does not exist (yet).
-pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
+pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
+    let rel = t.rel.as_str();
+    let cluster = t.cluster;
     let Some(t) = lake.open(rel).await? else { return Ok(None) };
     let (files_before, bytes_before) = files_and_bytes(&t)?;
     let mut r = TableReport { table: rel.to_string(), files_before, bytes_before, ..Default::default() };
@@ -94,17 +108,24 @@ pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, vacuum: Vacu
     let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
     let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(today.as_str()))];
     let partitioned = t.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date");
-    let mut optimize = t.clone().optimize().with_target_size(target);
-    if partitioned {
-        optimize = optimize.with_filters(&closed_days);
-    }
-    let t = match optimize.await {
-        Ok((t, metrics)) => {
-            r.compacted = metrics.num_files_removed;
+    let packed = match cluster {
+        Some(cluster) => {
+            compact::compact(t.clone(), cluster, m.keyed_file_rows).await.map(|(t, done)| (t, done.files_removed))
+        }
+        None => {
+            let mut optimize = t.clone().optimize().with_target_size(target);
+            if partitioned {
+                optimize = optimize.with_filters(&closed_days);
+            }
+            optimize.await.map(|(t, metrics)| (t, metrics.num_files_removed)).map_err(Error::from)
+        }
+    };
+    let t = match packed {
+        Ok((t, removed)) => {
+            r.compacted = removed;
             t
         }
         Err(e) => {
-            let e = Error::from(e);
             if !e.is_commit_conflict() {
                 return Err(e);
             }
@@ -153,8 +174,8 @@ pub async fn table(lake: &Lake, rel: &str, m: &MaintenanceSettings, vacuum: Vacu
 /// Maintains every table of the pipeline, one after the other.
 pub async fn all(lake: &Lake, settings: &Settings, vacuum: Vacuum) -> Result<Vec<TableReport>> {
     let mut out = Vec::new();
-    for rel in tables(settings) {
-        if let Some(r) = table(lake, &rel, &settings.maintenance, vacuum).await? {
+    for t in catalog(settings) {
+        if let Some(r) = table(lake, &t, &settings.maintenance, vacuum).await? {
             out.push(r);
         }
     }

@@ -21,7 +21,7 @@ pub async fn run(settings: &Settings, sql: &str, limit: usize) -> Result<String>
     let ctx = SessionContext::new();
     let df_catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Other("no default catalog".into()))?;
     let mut known = Vec::new();
-    for crate::maintain::TableRef { layer: schema, name, rel } in crate::maintain::catalog(settings) {
+    for crate::maintain::TableRef { layer: schema, name, rel, .. } in crate::maintain::catalog(settings) {
         let Some(table) = lake.open(&rel).await? else { continue };
         if df_catalog.schema(schema).is_none() {
             df_catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;

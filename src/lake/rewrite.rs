@@ -220,7 +220,11 @@ const MAX_SPLITS: usize = 8;
 /// Writes `rows` sorted by `cluster`, one file per run of one key [`family`]: a file then spans a
 /// narrow range of ids, which [`super::read::key_ranges`] filters skip on its statistics.
 /// Takes `rows` by value so that the unsorted copy is gone before the writer encodes the sorted one.
-async fn write_clustered(writer: &mut RecordBatchWriter, rows: RecordBatch, cluster: &str) -> Result<Vec<Action>> {
+pub(super) async fn write_clustered(
+    writer: &mut RecordBatchWriter,
+    rows: RecordBatch,
+    cluster: &str,
+) -> Result<Vec<Action>> {
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
@@ -246,7 +250,7 @@ async fn write_clustered(writer: &mut RecordBatchWriter, rows: RecordBatch, clus
 }
 
 /// The parts as one batch; they are dropped as soon as it is built, not at the end of the caller.
-fn concat(schema: &Arc<Schema>, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
+pub(super) fn concat(schema: &Arc<Schema>, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
     Ok(arrow::compute::concat_batches(schema, &parts)?)
 }
 
@@ -259,7 +263,7 @@ fn utf8(b: &RecordBatch, name: &str) -> Result<ArrayRef> {
 }
 
 /// `batch` with the writer's column types (a scan may hand strings back as views).
-fn conform(batch: &RecordBatch, schema: &Arc<Schema>) -> Result<RecordBatch> {
+pub(super) fn conform(batch: &RecordBatch, schema: &Arc<Schema>) -> Result<RecordBatch> {
     let cols = schema
         .fields()
         .iter()
