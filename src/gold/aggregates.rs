@@ -7,7 +7,9 @@
 //! The proof is a `txn` per source table in every aggregate commit (`orderlake/base/order_totals`,
 //! and `…/order_lines` for product sales): the version of that table the aggregate equals. The
 //! commits are strict (they fail as a conflict instead of landing on a newer version), so a marker
-//! is never recorded over a change it did not see; the batch is then retried.
+//! is never recorded over a change it did not see; the batch is then retried. A marker behind the
+//! source only by compactions (commits that change no row, [`commits::only_rearranged`]) still
+//! proves equality: maintenance must not cost the next batch a rebuild.
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
@@ -18,7 +20,7 @@ use super::{GoldCommit, bridge};
 use crate::error::Result;
 use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
 use crate::lake::schema::TableSpec;
-use crate::lake::{Lake, commit_with, version_of};
+use crate::lake::{Lake, commit_with, commits, version_of};
 
 pub const BASE_TOTALS: &str = "orderlake/base/order_totals";
 pub const BASE_LINES: &str = "orderlake/base/order_lines";
@@ -93,11 +95,14 @@ impl Agg<'_> {
         }
         let mut matches = self.steps.iter().all(|(_, s)| s.exact);
         for (app, step) in &self.steps {
+            if !matches {
+                break;
+            }
             let marker = match &table {
                 None => ABSENT,
                 Some(t) => self.lake.txn_version(t, app).await?.unwrap_or(i64::MIN),
             };
-            matches &= marker == step.from;
+            matches = marker == step.from || self.only_rearranged(app, marker, step.from).await?;
         }
         if matches {
             let old = match &table {
@@ -125,6 +130,27 @@ impl Agg<'_> {
         self.lake.keep(&self.rel, &t);
         let (rows, gone) = pick(&rebuilt.all)?;
         Ok(Updated { rows, gone, version: version_of(&t) as i64 })
+    }
+
+    /// Whether the source table of marker `app` changed no row from version `marker` to `read`
+    /// (maintenance compacted it in between): the aggregate still equals it.
+    async fn only_rearranged(&self, app: &str, marker: i64, read: i64) -> Result<bool> {
+        // A base marker is named for its source table, a sibling of the aggregate.
+        let (prefix, source) =
+            (self.rel.rsplit_once('/').map_or("", |(p, _)| p), app.rsplit('/').next().unwrap_or(app));
+        match self.lake.open(&format!("{prefix}/{source}")).await? {
+            Some(t) if commits::only_rearranged(&t, marker, read).await? => {
+                tracing::debug!(
+                    table = self.name,
+                    source,
+                    marker,
+                    read,
+                    "source only compacted since the aggregate's marker"
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn txns(&self, bases: Vec<(&'static str, i64)>) -> Vec<Transaction> {

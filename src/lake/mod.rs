@@ -3,6 +3,7 @@
 
 pub mod bronze;
 pub mod checkpoints;
+pub mod commits;
 pub mod compact;
 pub mod dead_letter;
 mod log_store;
