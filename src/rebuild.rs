@@ -2,7 +2,9 @@
 //! same catch-up path a restarted run takes, so it ends in the state the streaming path would have.
 //!
 //! A rebuild first resets the layer: gold keeps its rows (recompute is idempotent and heals every
-//! key touched since `--from-version`), its markers go back to just before that version; silver is
+//! key touched since `--from-version`), its markers go back to just before that version (which
+//! also makes the aggregates recompute from the order tables: their proof of equality names an
+//! order-table version before the marker commit, see `lake::commits`); silver is
 //! emptied (its ordering guard would otherwise keep whatever it holds), and gold with it. The
 //! batch log's marker is lowered first, so a crash during the reset never makes a half-reset lake
 //! look complete. Then every stage below bronze catches up, 50 bronze versions per commit, each

@@ -11,11 +11,13 @@ use crate::error::Result;
 /// Beyond this many commits a rebuild is cheaper to reason about than reading them all.
 const MAX_COMMITS: i64 = 32;
 
-/// Whether the commits after version `after` up to `upto` (inclusive) changed no row of `table`:
-/// each holds only `add`/`remove` actions flagged `dataChange: false` (a compaction, OPTIMIZE)
-/// besides `commitInfo` and `txn`. Anything else (a data change, a schema or protocol change, a
-/// change-data file, an action this code does not know, a commit cleaned up by log retention)
-/// answers `false`, and the caller falls back to what it does without the proof.
+/// Whether the commits after version `after` up to `upto` (inclusive) are all compactions: each
+/// holds only `add`/`remove` actions flagged `dataChange: false` (OPTIMIZE) besides `commitInfo`.
+/// Anything else answers `false`, and the caller falls back to what it does without the proof: a
+/// data change, a schema or protocol change, a change-data file, an action this code does not
+/// know, a commit cleaned up by log retention, and a `txn` (a commit recording progress is a step
+/// of a pipeline, not maintenance: `orderlake rebuild` lowers the order tables' markers with one
+/// to make the aggregates recompute).
 pub async fn only_rearranged(table: &DeltaTable, after: i64, upto: i64) -> Result<bool> {
     if after < 0 || upto <= after || upto - after > MAX_COMMITS {
         return Ok(false);
@@ -34,7 +36,7 @@ pub async fn only_rearranged(table: &DeltaTable, after: i64, upto: i64) -> Resul
 fn changes_no_row(line: &[u8]) -> bool {
     let Ok(serde_json::Value::Object(actions)) = serde_json::from_slice(line) else { return false };
     actions.iter().all(|(kind, action)| match kind.as_str() {
-        "commitInfo" | "txn" => true,
+        "commitInfo" => true,
         "add" | "remove" => action.get("dataChange").and_then(|d| d.as_bool()) == Some(false),
         _ => false,
     })
@@ -47,7 +49,7 @@ mod tests {
     #[test]
     fn only_rearranging_lines_keep_the_rows() {
         assert!(changes_no_row(br#"{"commitInfo":{"operation":"OPTIMIZE"}}"#));
-        assert!(changes_no_row(br#"{"txn":{"appId":"a","version":1}}"#));
+        assert!(!changes_no_row(br#"{"txn":{"appId":"a","version":1}}"#), "progress is not maintenance");
         assert!(changes_no_row(br#"{"add":{"path":"a.parquet","dataChange":false,"stats":"{}"}}"#));
         assert!(changes_no_row(br#"{"remove":{"path":"b.parquet","dataChange":false}}"#));
         assert!(!changes_no_row(br#"{"add":{"path":"a.parquet","dataChange":true}}"#));
