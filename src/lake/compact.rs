@@ -38,13 +38,15 @@ pub struct Compacted {
 
 /// The groups of files to pack together: files under half of `max_rows` (the others are packed
 /// already, or were written big), in key order, cut so that no group exceeds `max_rows` or mixes
-/// key families (`581470` and `C581476`: the writer splits them again, and packing a family's
+/// key families (`581470`, `1000470` and `C581476`: the writer splits them again, and packing a family's
 /// last small file with the other's would rewrite the same two files every round). Only groups
 /// of two or more files are worth a rewrite.
 pub fn plan(mut files: Vec<FileStat>, max_rows: u64) -> Vec<Vec<FileStat>> {
     files.retain(|f| f.rows < max_rows / 2);
-    files.sort_by(|a, b| (&a.min_key, &a.path).cmp(&(&b.min_key, &b.path)));
-    let fam = |f: &FileStat| f.min_key.as_deref().map(|k| family(k).to_string());
+    fn fam(f: &FileStat) -> Option<(&str, usize)> {
+        f.min_key.as_deref().map(family)
+    }
+    files.sort_by(|a, b| (fam(a), &a.min_key, &a.path).cmp(&(fam(b), &b.min_key, &b.path)));
     let mut groups: Vec<Vec<FileStat>> = Vec::new();
     let mut current: Vec<FileStat> = Vec::new();
     let mut rows = 0;

@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 
 use super::commit_with;
 use super::merge::DELETED;
-use super::read::{KEY, family, key_batch, key_ranges};
+use super::read::{KEY, by_family, family, key_batch, key_ranges};
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
@@ -217,7 +217,7 @@ async fn locate(
 /// than they skip).
 const MAX_SPLITS: usize = 8;
 
-/// Writes `rows` sorted by `cluster`, one file per run of one key [`family`]: a file then spans a
+/// Writes `rows` sorted by `cluster`'s [`family`] and value, one file per family: a file then spans a
 /// narrow range of ids, which [`super::read::key_ranges`] filters skip on its statistics.
 /// Takes `rows` by value so that the unsorted copy is gone before the writer encodes the sorted one.
 pub(super) async fn write_clustered(
@@ -228,7 +228,20 @@ pub(super) async fn write_clustered(
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let order = arrow::compute::sort_to_indices(&utf8(&rows, cluster)?, None, None)?;
+    let order = {
+        let keys = utf8(&rows, cluster)?;
+        let keys = keys.as_string::<i32>();
+        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
+        // Nulls first, then by family and key (a null key is a row the MERGE rejected anyway).
+        order.sort_unstable_by(|&a, &b| {
+            let key = |i: u32| keys.is_valid(i as usize).then(|| keys.value(i as usize));
+            match (key(a), key(b)) {
+                (Some(a), Some(b)) => by_family(a, b),
+                (a, b) => a.cmp(&b),
+            }
+        });
+        arrow::array::UInt32Array::from(order)
+    };
     let sorted = arrow::compute::take_record_batch(&rows, &order)?;
     drop(rows);
     let keys = utf8(&sorted, cluster)?;

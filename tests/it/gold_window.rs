@@ -123,6 +123,44 @@ async fn file_ranges(s: &orderlake::config::Settings, rel: &str, column: &str) -
         .collect()
 }
 
+/// The tables whose files are written clustered by order id.
+const KEYED: [&str; 4] = ["gold/order_totals", "gold/order_lines", "silver/orders", "silver/order_items"];
+
+/// Publishes and runs each phase in turn, then checks the lake against the reference.
+async fn run_phases(s: &orderlake::config::Settings, phases: &[Vec<SaleRecord>]) {
+    let mut all = Vec::new();
+    for records in phases {
+        produce::publish(s, &s.sales_topic, records, None).await.unwrap();
+        run_once(s).await;
+        all.extend(records.iter().cloned());
+    }
+    assert_lake_matches(s, &reference::compute(&all)).await;
+}
+
+/// Order numbers crossing a power of ten: as strings, "999999" sorts after "1000000", so a file
+/// holding both would span almost every id ("1…" to "9…") and every later read by order id would
+/// scan it. Ids of a new length are a family of their own, written to files of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_past_a_power_of_ten_are_a_family_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("gold-digits");
+    let s = settings(&name, &LakeKind::Local(dir.path().to_path_buf()), false);
+    let phases = [
+        ["999998", "999999", "1000000", "1000001"].map(|o| line(o, "12/2/2019", "22001", 2)).to_vec(),
+        // A late line of 1000001: only the file of the seven-digit ids holds it.
+        vec![line("1000001", "12/2/2019", "22002", 1)],
+    ];
+    run_phases(&s, &phases).await;
+    for rel in KEYED {
+        let ranges = file_ranges(&s, rel, "order_id").await;
+        for (lo, hi) in &ranges {
+            assert_eq!(lo.len(), hi.len(), "{rel}: a file spans ids of two lengths: {ranges:?}");
+        }
+    }
+    let m = last_commit_metrics(&s, "gold/order_totals").await;
+    assert_eq!((m["files_rewritten"].as_u64(), m["rows_copied"].as_u64()), (Some(1), Some(1)), "{m}");
+}
+
 /// Orders ("6…") and cancellations ("C6…") arrive mixed; a file holding both would span every id
 /// between them, so no read by order id could skip it. Files are written one id family each, and
 /// an update to an order rewrites only its family's file.
@@ -141,15 +179,8 @@ async fn files_hold_one_id_family_so_a_batch_rewrites_only_its_own() {
         // A late line of 610003: only the file of the "6…" family holds it.
         vec![line("610003", "12/1/2019", "22003", 1)],
     ];
-    let mut all = Vec::new();
-    for records in &phases {
-        produce::publish(&s, &name, records, None).await.unwrap();
-        run_once(&s).await;
-        all.extend(records.iter().cloned());
-    }
-    assert_lake_matches(&s, &reference::compute(&all)).await;
-
-    for rel in ["gold/order_totals", "gold/order_lines", "silver/orders", "silver/order_items"] {
+    run_phases(&s, &phases).await;
+    for rel in KEYED {
         let ranges = file_ranges(&s, rel, "order_id").await;
         assert!(ranges.len() >= 2, "{rel}: the two families are in files of their own: {ranges:?}");
         for (lo, hi) in &ranges {
