@@ -146,7 +146,8 @@ pub enum Command {
     /// log entries and VACUUM unreferenced files (also orphans of writers that died mid-write)
     /// older than maintenance.vacuum_retention_hours, in every table; prints files and MiB before
     /// and after. Safe while `run` is going: a compaction that loses a commit race is skipped.
-    /// `run` also does this (without the orphan scan) every maintenance.every_batches batches
+    /// `run` also does this (without the orphan scan): a round every maintenance.every_batches
+    /// batches, one table per batch boundary
     Maintain {
         /// Only compact, checkpoint and clean up the log; delete no files
         #[arg(long)]

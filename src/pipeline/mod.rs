@@ -60,6 +60,7 @@ pub struct Pipeline {
     mongo: Option<std::sync::Arc<MongoSink>>,
     topics: HashMap<String, TopicState>,
     shutdown: shutdown::Shutdown,
+    maintenance: crate::maintain::Rounds,
 }
 
 impl Pipeline {
@@ -103,7 +104,8 @@ impl Pipeline {
             let progress = progress::load(&lake, &settings, &t, mongo.as_deref()).await?;
             topics.insert(t, TopicState { bronze, progress });
         }
-        Ok(Pipeline { settings, lake, mongo, topics, shutdown: shutdown::Shutdown::on_signals() })
+        let shutdown = shutdown::Shutdown::on_signals();
+        Ok(Pipeline { settings, lake, mongo, topics, shutdown, maintenance: Default::default() })
     }
 
     fn stages(&self) -> Stages<'_> {
@@ -452,10 +454,13 @@ impl Pipeline {
                 summary.batches += 1;
                 crate::metrics::global().tick();
                 let every = self.settings.maintenance.every_batches;
-                if every > 0 && summary.batches % every == 0 {
+                if every > 0 && summary.batches.is_multiple_of(every) {
+                    self.maintenance.start(&self.settings);
+                }
+                if self.maintenance.busy() {
                     // Between batches, so this instance never races its own writes.
                     self.catch_up_retrying(once).await?;
-                    crate::maintain::in_run(&self.lake, &self.settings).await;
+                    self.maintenance.step(&self.lake, &self.settings).await;
                 }
                 feed.release(pending_bytes);
                 (pending_n, pending_bytes, deadline) = (0, 0, None);
