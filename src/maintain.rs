@@ -1,6 +1,7 @@
 //! Table maintenance: `orderlake maintain`, and a round every `maintenance.every_batches` batches
-//! inside `run`, one table per batch boundary. Micro-batches add a few small files to every table per batch; left alone, every read
-//! and MERGE lists and opens more of them, so a continuous consumer slows down by the hour. Per
+//! inside `run`, one table per batch boundary. Micro-batches add a few small files to every table
+//! per batch; left alone, every read and MERGE lists and opens more of them, so a continuous
+//! consumer slows down by the hour. Per
 //! table: small files are packed, the keyed tables' (silver, gold) by key range into files of at
 //! most `maintenance.keyed_file_rows` rows (`lake::compact`), the append-only tables' by OPTIMIZE
 //! into files of about `maintenance.target_file_mb` (bronze only for days that are over, so
@@ -214,6 +215,14 @@ impl Rounds {
     /// Whether a round has tables left.
     pub fn busy(&self) -> bool {
         self.current.is_some()
+    }
+
+    /// Maintains every table left in the round: `run --once` has no freshness to protect, and a
+    /// scheduled job that stopped mid-round every time would only ever reach the first tables.
+    pub async fn finish(&mut self, lake: &Lake, settings: &Settings) {
+        while self.busy() {
+            self.step(lake, settings).await;
+        }
     }
 
     /// Maintains the round's next existing table; the last one ends the round with a summary line.

@@ -468,6 +468,7 @@ impl Pipeline {
             if let Some(targets) = targets {
                 if pending_n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
                     self.catch_up_retrying(true).await?;
+                    self.maintenance.finish(&self.lake, &self.settings).await;
                     self.finish_mongo().await?;
                     if let Some(e) = &eta {
                         info!("{}", e.done(summary.events, summary.batches));
