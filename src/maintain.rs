@@ -1,5 +1,5 @@
 //! Table maintenance: `orderlake maintain`, and a round every `maintenance.every_batches` batches
-//! inside `run`, one table per batch boundary. Micro-batches add a few small files to every table
+//! inside `run`, one step per batch boundary. Micro-batches add a few small files to every table
 //! per batch; left alone, every read and MERGE lists and opens more of them, so a continuous
 //! consumer slows down by the hour. Per
 //! table: small files are packed, the keyed tables' (silver, gold) by key range into files of at
@@ -10,6 +10,7 @@
 //! overridden; see `config`). The exactly-once markers (`txn`) are table state, so maintenance
 //! keeps them; it commits no data change.
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::num::NonZeroU64;
 
@@ -19,8 +20,9 @@ use tracing::{info, warn};
 
 use crate::config::{MaintenanceSettings, Settings};
 use crate::error::{Error, Result};
+use crate::lake::compact::{self, FileStat};
 use crate::lake::schema::TableSpec;
-use crate::lake::{Lake, bronze, compact, dead_letter, version_of};
+use crate::lake::{Lake, bronze, dead_letter, version_of};
 use crate::pipeline::progress;
 use crate::{gold, lake::silver};
 
@@ -100,31 +102,62 @@ pub enum Vacuum {
 
 /// Maintains one table; `None` when it does not exist (yet).
 pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
-    let rel = t.rel.as_str();
-    let cluster = t.cluster;
-    let Some(t) = lake.open(rel).await? else { return Ok(None) };
-    let (files_before, bytes_before) = files_and_bytes(&t)?;
-    let mut r = TableReport { table: rel.to_string(), files_before, bytes_before, ..Default::default() };
-    let target = NonZeroU64::new(m.target_file_bytes).unwrap_or(NonZeroU64::MIN);
-    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
-    let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(today.as_str()))];
-    let partitioned = t.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date");
-    let packed = match cluster {
-        Some(cluster) => {
-            compact::compact(t.clone(), cluster, m.keyed_file_rows).await.map(|(t, done)| (t, done.files_removed))
-        }
+    let Some((table, mut w)) = begin(lake, t, m).await? else { return Ok(None) };
+    let table = pack(lake, t, table, m, w.groups.drain(..).collect(), &mut w.report).await?;
+    settle(table, m, vacuum, &mut w.report).await?;
+    Ok(Some(w.report))
+}
+
+/// A table under maintenance: its report so far and, for a keyed table, the groups of files
+/// planned at its start and not packed yet. Planned once: planning again at every step would
+/// take in the files the batches in between wrote, and a busy table would never be done.
+struct Work {
+    report: TableReport,
+    groups: VecDeque<Vec<FileStat>>,
+}
+
+/// Opens a table for maintenance, notes its size before and plans its packing; `None` when it
+/// does not exist.
+async fn begin(lake: &Lake, t: &TableRef, m: &MaintenanceSettings) -> Result<Option<(DeltaTable, Work)>> {
+    let Some(table) = lake.open(&t.rel).await? else { return Ok(None) };
+    let (files_before, bytes_before) = files_and_bytes(&table)?;
+    let report = TableReport { table: t.rel.clone(), files_before, bytes_before, ..Default::default() };
+    let groups = match t.cluster {
+        Some(cluster) => compact::plan_table(&table, cluster, m.keyed_file_rows)?.into(),
+        None => VecDeque::new(),
+    };
+    Ok(Some((table, Work { report, groups })))
+}
+
+/// Packs small files: a keyed table's `groups` by key range (see `compact`), an append-only
+/// table's all at once by OPTIMIZE.
+async fn pack(
+    lake: &Lake,
+    t: &TableRef,
+    table: DeltaTable,
+    m: &MaintenanceSettings,
+    groups: Vec<Vec<FileStat>>,
+    r: &mut TableReport,
+) -> Result<DeltaTable> {
+    let packed = match t.cluster {
+        Some(cluster) => compact::compact(table.clone(), cluster, m.keyed_file_rows, groups)
+            .await
+            .map(|(t, done)| (t, done.files_removed)),
         None => {
-            let mut optimize = t.clone().optimize().with_target_size(target);
-            if partitioned {
+            let target = NonZeroU64::new(m.target_file_bytes).unwrap_or(NonZeroU64::MIN);
+            let mut optimize = table.clone().optimize().with_target_size(target);
+            let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+            let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(today.as_str()))];
+            if table.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date") {
                 optimize = optimize.with_filters(&closed_days);
             }
             optimize.await.map(|(t, metrics)| (t, metrics.num_files_removed)).map_err(Error::from)
         }
     };
-    let t = match packed {
-        Ok((t, removed)) => {
-            r.compacted = removed;
-            t
+    match packed {
+        Ok((table, removed)) => {
+            r.compacted += removed;
+            Ok(table)
         }
         Err(e) => {
             if !e.is_commit_conflict() {
@@ -132,9 +165,13 @@ pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: V
             }
             // Another writer changed the files being packed; the next round picks them up.
             r.skipped = Some("another writer committed first; compaction is retried next time".into());
-            lake.open(rel).await?.unwrap_or(t)
+            Ok(lake.open(&t.rel).await?.unwrap_or(table))
         }
-    };
+    }
+}
+
+/// After packing: a checkpoint, expired-log cleanup and VACUUM, then the report line.
+async fn settle(t: DeltaTable, m: &MaintenanceSettings, vacuum: Vacuum, r: &mut TableReport) -> Result<()> {
     deltalake::checkpoints::create_checkpoint(&t, None).await?;
     deltalake::checkpoints::cleanup_metadata(&t, None).await?;
     let mode = match vacuum {
@@ -160,7 +197,7 @@ pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: V
     };
     (r.files_after, r.bytes_after) = files_and_bytes(&t)?;
     info!(
-        table = rel,
+        table = r.table,
         version = version_of(&t),
         files_before = r.files_before,
         files_after = r.files_after,
@@ -169,7 +206,7 @@ pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: V
         vacuumed = r.vacuumed,
         "table maintained"
     );
-    Ok(Some(r))
+    Ok(())
 }
 
 /// Maintains every table of the pipeline, one after the other.
@@ -183,11 +220,12 @@ pub async fn all(lake: &Lake, settings: &Settings, vacuum: Vacuum) -> Result<Vec
     Ok(out)
 }
 
-/// Maintenance inside `run`: a round every `maintenance.every_batches` batches, one table per
-/// batch boundary, so that ingestion pauses for one table's compaction at a time (a whole round
-/// at once paused it 12 s at 3M events, the four order tables 1.5–3.5 s each). A failure is
-/// logged and the table left for the next round, never fatal: ingestion matters more than
-/// compaction.
+/// Maintenance inside `run`: a round every `maintenance.every_batches` batches, one step per
+/// batch boundary, so that ingestion pauses for a fraction of the round at a time. A step is one
+/// group of a keyed table's files (at most `maintenance.keyed_file_rows` rows, about a third of a
+/// second) or a whole small or append-only table; a whole round at once paused ingestion 12 s at
+/// 3M events, and a whole order table 2–3 s. A failure is logged and the table left for the next
+/// round, never fatal: ingestion matters more than compaction.
 #[derive(Default)]
 pub struct Rounds {
     current: Option<Round>,
@@ -196,45 +234,98 @@ pub struct Rounds {
 /// The round under way: the tables left and what was done so far.
 struct Round {
     tables: std::vec::IntoIter<TableRef>,
+    /// A keyed table with groups of files left to pack.
+    packing: Option<(TableRef, Work)>,
     maintained: usize,
     files_before: usize,
     files_after: usize,
     spent: std::time::Duration,
 }
 
+/// Where one step left a table.
+enum Step {
+    /// Groups of files are left to pack at the next step.
+    Packing(Work),
+    /// Maintained.
+    Done(TableReport),
+}
+
+/// Packs `max_groups` groups of the table's files, and settles the table once none is left.
+async fn step_table(
+    lake: &Lake,
+    t: &TableRef,
+    (table, mut w): (DeltaTable, Work),
+    m: &MaintenanceSettings,
+    max_groups: usize,
+) -> Result<Step> {
+    let now = w.groups.drain(..max_groups.min(w.groups.len())).collect();
+    let table = pack(lake, t, table, m, now, &mut w.report).await?;
+    if !w.groups.is_empty() {
+        let (packed, left) = (w.report.compacted, w.groups.len());
+        info!(table = t.rel, files_packed = packed, groups_left = left, "table packing under way");
+        return Ok(Step::Packing(w));
+    }
+    settle(table, m, Vacuum::Removed, &mut w.report).await?;
+    Ok(Step::Done(w.report))
+}
+
 impl Rounds {
-    /// Starts a round unless one is still under way (`every_batches` below the table count).
+    /// Starts a round unless one is still under way (`every_batches` below the step count).
     pub fn start(&mut self, settings: &Settings) {
         if self.current.is_none() {
             let tables = catalog(settings).into_iter();
             let spent = std::time::Duration::ZERO;
-            self.current = Some(Round { tables, maintained: 0, files_before: 0, files_after: 0, spent });
+            self.current = Some(Round { tables, packing: None, maintained: 0, files_before: 0, files_after: 0, spent });
         }
     }
 
-    /// Whether a round has tables left.
+    /// Whether a round has work left.
     pub fn busy(&self) -> bool {
         self.current.is_some()
     }
 
-    /// Maintains every table left in the round: `run --once` has no freshness to protect, and a
-    /// scheduled job that stopped mid-round every time would only ever reach the first tables.
+    /// Does the rest of the round: `run --once` has no freshness to protect, and a scheduled job
+    /// that stopped mid-round every time would only ever reach the first tables.
+    /// A table's groups are then packed in one commit.
     pub async fn finish(&mut self, lake: &Lake, settings: &Settings) {
         while self.busy() {
-            self.step(lake, settings).await;
+            self.advance(lake, settings, usize::MAX).await;
         }
     }
 
-    /// Maintains the round's next existing table; the last one ends the round with a summary line.
+    /// The round's next step (a table that does not exist yet is passed over, nothing to wait a
+    /// batch for); the last one ends the round with a summary line.
     pub async fn step(&mut self, lake: &Lake, settings: &Settings) {
+        self.advance(lake, settings, 1).await;
+    }
+
+    /// The next table of the round, packing at most `max_groups` groups of its files.
+    async fn advance(&mut self, lake: &Lake, settings: &Settings, max_groups: usize) {
         let Some(round) = &mut self.current else { return };
-        for t in round.tables.by_ref() {
-            let started = std::time::Instant::now();
-            let done = table(lake, &t, &settings.maintenance, Vacuum::Removed).await;
-            round.spent += started.elapsed();
+        let started = std::time::Instant::now();
+        loop {
+            // The table is opened afresh at every step: the batches in between moved it on.
+            let (t, opened) = match round.packing.take() {
+                Some((t, w)) => {
+                    let opened = lake.open(&t.rel).await.map(|o| o.map(|table| (table, w)));
+                    (t, opened)
+                }
+                None => match round.tables.next() {
+                    Some(t) => {
+                        let opened = begin(lake, &t, &settings.maintenance).await;
+                        (t, opened)
+                    }
+                    None => break,
+                },
+            };
+            let done = match opened {
+                Ok(None) => continue,
+                Ok(Some(opened)) => step_table(lake, &t, opened, &settings.maintenance, max_groups).await,
+                Err(e) => Err(e),
+            };
             match done {
-                Ok(None) => continue, // not created yet: nothing to wait a batch for
-                Ok(Some(r)) => {
+                Ok(Step::Packing(w)) => round.packing = Some((t, w)),
+                Ok(Step::Done(r)) => {
                     round.maintained += 1;
                     round.files_before += r.files_before;
                     round.files_after += r.files_after;
@@ -247,7 +338,8 @@ impl Rounds {
             }
             break;
         }
-        if round.tables.len() == 0 {
+        round.spent += started.elapsed();
+        if round.packing.is_none() && round.tables.len() == 0 {
             info!(
                 tables = round.maintained,
                 files_before = round.files_before,

@@ -11,6 +11,11 @@ use crate::e2e::{GOLD, SILVER, assert_lake_matches, run_once};
 use crate::reference;
 use crate::support::*;
 
+/// Maintenance steps `run` logged in a stretch of its log: tables done and groups of files packed.
+fn steps(log: &str) -> usize {
+    log.matches("table maintained").count() + log.matches("table packing under way").count()
+}
+
 /// Live files of a table, as its Delta log lists them.
 async fn files(s: &orderlake::config::Settings, rel: &str) -> usize {
     let t = Lake::new(s).open(rel).await.unwrap().unwrap();
@@ -51,15 +56,15 @@ async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
     let config = dir.path().join("c.toml");
     std::fs::write(&config, format!("[batch]\nmax_records = 400\nmax_latency_ms = 500\n{extra}")).unwrap();
 
-    // `run` starts a round every second batch on its own and maintains one table per batch
-    // boundary, so ingestion pauses for one table at a time; `--once` finishes the round under
-    // way once caught up.
+    // `run` starts a round every second batch on its own and takes one step of it per batch
+    // boundary (a table, or a group of a keyed table's files), so ingestion pauses for one step
+    // at a time; `--once` finishes the round under way once caught up.
     let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    let gaps: Vec<usize> = log.split("batch committed").map(|gap| gap.matches("table maintained").count()).collect();
+    let gaps: Vec<usize> = log.split("batch committed").map(steps).collect();
     let (last, between) = gaps.split_last().unwrap();
-    assert!(between.iter().all(|&n| n <= 1), "one table per batch boundary {gaps:?}:\n{log}");
+    assert!(between.iter().all(|&n| n <= 1), "one step per batch boundary {gaps:?}:\n{log}");
     assert!(between.iter().sum::<usize>() >= 10, "rounds under way while batches run {gaps:?}:\n{log}");
     assert!(*last > 1, "the round under way is finished at the end {gaps:?}:\n{log}");
     let tail = log.rsplit("batch committed").next().unwrap();
@@ -218,6 +223,44 @@ async fn keyed_tables_are_packed_by_key_range_so_later_batches_copy_little() {
     assert!(copied.len() >= 4, "about 1,000 events in batches of 250: {copied:?}");
     assert!(copied.iter().any(|&n| n > 0), "the order cut in two was rewritten: {copied:?}");
     assert!(copied.iter().all(|&n| n <= 1000), "rows copied per batch: {copied:?}");
+    assert_lake_matches(&s, &reference::compute(&records)).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+}
+
+/// A round inside `run` packs a keyed table one group of files (at most `keyed_file_rows` rows)
+/// per batch boundary, so ingestion never waits for a whole table's compaction: the table's
+/// packing commits interleave with the batches' commits, the aggregates are still moved by each
+/// batch's difference (no recompute), and the data is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
+    let name = unique("maintain-steps");
+    let extra = "[maintenance]\nevery_batches = 10\nkeyed_file_rows = 1000\n";
+    let s = settings_with(&name, &LakeKind::Azurite, false, extra);
+    let records = renumbered(produce::synthetic(8000, 25), "6");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("[batch]\nmax_records = 250\nmax_latency_ms = 500\n{extra}")).unwrap();
+    let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+
+    let gaps: Vec<&str> = log.split("batch committed").collect();
+    let (_, between) = gaps.split_last().unwrap();
+    assert!(between.iter().all(|g| steps(g) <= 1), "one step per batch boundary:\n{log}");
+    for t in ["silver/order_items", "gold/order_lines"] {
+        let packing = format!("table packing under way table=\"{t}\"");
+        let maintained = format!("table maintained table=\"{t}\"");
+        // The boundaries (gaps between two batches) at which this table was worked on.
+        let at: Vec<usize> =
+            (0..between.len()).filter(|&i| between[i].contains(&packing) || between[i].contains(&maintained)).collect();
+        assert!(at.len() >= 3, "{t}: packed over several batch boundaries, got {at:?}:\n{log}");
+        assert!(at.windows(2).all(|w| w[1] == w[0] + 1), "{t}: one boundary after the other {at:?}:\n{log}");
+    }
+    assert!(!log.contains("aggregate recomputed"), "packing steps kept the aggregates' proof:\n{log}");
+    let packed = file_rows(&s, "gold/order_lines").await;
+    assert!(packed.iter().all(|&n| n <= 1000), "no packed file over keyed_file_rows: {packed:?}");
+    assert!(packed.len() < 32, "small files were packed: {packed:?}");
     assert_lake_matches(&s, &reference::compute(&records)).await;
     assert_bronze_exactly_once(&s, records.len()).await;
 }
