@@ -258,8 +258,16 @@ async fn step_table(
     m: &MaintenanceSettings,
     max_groups: usize,
 ) -> Result<Step> {
-    let now = w.groups.drain(..max_groups.min(w.groups.len())).collect();
-    let table = pack(lake, t, table, m, now, &mut w.report).await?;
+    let mut table = table;
+    loop {
+        let now = w.groups.drain(..max_groups.min(w.groups.len())).collect();
+        let before = w.report.compacted;
+        table = pack(lake, t, table, m, now, &mut w.report).await?;
+        // A group whose files the batches since rewrote packs nothing: not worth a step.
+        if w.report.compacted > before || w.groups.is_empty() {
+            break;
+        }
+    }
     if !w.groups.is_empty() {
         let (packed, left) = (w.report.compacted, w.groups.len());
         info!(table = t.rel, files_packed = packed, groups_left = left, "table packing under way");
@@ -294,9 +302,11 @@ impl Rounds {
     }
 
     /// The round's next step (a table that does not exist yet is passed over, nothing to wait a
-    /// batch for); the last one ends the round with a summary line.
-    pub async fn step(&mut self, lake: &Lake, settings: &Settings) {
-        self.advance(lake, settings, 1).await;
+    /// batch for); the last one ends the round with a summary line. With `whole_tables` a step
+    /// packs all of a table's groups in one commit: `run --once` has no freshness to protect, and
+    /// one group per step cost it 70 % more maintenance time (a commit and a reopen per group).
+    pub async fn step(&mut self, lake: &Lake, settings: &Settings, whole_tables: bool) {
+        self.advance(lake, settings, if whole_tables { usize::MAX } else { 1 }).await;
     }
 
     /// The next table of the round, packing at most `max_groups` groups of its files.

@@ -446,6 +446,11 @@ impl Pipeline {
                     if !self.settings.bronze_only && self.topics.values().any(behind) {
                         self.catch_up_retrying(once).await?;
                     }
+                    // Idle time is free: a round under way goes on without waiting for events.
+                    if pending_n == 0 && self.maintenance.busy() {
+                        self.catch_up_retrying(once).await?;
+                        self.maintenance.step(&self.lake, &self.settings, once).await;
+                    }
                 }
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
@@ -460,7 +465,7 @@ impl Pipeline {
                 if self.maintenance.busy() {
                     // Between batches, so this instance never races its own writes.
                     self.catch_up_retrying(once).await?;
-                    self.maintenance.step(&self.lake, &self.settings).await;
+                    self.maintenance.step(&self.lake, &self.settings, once).await;
                 }
                 feed.release(pending_bytes);
                 (pending_n, pending_bytes, deadline) = (0, 0, None);

@@ -227,10 +227,11 @@ async fn keyed_tables_are_packed_by_key_range_so_later_batches_copy_little() {
     assert_bronze_exactly_once(&s, records.len()).await;
 }
 
-/// A round inside `run` packs a keyed table one group of files (at most `keyed_file_rows` rows)
-/// per batch boundary, so ingestion never waits for a whole table's compaction: the table's
-/// packing commits interleave with the batches' commits, the aggregates are still moved by each
-/// batch's difference (no recompute), and the data is exact.
+/// A round inside a continuous `run` packs a keyed table one group of files (at most
+/// `keyed_file_rows` rows) per batch boundary, so ingestion never waits for a whole table's
+/// compaction, and goes on in idle time once the events run out. The packing commits interleave
+/// with the batches' commits, the aggregates are still moved by each batch's difference (no
+/// recompute), and the data is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
     let name = unique("maintain-steps");
@@ -241,9 +242,20 @@ async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, format!("[batch]\nmax_records = 250\nmax_latency_ms = 500\n{extra}")).unwrap();
-    let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log_path = dir.path().join("run.log");
+    let mut guard = spawn_run(orderlake_cmd(&s), &config, &log_path);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    // Everything landed, and a round ended after the last batch: in idle time.
+    while !(lake_complete(&s, records.len()).await
+        && log().rsplit("batch committed").next().is_some_and(|tail| tail.contains("maintenance done")))
+    {
+        assert!(std::time::Instant::now() < deadline, "no round finished once idle:\n{}", log());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    unsafe_kill(guard.child().id(), 15);
+    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0");
+    let log = log();
 
     let gaps: Vec<&str> = log.split("batch committed").collect();
     let (_, between) = gaps.split_last().unwrap();
