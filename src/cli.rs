@@ -147,7 +147,7 @@ pub enum Command {
     /// older than maintenance.vacuum_retention_hours, in every table; prints files and MiB before
     /// and after. Safe while `run` is going: a compaction that loses a commit race is skipped.
     /// `run` also does this (without the orphan scan): a round every maintenance.every_batches
-    /// batches, one table per batch boundary
+    /// batches, a step per batch boundary (a table, or a group of a big table's files)
     Maintain {
         /// Only compact, checkpoint and clean up the log; delete no files
         #[arg(long)]

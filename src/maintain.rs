@@ -304,7 +304,7 @@ impl Rounds {
     /// The round's next step (a table that does not exist yet is passed over, nothing to wait a
     /// batch for); the last one ends the round with a summary line. With `whole_tables` a step
     /// packs all of a table's groups in one commit: `run --once` has no freshness to protect, and
-    /// one group per step cost it 70 % more maintenance time (a commit and a reopen per group).
+    /// one group per step cost it 75 % more maintenance time (a commit and a reopen per group).
     pub async fn step(&mut self, lake: &Lake, settings: &Settings, whole_tables: bool) {
         self.advance(lake, settings, if whole_tables { usize::MAX } else { 1 }).await;
     }
