@@ -296,7 +296,7 @@ impl Settings {
             ));
         }
         let maintenance = MaintenanceSettings {
-            every_batches: m.every_batches.unwrap_or(100),
+            every_batches: m.every_batches.unwrap_or(20),
             target_file_bytes: target_mb * 1024 * 1024,
             keyed_file_rows: keyed_rows,
             vacuum_retention: Duration::from_secs(retention_hours * 3600),
