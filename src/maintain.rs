@@ -229,6 +229,8 @@ pub async fn all(lake: &Lake, settings: &Settings, vacuum: Vacuum) -> Result<Vec
 #[derive(Default)]
 pub struct Rounds {
     current: Option<Round>,
+    /// Batches committed since the last round began, across runs (see [`Rounds::resume`]).
+    since: u64,
 }
 
 /// The round under way: the tables left and what was done so far.
@@ -278,9 +280,34 @@ async fn step_table(
 }
 
 impl Rounds {
-    /// Starts a round unless one is still under way (`every_batches` below the step count).
-    pub fn start(&mut self, settings: &Settings) {
+    /// Takes up the count of batches since the last round from the lake, so that the count goes
+    /// on across runs: a scheduled `run --once` of a few batches each time would otherwise never
+    /// reach `every_batches`, and its small files would pile up for good. Each batch appends a
+    /// one-row file per topic to the batch log, and a round packs them into one.
+    pub async fn resume(&mut self, lake: &Lake) {
+        let one_row = |t: &DeltaTable| {
+            t.snapshot().map(|s| s.log_data().iter().filter(|f| f.num_records() == Some(1)).count()).unwrap_or(0)
+        };
+        self.since = match lake.open(progress::batches_table()).await {
+            Ok(Some(t)) => one_row(&t) as u64,
+            _ => 0, // no batch yet, or unreadable: counting from zero only delays a round
+        };
+    }
+
+    /// Counts a committed batch, and starts a round once `every_batches` were committed since the
+    /// last one began (and it is over).
+    pub fn batch_committed(&mut self, settings: &Settings) {
+        self.since += 1;
+        let every = settings.maintenance.every_batches;
+        if every > 0 && self.since >= every {
+            self.start(settings);
+        }
+    }
+
+    /// Starts a round unless one is still under way.
+    fn start(&mut self, settings: &Settings) {
         if self.current.is_none() {
+            self.since = 0;
             let tables = catalog(settings).into_iter();
             let spent = std::time::Duration::ZERO;
             self.current = Some(Round { tables, packing: None, maintained: 0, files_before: 0, files_after: 0, spent });

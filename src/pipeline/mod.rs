@@ -355,6 +355,7 @@ impl Pipeline {
 
     async fn run_inner(&mut self, once: bool) -> Result<RunSummary> {
         self.catch_up_retrying(once).await?;
+        self.maintenance.resume(&self.lake).await;
         let (consumer, epochs) = kafka::consumer(&self.settings)?;
         let mut targets: HashMap<TopicPartition, i64> = HashMap::new();
         if once {
@@ -458,10 +459,7 @@ impl Pipeline {
                 summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
                 crate::metrics::global().tick();
-                let every = self.settings.maintenance.every_batches;
-                if every > 0 && summary.batches.is_multiple_of(every) {
-                    self.maintenance.start(&self.settings);
-                }
+                self.maintenance.batch_committed(&self.settings);
                 if self.maintenance.busy() {
                     // Between batches, so this instance never races its own writes.
                     self.catch_up_retrying(once).await?;

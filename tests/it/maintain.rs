@@ -276,3 +276,33 @@ async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
     assert_lake_matches(&s, &reference::compute(&records)).await;
     assert_bronze_exactly_once(&s, records.len()).await;
 }
+
+/// A scheduled `run --once` that commits fewer batches than `every_batches` each time still gets
+/// its maintenance: the count of batches since the last round goes on across runs (from the
+/// batch log), so small files do not pile up for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_scheduled_runs_count_batches_across_runs() {
+    let name = unique("maintain-sched");
+    let extra = "[maintenance]\nevery_batches = 5\n";
+    let s = settings_with(&name, &LakeKind::Azurite, false, extra);
+    let records = renumbered(produce::synthetic(1200, 27), "5");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("[batch]\nmax_records = 200\nmax_latency_ms = 500\n{extra}")).unwrap();
+    let mut logs = Vec::new();
+    // Three runs of two batches each: the round is due in the third.
+    for part in records.chunks(400) {
+        produce::publish(&s, &s.sales_topic, part, None).await.unwrap();
+        let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("in 2 batches"), "two batches per run:\n{log}");
+        logs.push(log);
+    }
+    assert!(!logs[0].contains("table maintained") && !logs[1].contains("table maintained"), "{logs:#?}");
+    let third = &logs[2];
+    assert!(third.contains("maintenance done"), "the third run reaches five batches since the start:\n{third}");
+    assert_eq!(files(&s, "_orderlake/batches").await, 1, "the round packed the batch log:\n{third}");
+    assert_lake_matches(&s, &reference::compute(&records)).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+}
