@@ -222,8 +222,8 @@ pub async fn all(lake: &Lake, settings: &Settings, vacuum: Vacuum) -> Result<Vec
 
 /// Maintenance inside `run`: a round every `maintenance.every_batches` batches, one step per
 /// batch boundary, so that ingestion pauses for a fraction of the round at a time. A step is one
-/// group of a keyed table's files (at most `maintenance.keyed_file_rows` rows, about a third of a
-/// second) or a whole small or append-only table; a whole round at once paused ingestion 12 s at
+/// group of a keyed table's files (at most `maintenance.keyed_file_rows` rows, 0.3–1 s at 3M
+/// events) or a whole small or append-only table; a whole round at once paused ingestion 12 s at
 /// 3M events, and a whole order table 2–3 s. A failure is logged and the table left for the next
 /// round, never fatal: ingestion matters more than compaction.
 #[derive(Default)]

@@ -84,9 +84,9 @@ fn file_stats(table: &DeltaTable, cluster: &str) -> Result<Vec<FileStat>> {
 }
 
 /// Packs `groups` of the table's files (from [`plan_table`]) in one commit that changes no data.
-/// The groups may have been planned batches ago (`run` packs one group per batch boundary, a
-/// third of a second, where a whole table after 50 batches paused ingestion 2–3 s): a file a
-/// batch has rewritten since is left out, and so is a group left with one file.
+/// The groups may have been planned batches ago (`run` packs one group per batch boundary,
+/// 0.3–1 s, where a whole table after 50 batches paused ingestion 2–3 s): a file a batch has
+/// rewritten since is left out, and so is a group left with one file.
 pub async fn compact(
     table: DeltaTable,
     cluster: &str,
