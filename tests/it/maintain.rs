@@ -16,6 +16,15 @@ fn steps(log: &str) -> usize {
     log.matches("table maintained").count() + log.matches("table packing under way").count()
 }
 
+/// A config file (in a temporary directory, kept alive by the returned guard) with batches of
+/// `max_records` events, a 500 ms batch latency and the test's `extra` settings.
+fn batch_config(max_records: usize, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("[batch]\nmax_records = {max_records}\nmax_latency_ms = 500\n{extra}")).unwrap();
+    (dir, config)
+}
+
 /// Live files of a table, as its Delta log lists them.
 async fn files(s: &orderlake::config::Settings, rel: &str) -> usize {
     let t = Lake::new(s).open(rel).await.unwrap().unwrap();
@@ -52,9 +61,7 @@ async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
     let s = settings_with(&name, &LakeKind::Azurite, false, extra);
     let records = renumbered(produce::synthetic(6000, 21), "7");
     produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("[batch]\nmax_records = 400\nmax_latency_ms = 500\n{extra}")).unwrap();
+    let (_dir, config) = batch_config(400, extra);
 
     // `run` starts a round every second batch on its own and takes one step of it per batch
     // boundary (a table, or a group of a keyed table's files), so ingestion pauses for one step
@@ -175,9 +182,7 @@ async fn keyed_tables_are_packed_by_key_range_so_later_batches_copy_little() {
     let cut = (5000..records.len()).find(|&i| records[i].transaction_no == records[i - 1].transaction_no).unwrap();
     let (first, later) = records.split_at(cut);
     produce::publish(&s, &s.sales_topic, first, None).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("[batch]\nmax_records = 250\nmax_latency_ms = 500\n{extra}")).unwrap();
+    let (_dir, config) = batch_config(250, extra);
     let run = || {
         let out = orderlake_cmd(&s).args(["run", "--once", "--config"]).arg(&config).output().unwrap();
         let log = String::from_utf8_lossy(&out.stderr).to_string();
@@ -239,9 +244,7 @@ async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
     let s = settings_with(&name, &LakeKind::Azurite, false, extra);
     let records = renumbered(produce::synthetic(8000, 25), "6");
     produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("[batch]\nmax_records = 250\nmax_latency_ms = 500\n{extra}")).unwrap();
+    let (dir, config) = batch_config(250, extra);
     let log_path = dir.path().join("run.log");
     let mut guard = spawn_run(orderlake_cmd(&s), &config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -286,9 +289,7 @@ async fn short_scheduled_runs_count_batches_across_runs() {
     let extra = "[maintenance]\nevery_batches = 5\n";
     let s = settings_with(&name, &LakeKind::Azurite, false, extra);
     let records = renumbered(produce::synthetic(1200, 27), "5");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("[batch]\nmax_records = 200\nmax_latency_ms = 500\n{extra}")).unwrap();
+    let (_dir, config) = batch_config(200, extra);
     let mut logs = Vec::new();
     // Three runs of two batches each: the round is due in the third.
     for part in records.chunks(400) {
