@@ -444,12 +444,13 @@ impl Pipeline {
                         (t.progress.mongo_behind() && t.progress.mongo_due())
                             || t.progress.lowest() < version_of(&t.bronze) as i64
                     };
-                    if !self.settings.bronze_only && self.topics.values().any(behind) {
+                    // Idle time is free: a round under way goes on without waiting for events
+                    // (after the catch-up, like between batches).
+                    let step = pending_n == 0 && self.maintenance.busy();
+                    if step || (!self.settings.bronze_only && self.topics.values().any(behind)) {
                         self.catch_up_retrying(once).await?;
                     }
-                    // Idle time is free: a round under way goes on without waiting for events.
-                    if pending_n == 0 && self.maintenance.busy() {
-                        self.catch_up_retrying(once).await?;
+                    if step {
                         self.maintenance.step(&self.lake, &self.settings, once).await;
                     }
                 }
