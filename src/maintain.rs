@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
@@ -252,16 +253,26 @@ enum Step {
     Done(TableReport),
 }
 
+/// Set once the test-only fault `mid-packing-once` fired.
+static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
+
 /// Packs `max_groups` groups of the table's files, and settles the table once none is left.
 async fn step_table(
     lake: &Lake,
     t: &TableRef,
     (table, mut w): (DeltaTable, Work),
-    m: &MaintenanceSettings,
+    settings: &Settings,
     max_groups: usize,
 ) -> Result<Step> {
-    let mut table = table;
+    let (mut table, m) = (table, &settings.maintenance);
     loop {
+        if w.report.compacted > 0
+            && settings.fail_at.as_deref() == Some("mid-packing-once")
+            && !FAILED_ONCE.swap(true, Relaxed)
+        {
+            // As a storage error would between two groups: the groups packed so far stay.
+            return Err(Error::Other("injected failure between two packing steps".into()));
+        }
         let now = w.groups.drain(..max_groups.min(w.groups.len())).collect();
         let before = w.report.compacted;
         table = pack(lake, t, table, m, now, &mut w.report).await?;
@@ -357,7 +368,7 @@ impl Rounds {
             };
             let done = match opened {
                 Ok(None) => continue,
-                Ok(Some(opened)) => step_table(lake, &t, opened, &settings.maintenance, max_groups).await,
+                Ok(Some(opened)) => step_table(lake, &t, opened, settings, max_groups).await,
                 Err(e) => Err(e),
             };
             match done {

@@ -210,7 +210,8 @@ async fn keyed_tables_are_packed_by_key_range_so_later_batches_copy_little() {
     }
 
     // The next batches change orders of the packed files (cancellations of recent orders) and
-    // copy at most one packed file's rows each.
+    // copy little each: one packed file, plus the small files the batches since the packing
+    // wrote (a cancellation may land in one of those too), never the whole table.
     produce::publish(&s, &s.sales_topic, later, None).await.unwrap();
     let before = table_version(&s, lines).await.unwrap();
     let log = run();
@@ -227,9 +228,40 @@ async fn keyed_tables_are_packed_by_key_range_so_later_batches_copy_little() {
     }
     assert!(copied.len() >= 4, "about 1,000 events in batches of 250: {copied:?}");
     assert!(copied.iter().any(|&n| n > 0), "the order cut in two was rewritten: {copied:?}");
-    assert!(copied.iter().all(|&n| n <= 1000), "rows copied per batch: {copied:?}");
+    assert!(copied.iter().all(|&n| n <= 1000 + 2 * 250), "rows copied per batch: {copied:?} of {total}");
     assert_lake_matches(&s, &reference::compute(&records)).await;
     assert_bronze_exactly_once(&s, records.len()).await;
+}
+
+/// Publishes `records` and runs a continuous consumer with batches of 250 events until all
+/// `landed` events are in the lake and a round ended after the last batch (in idle time), then
+/// stops it with SIGTERM; its log.
+async fn run_until_an_idle_round_ends(
+    s: &orderlake::config::Settings,
+    records: &[produce::SaleRecord],
+    landed: usize,
+    extra: &str,
+    fail_at: Option<&str>,
+) -> String {
+    produce::publish(s, &s.sales_topic, records, None).await.unwrap();
+    let (dir, config) = batch_config(250, extra);
+    let log_path = dir.path().join("run.log");
+    let mut cmd = orderlake_cmd(s);
+    if let Some(stage) = fail_at {
+        cmd.env("ORDERLAKE_TEST_FAIL_AT", stage);
+    }
+    let mut guard = spawn_run(cmd, &config, &log_path);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while !(lake_complete(s, landed).await
+        && log().rsplit("batch committed").next().is_some_and(|tail| tail.contains("maintenance done")))
+    {
+        assert!(std::time::Instant::now() < deadline, "no round finished once idle:\n{}", log());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    unsafe_kill(guard.child().id(), 15);
+    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0:\n{}", log());
+    log()
 }
 
 /// A round inside a continuous `run` packs a keyed table one group of files (at most
@@ -243,22 +275,7 @@ async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
     let extra = "[maintenance]\nevery_batches = 10\nkeyed_file_rows = 1000\n";
     let s = settings_with(&name, &LakeKind::Azurite, false, extra);
     let records = renumbered(produce::synthetic(8000, 25), "6");
-    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
-    let (dir, config) = batch_config(250, extra);
-    let log_path = dir.path().join("run.log");
-    let mut guard = spawn_run(orderlake_cmd(&s), &config, &log_path);
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    // Everything landed, and a round ended after the last batch: in idle time.
-    while !(lake_complete(&s, records.len()).await
-        && log().rsplit("batch committed").next().is_some_and(|tail| tail.contains("maintenance done")))
-    {
-        assert!(std::time::Instant::now() < deadline, "no round finished once idle:\n{}", log());
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    unsafe_kill(guard.child().id(), 15);
-    assert!(guard.child().wait().unwrap().success(), "SIGTERM exits 0");
-    let log = log();
+    let log = run_until_an_idle_round_ends(&s, &records, records.len(), extra, None).await;
 
     let gaps: Vec<&str> = log.split("batch committed").collect();
     let (_, between) = gaps.split_last().unwrap();
@@ -276,6 +293,37 @@ async fn a_keyed_tables_packing_is_spread_over_batch_boundaries() {
     let packed = file_rows(&s, "gold/order_lines").await;
     assert!(packed.iter().all(|&n| n <= 1000), "no packed file over keyed_file_rows: {packed:?}");
     assert!(packed.len() < 32, "small files were packed: {packed:?}");
+    assert_lake_matches(&s, &reference::compute(&records)).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+}
+
+/// A storage error halfway through a keyed table's packing (after one group's commit, before the
+/// next) is logged, ingestion goes on, the groups already packed stay, and the next round packs
+/// the rest of the table; no row changes and no aggregate is recomputed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_halfway_through_packing_leaves_the_rest_to_the_next_round() {
+    let name = unique("maintain-fail");
+    let extra = "[maintenance]\nevery_batches = 10\nkeyed_file_rows = 1000\n";
+    let s = settings_with(&name, &LakeKind::Azurite, false, extra);
+    let records = renumbered(produce::synthetic(11000, 29), "4");
+    // The first run's round fails halfway through a table; the second run's round (due after
+    // ten more batches, counted across runs) is the next one.
+    let (first, second) = records.split_at(8000);
+    let log = run_until_an_idle_round_ends(&s, first, first.len(), extra, Some("mid-packing-once")).await;
+    let log = log + &run_until_an_idle_round_ends(&s, second, records.len(), extra, None).await;
+
+    let (before, after) = log.split_once("maintenance failed; retried in the next round").expect("the fault fired");
+    let failed_line = after.lines().next().unwrap();
+    let t = failed_line.split("table=\"").nth(1).and_then(|r| r.split('"').next()).expect("table in the line");
+    let packing = format!("table packing under way table=\"{t}\"");
+    assert!(before.rsplit("maintenance done").next().unwrap().contains(&packing), "{t} was half packed:\n{log}");
+    assert!(after.contains("batch committed"), "ingestion went on after the failure:\n{log}");
+    let maintained = format!("table maintained table=\"{t}\"");
+    assert!(after.contains(&maintained), "a later round packed the rest of {t}:\n{log}");
+    assert!(!log.contains("aggregate recomputed"), "the packed groups kept the aggregates' proof:\n{log}");
+    let packed = file_rows(&s, t).await;
+    assert!(packed.iter().all(|&n| n <= 1000), "{t}: no packed file over keyed_file_rows: {packed:?}");
+    assert!(packed.len() < 32, "{t}: small files were packed: {packed:?}");
     assert_lake_matches(&s, &reference::compute(&records)).await;
     assert_bronze_exactly_once(&s, records.len()).await;
 }
