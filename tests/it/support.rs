@@ -441,14 +441,31 @@ pub fn orderlake_cmd(s: &Settings) -> Command {
 /// Read in this order on purpose: once all events are counted, the version read next is at least
 /// the one holding them, so the batch log matching it means every layer has them.
 pub async fn lake_complete(s: &orderlake::config::Settings, events: usize) -> bool {
+    // Polled while a run writes: a storage request that fails (Azurite under load has let one hang
+    // for 30 s) means "not yet", the next poll asks again.
+    match try_lake_complete(s, events).await {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("lake_complete: {e} (polling again)");
+            false
+        }
+    }
+}
+
+async fn try_lake_complete(s: &orderlake::config::Settings, events: usize) -> orderlake::error::Result<bool> {
+    let lake = Lake::new(s);
     let bronze_rel = format!("bronze/{}", s.sales_topic);
-    if table_version(s, &bronze_rel).await.is_none() || table_version(s, "_orderlake/batches").await.is_none() {
-        return false;
+    let (Some(bronze), Some(log)) = (lake.open(&bronze_rel).await?, lake.open("_orderlake/batches").await?) else {
+        return Ok(false);
+    };
+    if strs(&read::scan(&bronze, None).await?, "value").len() != events {
+        return Ok(false);
     }
-    if strs(&read_table(s, &bronze_rel).await, "value").len() != events {
-        return false;
-    }
-    let bv = table_version(s, &bronze_rel).await.unwrap() as i64;
-    let done = ints(&read_table(s, "_orderlake/batches").await, "bronze_version").into_iter().flatten().max();
-    done == Some(bv)
+    let bv = match lake.open(&bronze_rel).await? {
+        Some(t) => orderlake::lake::version_of(&t) as i64,
+        None => return Ok(false),
+    };
+    let log = lake.open("_orderlake/batches").await?.unwrap_or(log);
+    let done = ints(&read::scan(&log, None).await?, "bronze_version").into_iter().flatten().max();
+    Ok(done == Some(bv))
 }
