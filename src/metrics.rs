@@ -52,6 +52,28 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok().filter(|&p| p > 0)?)
 }
 
+/// CPU time (user + system, all threads) the process has used since it started; `None` where
+/// `getrusage` fails.
+pub fn cpu_time() -> Option<std::time::Duration> {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Some(std::time::Duration::from_micros(us(u.ru_utime) + us(u.ru_stime)))
+}
+
+/// CPU milliseconds the process used since the previous call (the first call: since start). The
+/// batch log shows it per batch: unlike a batch's wall time, it does not grow when other
+/// processes on the machine take the cores, so it tells a batch that does more work from one that
+/// waited longer.
+pub fn cpu_ms_since_last() -> u64 {
+    static LAST_US: AtomicU64 = AtomicU64::new(0);
+    let now = cpu_time().map_or(0, |d| d.as_micros() as u64);
+    now.saturating_sub(LAST_US.swap(now, Relaxed)) / 1000
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

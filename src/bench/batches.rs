@@ -14,6 +14,11 @@ pub struct BatchCost {
     pub early_us_per_event: f64,
     /// Median over the last third.
     pub late_us_per_event: f64,
+    /// orderlake's CPU time per event (`cpu_ms`: all its threads, background work included) over
+    /// the first and the last third, in µs; `None` for a log without `cpu_ms`. Wall time grows
+    /// when the other servers on the machine get busier late in a run; CPU time only when
+    /// orderlake does more work per event.
+    pub cpu_us_per_event: Option<(f64, f64)>,
 }
 
 impl BatchCost {
@@ -22,27 +27,42 @@ impl BatchCost {
         self.late_us_per_event / self.early_us_per_event
     }
 
+    /// Late over early CPU per event, when the log has it.
+    pub fn cpu_growth(&self) -> Option<f64> {
+        self.cpu_us_per_event.map(|(early, late)| late / early)
+    }
+
     /// Reads the `batch committed` lines of an `orderlake run` log (the default text format).
     /// `None` when the run committed fewer than four batches after its first, too few for thirds.
     pub fn from_log(log: &str) -> Option<BatchCost> {
-        let per_event: Vec<f64> = log
+        // (events, lake ms, CPU ms) per batch.
+        let rows: Vec<(f64, f64, Option<f64>)> = log
             .lines()
             .filter(|l| l.contains("batch committed"))
             .filter_map(|l| {
                 let events = field(l, "events")?;
                 let lake_ms = field(l, "silver_ms")? + field(l, "gold_ms")?;
-                (events > 0.0).then(|| lake_ms * 1000.0 / events)
+                (events > 0.0).then(|| (events, lake_ms, field(l, "cpu_ms")))
             })
             .skip(1)
             .collect();
-        if per_event.len() < 4 {
+        if rows.len() < 4 {
             return None;
         }
-        let third = per_event.len() / 3;
+        let third = rows.len() / 3;
+        let (early, late) = (&rows[..third], &rows[rows.len() - third..]);
+        let lake = |rows: &[(f64, f64, Option<f64>)]| median(&rows.iter().map(|r| r.1 * 1000.0 / r.0).collect::<Vec<_>>());
+        // Summed, not a median: the CPU of work a batch leaves to the background (aggregates,
+        // MongoDB, maintenance) is counted in whichever batch line comes next.
+        let cpu = |rows: &[(f64, f64, Option<f64>)]| {
+            let ms: Option<f64> = rows.iter().map(|r| r.2).sum();
+            Some(ms? * 1000.0 / rows.iter().map(|r| r.0).sum::<f64>())
+        };
         Some(BatchCost {
-            batches: per_event.len(),
-            early_us_per_event: median(&per_event[..third]),
-            late_us_per_event: median(&per_event[per_event.len() - third..]),
+            batches: rows.len(),
+            early_us_per_event: lake(early),
+            late_us_per_event: lake(late),
+            cpu_us_per_event: cpu(early).zip(cpu(late)),
         })
     }
 }
@@ -66,10 +86,14 @@ mod tests {
     use super::*;
 
     fn line(events: u32, silver: u32, gold: u32) -> String {
+        with_cpu(events, silver, gold, events / 100)
+    }
+
+    fn with_cpu(events: u32, silver: u32, gold: u32, cpu: u32) -> String {
         format!(
             "2026-11-22T14:33:13.717101Z  INFO orderlake::pipeline::stages: batch committed topic=\"t\" \
              bronze_version=2 events={events} dead_letters=0 orders=8875 silver_ms={silver} gold_ms={gold} \
-             total_ms=625 rss_mib=242 mongo_published=Some((17970, 0, 0))"
+             total_ms=625 cpu_ms={cpu} rss_mib=242 mongo_published=Some((17970, 0, 0))"
         )
     }
 
@@ -91,6 +115,25 @@ mod tests {
         assert!((cost.early_us_per_event - 10.0).abs() < 1e-9, "{cost:?}");
         assert!((cost.late_us_per_event - 15.0).abs() < 1e-9, "{cost:?}");
         assert!((cost.growth() - 1.5).abs() < 1e-9);
+        // Every line has 10 µs of CPU per event: flat.
+        assert_eq!(cost.cpu_us_per_event, Some((10.0, 10.0)));
+    }
+
+    #[test]
+    fn cpu_per_event_is_summed_over_each_third() {
+        let mut log = vec![with_cpu(100, 9, 9, 50)];
+        // Early third: 300 + 0 + 300 ms over 60,000 events (a batch whose background work shows
+        // in the next line still averages out); late third: 900 ms over 60,000 events.
+        log.extend([with_cpu(20_000, 100, 100, 300), with_cpu(20_000, 100, 100, 0), with_cpu(20_000, 100, 100, 300)]);
+        log.extend([with_cpu(20_000, 100, 100, 400), with_cpu(20_000, 100, 100, 400), with_cpu(20_000, 100, 100, 400)]);
+        log.extend([with_cpu(20_000, 100, 100, 300), with_cpu(20_000, 100, 100, 300), with_cpu(20_000, 100, 100, 300)]);
+        let cost = BatchCost::from_log(&log.join("\n")).unwrap();
+        assert_eq!(cost.cpu_us_per_event, Some((10.0, 15.0)));
+        assert_eq!(cost.cpu_growth(), Some(1.5));
+        // A log from before `cpu_ms` existed has no CPU figure, the wall-time one stays.
+        let old = log.iter().map(|l| l.replace(" cpu_ms=", " was_cpu=")).collect::<Vec<_>>().join("\n");
+        let cost = BatchCost::from_log(&old).unwrap();
+        assert_eq!((cost.cpu_us_per_event, cost.batches), (None, 9));
     }
 
     #[test]

@@ -38,7 +38,10 @@ fn phase_json(p: &Phase, ceiling: f64) -> Value {
            "ratio_to_ceiling": p.per_s() / ceiling, "peak_rss_mib": p.m.peak_rss_mib, "peak_anon_mib": p.m.peak_anon_mib});
     if let Some(b) = p.batches {
         v["per_batch"] = json!({"batches": b.batches, "early_us_per_event": b.early_us_per_event,
-                                "late_us_per_event": b.late_us_per_event, "growth": b.growth()});
+                                "late_us_per_event": b.late_us_per_event, "growth": b.growth(),
+                                "early_cpu_us_per_event": b.cpu_us_per_event.map(|c| c.0),
+                                "late_cpu_us_per_event": b.cpu_us_per_event.map(|c| c.1),
+                                "cpu_growth": b.cpu_growth()});
     }
     v
 }
@@ -66,13 +69,17 @@ impl Report {
         ceiling: Ceiling,
         bronze: Phase,
         full: Phase,
-        small: Option<Phase>,
+        small: Option<(Phase, Ceiling)>,
         fresh: (Latencies, Measured),
         peer: Option<Phase>,
     ) -> Report {
         let c = ceiling.events as f64 / ceiling.seconds;
         let (lat, fresh_m) = fresh;
+        let (small, small_ceiling) = small.unzip();
         let scaling = small.map(|s| full.m.seconds / (s.m.seconds * full.events as f64 / s.events as f64));
+        let ceiling_scaling =
+            small_ceiling.map(|s| ceiling.seconds / (s.seconds * ceiling.events as f64 / s.events as f64));
+        let scaling_vs_ceiling = scaling.zip(ceiling_scaling).map(|(o, b)| o / b);
         let vs_peer = peer.map(|p| full.per_s() / p.per_s());
         let machine = machine();
         let json = json!({
@@ -86,6 +93,10 @@ impl Report {
             "full_pipeline": phase_json(&full, c),
             "full_pipeline_tenth": small.map(|s| phase_json(&s, c)),
             "scaling_time_ratio": scaling,
+            "ceiling_tenth": small_ceiling.map(|s| json!({"events": s.events, "bytes": s.bytes, "seconds": s.seconds,
+                                                         "events_per_s": s.events as f64 / s.seconds})),
+            "ceiling_scaling_time_ratio": ceiling_scaling,
+            "scaling_vs_ceiling": scaling_vs_ceiling,
             "freshness": {"rate": ctx.args.rate, "seconds": ctx.args.freshness_secs, "max_latency_ms": ctx.args.max_latency_ms,
                           "produced_per_s": lat.produced_per_s, "tracked_orders": lat.tracked, "seen_orders": lat.seen,
                           "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms, "max_ms": lat.max_ms,
@@ -134,6 +145,9 @@ impl Report {
         row(w, "ceiling (bare rdkafka consumer)", ceiling.events, ceiling.seconds, None);
         row(w, "bronze only", bronze.events, bronze.m.seconds, Some(&bronze.m));
         row(w, "full pipeline (bronze→gold→MongoDB)", full.events, full.m.seconds, Some(&full.m));
+        if let Some(s) = small_ceiling {
+            row(w, "ceiling, N/10 (its own topic)", s.events, s.seconds, None);
+        }
         if let Some(s) = small {
             row(w, "full pipeline, N/10", s.events, s.m.seconds, Some(&s.m));
         }
@@ -169,6 +183,15 @@ impl Report {
                 ),
             );
         }
+        if let (Some(b), Some(v)) = (ceiling_scaling, scaling_vs_ceiling) {
+            let _ = fmt::Write::write_fmt(
+                w,
+                format_args!(
+                    "the broker's own scaling (ceiling, same ratio) = {b:.2}; orderlake's against it = {v:.2}  (above 1 \
+                     = orderlake's time grows faster than the bare consumer's)\n"
+                ),
+            );
+        }
         let batch_growth = full.batches.map(|b| b.growth());
         let _ = match full.batches {
             Some(b) => fmt::Write::write_fmt(
@@ -185,11 +208,21 @@ impl Report {
             None => fmt::Write::write_fmt(
                 w,
                 format_args!(
-                    "per-batch lake cost: not measured (full.log has fewer than five `batch committed` lines; a bigger \
+                    "per-batch cost: not measured (full.log has fewer than five `batch committed` lines; a bigger \
                      --events, or ORDERLAKE_LOG keeping orderlake at info)\n"
                 ),
             ),
         };
+        if let Some((b, (early, late))) = full.batches.and_then(|b| Some((b, b.cpu_us_per_event?))) {
+            let _ = fmt::Write::write_fmt(
+                w,
+                format_args!(
+                    "per-batch CPU (all of orderlake's threads, per event): {early:.1} µs in the first third, {late:.1} µs \
+                     in the last: growth {:.2}  (wall time above also grows when the other servers take the cores)\n",
+                    b.cpu_growth().unwrap_or_default()
+                ),
+            );
+        }
         let _ = fmt::Write::write_fmt(w, format_args!("\ntargets (this machine, ratios within this run):\n"));
         let bronze_r = bronze.per_s() / c;
         let full_r = full.per_s() / c;
@@ -211,9 +244,23 @@ impl Report {
         if let Some(r) = scaling {
             lines.push(format!("  linear scaling (ratio ≤ 1.25): {} — {}", shown(r, 1.25, 2), check(r <= 1.25)));
         }
+        if let Some(v) = scaling_vs_ceiling {
+            lines.push(format!(
+                "  linear scaling against the broker's own (≤ 1.25): {} — {}",
+                shown(v, 1.25, 2),
+                check(v <= 1.25)
+            ));
+        }
         if let Some(g) = batch_growth {
             lines.push(format!(
                 "  per-batch cost flat as tables grow (growth ≤ 1.25): {} — {}",
+                shown(g, 1.25, 2),
+                check(g <= 1.25)
+            ));
+        }
+        if let Some(g) = full.batches.and_then(|b| b.cpu_growth()) {
+            lines.push(format!(
+                "  per-batch CPU flat as tables grow (growth ≤ 1.25): {} — {}",
                 shown(g, 1.25, 2),
                 check(g <= 1.25)
             ));

@@ -275,6 +275,7 @@ impl Stages<'_> {
             silver_ms = silver_done.as_millis() as u64,
             gold_ms = (gold_done - silver_done).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
+            cpu_ms = crate::metrics::cpu_ms_since_last(),
             rss_mib = crate::metrics::resident_bytes().map_or(0, |b| b >> 20),
             mongo_published = ?published.map(|p| (p.upserted, p.deleted, p.stale)),
             "batch committed"
