@@ -51,7 +51,8 @@ impl BatchCost {
         }
         let third = rows.len() / 3;
         let (early, late) = (&rows[..third], &rows[rows.len() - third..]);
-        let lake = |rows: &[(f64, f64, Option<f64>)]| median(&rows.iter().map(|r| r.1 * 1000.0 / r.0).collect::<Vec<_>>());
+        let lake =
+            |rows: &[(f64, f64, Option<f64>)]| median(&rows.iter().map(|r| r.1 * 1000.0 / r.0).collect::<Vec<_>>());
         // Summed, not a median: the CPU of work a batch leaves to the background (aggregates,
         // MongoDB, maintenance) is counted in whichever batch line comes next.
         let cpu = |rows: &[(f64, f64, Option<f64>)]| {

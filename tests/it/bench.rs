@@ -29,7 +29,17 @@ fn quick_bench_reports_every_figure() {
     let run = cmd.output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    let rows = ["ceiling", "bronze only", "full pipeline", "N/10", "python peer", "freshness at 1000/s", "scaling"];
+    let rows = [
+        "ceiling",
+        "bronze only",
+        "full pipeline",
+        "N/10",
+        "python peer",
+        "freshness at 1000/s",
+        "scaling",
+        "broker's own",
+        "per-batch CPU",
+    ];
     for row in rows.into_iter().chain(["per-batch lake cost (silver + gold per event", "per-batch cost flat"]) {
         assert!(stdout.contains(row), "no '{row}' in the table:\n{stdout}");
     }
@@ -50,6 +60,9 @@ fn quick_bench_reports_every_figure() {
     let b = &json["full_pipeline"]["per_batch"];
     assert!(b["batches"].as_u64().unwrap() >= 9, "{b}");
     assert!(b["early_us_per_event"].as_f64().unwrap() > 0.0 && b["late_us_per_event"].as_f64().unwrap() > 0.0, "{b}");
+    // orderlake's own CPU per event, from the batch lines' `cpu_ms`: a real process does some.
+    assert!(b["early_cpu_us_per_event"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(b["cpu_growth"].as_f64().unwrap() > 0.0, "{b}");
     assert!(json["bronze_only"].get("per_batch").is_none(), "bronze only refines nothing");
     assert_eq!(json["python_peer"]["events"], 50000, "the peer processed the same topic");
     let f = &json["freshness"];
@@ -59,4 +72,7 @@ fn quick_bench_reports_every_figure() {
     assert!(f["p99_ms"].as_f64().unwrap() >= f["p50_ms"].as_f64().unwrap());
     assert!(json["orderlake_vs_peer"].as_f64().unwrap() > 0.0);
     assert!(json["scaling_time_ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["ceiling_tenth"]["events"], 5000, "the bare consumer read the N/10 topic too");
+    let (o, b) = (json["scaling_time_ratio"].as_f64().unwrap(), json["ceiling_scaling_time_ratio"].as_f64().unwrap());
+    assert!((json["scaling_vs_ceiling"].as_f64().unwrap() - o / b).abs() < 1e-9, "{json}");
 }
