@@ -182,7 +182,7 @@ pub enum Command {
         /// Events the Python peer processes (it reads the same topic) [default: all]
         #[arg(long)]
         peer_events: Option<usize>,
-        /// Skip the N/10 run that checks linear scaling
+        /// Skip the N/10 runs (bare consumer and full pipeline) that check linear scaling
         #[arg(long)]
         no_scaling: bool,
         /// Python with confluent-kafka, polars, deltalake, pymongo for the peer
