@@ -455,17 +455,12 @@ pub async fn lake_complete(s: &orderlake::config::Settings, events: usize) -> bo
 async fn try_lake_complete(s: &orderlake::config::Settings, events: usize) -> orderlake::error::Result<bool> {
     let lake = Lake::new(s);
     let bronze_rel = format!("bronze/{}", s.sales_topic);
-    let (Some(bronze), Some(log)) = (lake.open(&bronze_rel).await?, lake.open("_orderlake/batches").await?) else {
-        return Ok(false);
-    };
+    let Some(bronze) = lake.open(&bronze_rel).await? else { return Ok(false) };
     if strs(&read::scan(&bronze, None).await?, "value").len() != events {
         return Ok(false);
     }
-    let bv = match lake.open(&bronze_rel).await? {
-        Some(t) => orderlake::lake::version_of(&t) as i64,
-        None => return Ok(false),
-    };
-    let log = lake.open("_orderlake/batches").await?.unwrap_or(log);
+    let bv = lake.open(&bronze_rel).await?.map_or(-1, |t| orderlake::lake::version_of(&t) as i64);
+    let Some(log) = lake.open("_orderlake/batches").await? else { return Ok(false) };
     let done = ints(&read::scan(&log, None).await?, "bronze_version").into_iter().flatten().max();
     Ok(done == Some(bv))
 }
