@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::connect::{FieldSchema, FieldValue, decode_field};
 use super::sales::MessageMeta;
+use super::shallow::{self, Json, Members, i64_of, str_of};
 use crate::model::SourcePos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,23 +35,58 @@ pub struct CdcChange {
     pub source_ts_ms: Option<i64>,
 }
 
-fn parse_json(what: &str, text: &str) -> Result<Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))
+/// Field schemas of one Connect struct, by field name.
+type Fields = BTreeMap<String, FieldSchema>;
+
+/// What a message's Connect schema says about each part the decoder reads.
+#[derive(Debug, Default)]
+struct Schemas {
+    after: Fields,
+    before: Fields,
+    /// The schema's own fields: a key's, or a flattened record's.
+    whole: Fields,
 }
 
-/// Splits `{"schema":…, "payload":…}` from a payload-only message.
-fn unwrap_envelope(v: Value) -> (Option<Value>, Value) {
-    match v {
-        Value::Object(mut o) if o.contains_key("payload") && o.contains_key("schema") => {
-            let payload = o.remove("payload").unwrap_or(Value::Null);
-            (o.remove("schema"), payload)
+/// The last schema seen, parsed once. A converter sends the same schema text with every message
+/// of a table until the table changes, so one entry per topic and batch is a hit nearly always.
+#[derive(Debug, Default)]
+struct SchemaCache {
+    text: String,
+    schemas: Schemas,
+}
+
+impl SchemaCache {
+    fn get(&mut self, raw: Option<&RawValue>) -> &Schemas {
+        let text = raw.map_or("", RawValue::get);
+        if text != self.text {
+            let v: Option<Value> = serde_json::from_str(text).ok();
+            self.schemas = Schemas {
+                after: struct_fields(envelope_field(v.as_ref(), "after")),
+                before: struct_fields(envelope_field(v.as_ref(), "before")),
+                whole: struct_fields(v.as_ref()),
+            };
+            self.text = text.to_string();
         }
-        other => (None, other),
+        &self.schemas
+    }
+}
+
+/// Splits `{"schema":…, "payload":…}` into the schema's raw text and the payload; any other
+/// message is its own payload.
+fn unwrap_envelope(top: Json<'_>) -> Result<(Option<&RawValue>, Json<'_>), String> {
+    match top {
+        Json::Object(m) => match (m.get("schema"), m.get("payload")) {
+            (Some(schema), Some(payload)) => {
+                Ok((Some(schema), Json::parse(payload.get()).map_err(|e| format!("payload: {e}"))?))
+            }
+            _ => Ok((None, Json::Object(m))),
+        },
+        other => Ok((None, other)),
     }
 }
 
 /// Field schemas of a struct schema, by field name.
-fn struct_fields(schema: Option<&Value>) -> BTreeMap<String, FieldSchema> {
+fn struct_fields(schema: Option<&Value>) -> Fields {
     schema
         .and_then(|s| s.get("fields"))
         .and_then(Value::as_array)
@@ -67,13 +104,13 @@ fn envelope_field<'a>(schema: Option<&'a Value>, name: &str) -> Option<&'a Value
     schema?.get("fields")?.as_array()?.iter().find(|f| f.get("field").and_then(Value::as_str) == Some(name))
 }
 
-fn decode_row(
-    obj: &Map<String, Value>,
-    schemas: &BTreeMap<String, FieldSchema>,
-) -> Result<BTreeMap<String, FieldValue>, String> {
+fn decode_row(obj: &Members<'_>, schemas: &Fields) -> Result<BTreeMap<String, FieldValue>, String> {
     obj.iter()
         .filter(|(k, _)| !k.starts_with("__"))
-        .map(|(k, v)| decode_field(v, schemas.get(k)).map(|fv| (k.clone(), fv)).map_err(|e| format!("column {k}: {e}")))
+        .map(|(k, raw)| {
+            let v = shallow::value_of(raw).map_err(|e| format!("column {k}: {e}"))?;
+            decode_field(&v, schemas.get(k)).map(|fv| (k.to_string(), fv)).map_err(|e| format!("column {k}: {e}"))
+        })
         .collect()
 }
 
@@ -100,68 +137,103 @@ fn position(
     SourcePos { primary, secondary, partition: meta.partition, offset: meta.offset }
 }
 
-fn i64_of(v: Option<&Value>) -> Option<i64> {
-    v.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+/// Decodes the change events of one topic, remembering the last Connect schema it parsed.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    key_schema: SchemaCache,
+    value_schema: SchemaCache,
 }
 
-/// Decodes one message. `Ok(None)` is a tombstone (null value): it changes nothing.
-pub fn decode(meta: &MessageMeta<'_>, key: Option<&str>, value: Option<&str>) -> Result<Option<CdcChange>, String> {
-    let Some(value) = value.filter(|v| !v.trim().is_empty()) else { return Ok(None) };
-    let key_fields = match key.filter(|k| !k.trim().is_empty()) {
-        // A key that is not JSON (a StringConverter key) is the key value itself.
-        Some(k) if serde_json::from_str::<Value>(k).is_err() => {
-            BTreeMap::from([(String::new(), FieldValue::Str(k.to_string()))])
-        }
-        Some(k) => {
-            let (schema, payload) = unwrap_envelope(parse_json("key", k)?);
-            match payload {
-                Value::Object(o) => decode_row(&o, &struct_fields(schema.as_ref()))?,
-                Value::Null => BTreeMap::new(),
-                // A primitive key (`"42"` or `42`): the column name is unknown, keep it under "".
-                other => BTreeMap::from([(String::new(), decode_field(&other, None)?)]),
-            }
-        }
-        None => BTreeMap::new(),
-    };
-    let (schema, payload) = unwrap_envelope(parse_json("value", value)?);
-    let Value::Object(p) = payload else {
-        return if payload.is_null() { Ok(None) } else { Err(format!("payload is not an object: {payload}")) };
-    };
-
-    if let Some(op) = p.get("op").and_then(Value::as_str) {
-        // The standard envelope.
-        let source = p.get("source").and_then(Value::as_object).cloned().unwrap_or_default();
-        let ts_ms = i64_of(source.get("ts_ms")).or_else(|| i64_of(p.get("ts_ms")));
-        let pos = position(
-            meta,
-            i64_of(source.get("lsn")),
-            source.get("file").and_then(Value::as_str),
-            i64_of(source.get("pos")),
-            i64_of(source.get("row")),
-            ts_ms,
-        );
-        let (op, image) = match op {
-            "c" | "u" | "r" => (CdcOp::Upsert, "after"),
-            "d" => (CdcOp::Delete, "before"),
-            "t" => (CdcOp::Truncate, "before"),
-            other => return Err(format!("unknown Debezium op '{other}'")),
+impl Decoder {
+    /// Decodes one message. `Ok(None)` is a tombstone (null value): it changes nothing.
+    pub fn decode(
+        &mut self,
+        meta: &MessageMeta<'_>,
+        key: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<Option<CdcChange>, String> {
+        let Some(value) = value.filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+        let key = self.key(key)?;
+        let top = Json::parse(value).map_err(|e| format!("value is not valid JSON: {e}"))?;
+        let (schema, payload) = unwrap_envelope(top)?;
+        let p = match payload {
+            Json::Object(p) => p,
+            Json::Null => return Ok(None),
+            Json::Other(v) => return Err(format!("payload is not an object: {v}")),
         };
-        let row = match p.get(image) {
-            Some(Value::Object(o)) => decode_row(o, &struct_fields(envelope_field(schema.as_ref(), image)))?,
-            Some(Value::Null) | None if op != CdcOp::Upsert => BTreeMap::new(),
-            Some(other) => return Err(format!("'{image}' is not an object: {other}")),
-            None => return Err(format!("op '{}' without '{image}'", p["op"])),
-        };
-        return Ok(Some(CdcChange { op, row, key: key_fields, pos, source_ts_ms: ts_ms }));
+        let schemas = self.value_schema.get(schema);
+        match str_of(p.get("op")) {
+            Some(op) => envelope(meta, &p, &op, schemas, key),
+            None => flattened(meta, &p, schemas, key),
+        }
     }
 
-    // A record flattened by ExtractNewRecordState: the row itself plus `__` metadata fields.
-    let deleted = match p.get("__deleted") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s == "true",
-        _ => false,
+    /// The Kafka key's fields.
+    fn key(&mut self, key: Option<&str>) -> Result<BTreeMap<String, FieldValue>, String> {
+        let Some(k) = key.filter(|k| !k.trim().is_empty()) else { return Ok(BTreeMap::new()) };
+        // A key that is not JSON (a StringConverter key) is the key value itself.
+        let Ok(top) = Json::parse(k) else {
+            return Ok(BTreeMap::from([(String::new(), FieldValue::Str(k.to_string()))]));
+        };
+        let (schema, payload) = unwrap_envelope(top)?;
+        match payload {
+            Json::Object(o) => decode_row(&o, &self.key_schema.get(schema).whole),
+            Json::Null => Ok(BTreeMap::new()),
+            // A primitive key (`"42"` or `42`): the column name is unknown, keep it under "".
+            Json::Other(v) => Ok(BTreeMap::from([(String::new(), decode_field(&v, None)?)])),
+        }
+    }
+}
+
+/// The standard envelope: `op`, `before`, `after`, `source`.
+fn envelope(
+    meta: &MessageMeta<'_>,
+    p: &Members<'_>,
+    op: &str,
+    schemas: &Schemas,
+    key: BTreeMap<String, FieldValue>,
+) -> Result<Option<CdcChange>, String> {
+    let source = match p.get("source").map(|s| Json::parse(s.get())) {
+        Some(Ok(Json::Object(m))) => m,
+        _ => Members::default(),
     };
-    let op = match p.get("__op").and_then(Value::as_str) {
+    let ts_ms = i64_of(source.get("ts_ms")).or_else(|| i64_of(p.get("ts_ms")));
+    let pos = position(
+        meta,
+        i64_of(source.get("lsn")),
+        str_of(source.get("file")).as_deref(),
+        i64_of(source.get("pos")),
+        i64_of(source.get("row")),
+        ts_ms,
+    );
+    let (op, image, fields) = match op {
+        "c" | "u" | "r" => (CdcOp::Upsert, "after", &schemas.after),
+        "d" => (CdcOp::Delete, "before", &schemas.before),
+        "t" => (CdcOp::Truncate, "before", &schemas.before),
+        other => return Err(format!("unknown Debezium op '{other}'")),
+    };
+    let parsed = p.get(image).map(|raw| Json::parse(raw.get()).map_err(|e| format!("'{image}': {e}"))).transpose()?;
+    let row = match parsed {
+        Some(Json::Object(o)) => decode_row(&o, fields)?,
+        Some(Json::Null) | None if op != CdcOp::Upsert => BTreeMap::new(),
+        Some(Json::Null) => return Err(format!("'{image}' is not an object: null")),
+        Some(Json::Other(v)) => return Err(format!("'{image}' is not an object: {v}")),
+        None => return Err(format!("op '{}' without '{image}'", str_of(p.get("op")).unwrap_or_default())),
+    };
+    Ok(Some(CdcChange { op, row, key, pos, source_ts_ms: ts_ms }))
+}
+
+/// A record flattened by ExtractNewRecordState: the row itself plus `__` metadata fields.
+fn flattened(
+    meta: &MessageMeta<'_>,
+    p: &Members<'_>,
+    schemas: &Schemas,
+    key: BTreeMap<String, FieldValue>,
+) -> Result<Option<CdcChange>, String> {
+    let deleted = p
+        .get("__deleted")
+        .is_some_and(|d| shallow::bool_of(Some(d)).or_else(|| str_of(Some(d)).map(|s| s == "true")).unwrap_or(false));
+    let op = match str_of(p.get("__op")).as_deref() {
         Some("d") => CdcOp::Delete,
         Some("t") => CdcOp::Truncate,
         Some("c" | "u" | "r") | None => {
@@ -176,17 +248,18 @@ pub fn decode(meta: &MessageMeta<'_>, key: Option<&str>, value: Option<&str>) ->
     if p.keys().all(|k| k.starts_with("__")) && op == CdcOp::Upsert {
         return Err("flattened record has no columns".into());
     }
-    let ts_ms = i64_of(p.get("__source_ts_ms")).or_else(|| i64_of(p.get("__ts_ms")));
+    let int = |a: &str, b: &str| i64_of(p.get(a)).or_else(|| i64_of(p.get(b)));
+    let ts_ms = int("__source_ts_ms", "__ts_ms");
     let pos = position(
         meta,
-        i64_of(p.get("__lsn")).or_else(|| i64_of(p.get("__source_lsn"))),
-        p.get("__file").or_else(|| p.get("__source_file")).and_then(Value::as_str),
-        i64_of(p.get("__pos")).or_else(|| i64_of(p.get("__source_pos"))),
-        i64_of(p.get("__row")).or_else(|| i64_of(p.get("__source_row"))),
+        int("__lsn", "__source_lsn"),
+        str_of(p.get("__file").or_else(|| p.get("__source_file"))).as_deref(),
+        int("__pos", "__source_pos"),
+        int("__row", "__source_row"),
         ts_ms,
     );
-    let row = decode_row(&p, &struct_fields(schema.as_ref()))?;
-    Ok(Some(CdcChange { op, row, key: key_fields, pos, source_ts_ms: ts_ms }))
+    let row = decode_row(p, &schemas.whole)?;
+    Ok(Some(CdcChange { op, row, key, pos, source_ts_ms: ts_ms }))
 }
 
 #[cfg(test)]

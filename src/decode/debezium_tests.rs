@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 
 use crate::cdc_config::{CdcTable, TruncateMode};
 use crate::decode::connect::FieldValue;
-use crate::decode::debezium::{CdcOp, decode};
+use crate::decode::debezium::{CdcChange, CdcOp, Decoder};
 use crate::decode::mapping::apply;
 use crate::decode::sales::MessageMeta;
 use crate::model::{Changes, Entity};
@@ -17,6 +17,11 @@ fn fixture(name: &str) -> (Option<String>, Option<String>) {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let s = |k: &str| v.get(k).filter(|x| !x.is_null()).map(|x| x.to_string());
     (s("key"), s("value"))
+}
+
+/// One message through a fresh decoder (no schema remembered).
+fn decode(meta: &MessageMeta<'_>, key: Option<&str>, value: Option<&str>) -> Result<Option<CdcChange>, String> {
+    Decoder::default().decode(meta, key, value)
 }
 
 fn meta() -> MessageMeta<'static> {
@@ -156,4 +161,29 @@ fn bad_changes_say_why() {
             .unwrap_err()
             .contains("more than 2 decimal places")
     );
+}
+
+/// One decoder reads a whole topic's batch and parses a schema once; a message with another
+/// schema (the table changed) must be read with its own, and the one after it with the first again.
+#[test]
+fn a_decoder_reads_each_message_with_its_own_schema() {
+    let msg = |scale: u32, price: &str| {
+        format!(
+            r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","field":"after","fields":[{{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{{"scale":"{scale}"}},"field":"price"}}]}}]}},"payload":{{"op":"c","after":{{"price":"{price}"}},"source":{{"lsn":"77","ts_ms":5}}}}}}"#
+        )
+    };
+    let key = |t: &str, v: &str| {
+        format!(r#"{{"schema":{{"type":"struct","fields":[{{"type":"{t}","field":"id"}}]}},"payload":{{"id":{v}}}}}"#)
+    };
+    let mut d = Decoder::default();
+    let mut read = |k: &str, v: &str| d.decode(&meta(), Some(k), Some(v)).unwrap().unwrap();
+    // 0x07CF = 1999
+    let a = read(&key("int64", "1"), &msg(2, "B88="));
+    let b = read(&key("string", "\"p1\""), &msg(3, "B88="));
+    let c = read(&key("int64", "2"), &msg(2, "B88="));
+    assert_eq!(a.row["price"], FieldValue::Decimal { unscaled: 1999, scale: 2 });
+    assert_eq!(b.row["price"], FieldValue::Decimal { unscaled: 1999, scale: 3 });
+    assert_eq!(c.row["price"], FieldValue::Decimal { unscaled: 1999, scale: 2 });
+    assert_eq!((a.key["id"].clone(), b.key["id"].clone()), (FieldValue::Int(1), FieldValue::Str("p1".into())));
+    assert_eq!((a.pos.primary, a.source_ts_ms), (77, Some(5)), "an LSN written as a string");
 }

@@ -6,6 +6,7 @@ pub mod decimal;
 pub mod mapping;
 pub mod pii;
 pub mod sales;
+pub mod shallow;
 
 use crate::cdc_config::{CdcSettings, TruncateMode};
 use crate::model::{Changes, DeadLetter, RawEvent};
@@ -70,6 +71,7 @@ pub fn decode_topic(topic: &str, events: &[RawEvent], cdc: Option<&CdcSettings>,
         decode_sales(events, now_us, out);
         return;
     };
+    let mut decoder = debezium::Decoder::default();
     for e in events {
         if let Some(reason) =
             crate::model::undecodable(e.value.as_deref()).or_else(|| too_large(e, MAX_CDC_EVENT_BYTES))
@@ -78,7 +80,7 @@ pub fn decode_topic(topic: &str, events: &[RawEvent], cdc: Option<&CdcSettings>,
             continue;
         }
         let meta = sales::MessageMeta::of(e);
-        let res = debezium::decode(&meta, e.key.as_deref(), e.value.as_deref()).and_then(|c| match c {
+        let res = decoder.decode(&meta, e.key.as_deref(), e.value.as_deref()).and_then(|c| match c {
             Some(c) => mapping::apply(&c, table, truncate, now_us, &mut out.changes).map(|applied| {
                 if !applied && truncate == TruncateMode::Ignore {
                     tracing::warn!(topic, offset = e.offset, "truncate ignored (cdc.truncate = \"ignore\")");

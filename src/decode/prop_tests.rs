@@ -36,7 +36,7 @@ fn mutated(base: &'static str) -> impl Strategy<Value = Vec<u8>> {
 
 fn check_cdc(bytes: &[u8]) {
     let Ok(text) = std::str::from_utf8(bytes) else { return };
-    if let Ok(Some(c)) = debezium::decode(&meta(), None, Some(text)) {
+    if let Ok(Some(c)) = debezium::Decoder::default().decode(&meta(), None, Some(text)) {
         for e in Entity::ALL {
             let t = CdcTable { entity: e, topic: "t".into(), columns: Default::default(), pii: Default::default() };
             let mut out = Changes::default();
