@@ -38,6 +38,27 @@ fn quote(c: &str) -> String {
     format!("`{c}`")
 }
 
+/// Adds the source's columns the table lacks (nullable: rows written before them have none), in a
+/// commit of their own. MERGE's own schema evolution is not used: in delta-rs 1.1 it checks the
+/// table's NOT NULL columns on its intermediate rows, where the target rows the source does not
+/// touch have them null, and fails the batch (delta-rs#4527). A crash between the two commits
+/// leaves a column nobody wrote yet, which the batch's retry finds and uses.
+async fn add_columns(table: DeltaTable, source: &RecordBatch, known: &[String]) -> Result<DeltaTable> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    let mut new = Vec::new();
+    for f in source.schema().fields().iter().filter(|f| f.name() != DELETED && !known.contains(f.name())) {
+        let f = f.as_ref().clone().with_nullable(true);
+        let field: deltalake::kernel::StructField = (&f).try_into_kernel()?;
+        new.push(field);
+    }
+    if new.is_empty() {
+        return Ok(table);
+    }
+    let names: Vec<&str> = new.iter().map(|f| f.name().as_str()).collect();
+    tracing::info!(table = %table.table_url(), columns = ?names, "new source columns added to the table");
+    Ok(table.add_columns().with_fields(new).await?)
+}
+
 /// MERGE `source` into `table`. A source with a `__deleted` column deletes matched rows it flags.
 /// Source keys must be unique (callers deduplicate to the newest change per key).
 pub async fn merge(
@@ -51,7 +72,7 @@ pub async fn merge(
     let names: Vec<String> =
         source.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != DELETED).collect();
     let known: Vec<String> = table.snapshot()?.schema().fields().map(|f| f.name().clone()).collect();
-    let evolve = names.iter().any(|n| !known.contains(n));
+    let table = add_columns(table, &source, &known).await?;
     let ctx = SessionContext::new();
     let df = ctx.read_batch(source)?;
     let on = m.spec.key.iter().map(|k| format!("t.{q} = s.{q}", q = quote(k))).collect::<Vec<_>>().join(" AND ");
@@ -63,12 +84,7 @@ pub async fn merge(
         update_pred.push(format!("NOT s.{DELETED}"));
     }
     let props = if m.strict { commit_with(txns).with_max_retries(0) } else { commit_with(txns) };
-    let mut b = table
-        .merge(df, on)
-        .with_source_alias("s")
-        .with_target_alias("t")
-        .with_merge_schema(evolve)
-        .with_commit_properties(props);
+    let mut b = table.merge(df, on).with_source_alias("s").with_target_alias("t").with_commit_properties(props);
     if has_deleted {
         let mut pred = format!("s.{DELETED}");
         if let Some(g) = m.guard {
