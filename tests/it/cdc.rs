@@ -261,3 +261,51 @@ async fn cdc_out_of_order_across_partitions_converges_to_the_same_state() {
         assert_eq!(Some(&history.db.products[&pid].name), n.as_ref(), "product sales of {pid} carry the current name");
     }
 }
+
+/// `ALTER TABLE orders ADD COLUMN channel` between two runs: the first change with the column
+/// updates one order and adds another, while the silver file it rewrites holds four orders it does
+/// not touch. delta-rs 1.1's MERGE with schema evolution failed that batch on every retry (#4527),
+/// which stopped the topic; the column must appear, set where the source set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_to_a_table_that_has_rows_appears_in_silver() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("cdc-alter");
+    let prefix = format!("{name}.public");
+    let s = settings_with(&name, &LakeKind::Local(dir.path().to_path_buf()), false, &cdc_toml(&prefix));
+    let change = |id: i64, lsn: i64, channel: Option<&str>| {
+        let mut after = serde_json::json!({"order_id": id, "customer_id": 7, "country": "France",
+            "order_date": 20058, "status": if lsn > 100 { "paid" } else { "placed" }});
+        if let Some(c) = channel {
+            after["channel"] = c.into();
+        }
+        let v = serde_json::json!({"before": null, "after": after, "op": if lsn > 100 { "u" } else { "c" },
+            "source": {"lsn": lsn, "ts_ms": 1_733_011_200_000i64 + lsn}, "ts_ms": 1_733_011_200_000i64 + lsn});
+        CdcRecord {
+            entity: orderlake::model::Entity::Orders,
+            key: serde_json::json!({ "order_id": id }).to_string(),
+            value: Some(v.to_string()),
+        }
+    };
+    let first: Vec<CdcRecord> = (1..=5).map(|id| change(id, id, None)).collect();
+    produce::publish_cdc(&s, &prefix, &first).await.unwrap();
+    run_once(&s).await;
+    produce::publish_cdc(&s, &prefix, &[change(1, 101, Some("web")), change(6, 102, Some("store"))]).await.unwrap();
+    run_once(&s).await;
+
+    let orders = read_table(&s, "silver/orders").await;
+    let ids = strs(&orders, "order_id").into_iter().map(Option::unwrap);
+    let got: BTreeMap<String, (Option<String>, Option<String>)> =
+        ids.zip(strs(&orders, "channel").into_iter().zip(strs(&orders, "status"))).collect();
+    let want: BTreeMap<String, (Option<String>, Option<String>)> = [
+        ("1", Some("web"), "paid"),
+        ("2", None, "placed"),
+        ("3", None, "placed"),
+        ("4", None, "placed"),
+        ("5", None, "placed"),
+        ("6", Some("store"), "paid"),
+    ]
+    .into_iter()
+    .map(|(k, c, st)| (k.to_string(), (c.map(str::to_string), Some(st.to_string()))))
+    .collect();
+    assert_eq!(got, want);
+}
