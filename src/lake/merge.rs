@@ -68,7 +68,7 @@ pub async fn merge(
     txns: Vec<Transaction>,
 ) -> Result<DeltaTable> {
     let has_deleted = source.schema().index_of(DELETED).is_ok();
-    // Every source column is written: the table's own plus extras, which schema evolution adds.
+    // Every source column is written: the table's own plus extras, which `add_columns` adds first.
     let names: Vec<String> =
         source.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != DELETED).collect();
     let known: Vec<String> = table.snapshot()?.schema().fields().map(|f| f.name().clone()).collect();
