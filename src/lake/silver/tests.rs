@@ -82,44 +82,56 @@ async fn each_batch_sees_the_tombstones_the_batches_before_it_wrote() {
 /// `ALTER TABLE orders ADD COLUMN channel`: the first batch with the new column updates one order
 /// and adds one, while the file it rewrites holds orders the batch does not touch. delta-rs 1.1's
 /// MERGE with schema evolution checks NOT NULL columns on its intermediate rows for those and
-/// failed the batch (delta-rs#4527), which stopped the pipeline on that topic for good.
+/// failed the batch (delta-rs#4527), which stopped the pipeline on that topic for good. The column
+/// is added in a commit of its own; a crash right after it leaves the table with an empty column,
+/// which the batch's retry must fill the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_mid_stream_keeps_the_rows_the_batch_does_not_touch() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
-    let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
     let with_channel = |id: &str, t: i64, c: &str| OrderRow {
         updated_at_us: t * 1000,
         extra: vec![("channel".to_string(), Some(c.to_string()))],
         ..order(id, t)
     };
-
-    let first = Changes { orders: (1..=5).map(|i| order(&format!("o{i}"), 1)).collect(), ..Default::default() };
-    apply(&lake, &first, 1).await;
-    let evolved =
-        Changes { orders: vec![with_channel("o1", 2, "web"), with_channel("o6", 2, "store")], ..Default::default() };
-    apply(&lake, &evolved, 2).await;
-    // Applied again (a crash after the commit): nothing changes.
-    apply(&lake, &evolved, 2).await;
-
-    let t = lake.open("silver/orders").await.unwrap().unwrap();
-    let mut channel = std::collections::BTreeMap::new();
-    for b in scan(&t, None).await.unwrap() {
-        let cast =
-            |n: &str| arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
-        let (ids, ch) = (cast("order_id"), cast("channel"));
-        let (ids, ch) = (arrow::array::AsArray::as_string::<i32>(&ids), arrow::array::AsArray::as_string::<i32>(&ch));
-        for i in 0..b.num_rows() {
-            channel.insert(
-                ids.value(i).to_string(),
-                arrow::array::Array::is_valid(ch, i).then(|| ch.value(i).to_string()),
-            );
+    for crashed_after_adding_the_column in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
+        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let first = Changes { orders: (1..=5).map(|i| order(&format!("o{i}"), 1)).collect(), ..Default::default() };
+        apply(&lake, &first, 1).await;
+        if crashed_after_adding_the_column {
+            let t = lake.open("silver/orders").await.unwrap().unwrap();
+            let field = deltalake::kernel::StructField::nullable("channel", deltalake::kernel::DataType::STRING);
+            t.add_columns().with_fields([field]).await.unwrap();
         }
+        let evolved = Changes {
+            orders: vec![with_channel("o1", 2, "web"), with_channel("o6", 2, "store")],
+            ..Default::default()
+        };
+        apply(&lake, &evolved, 2).await;
+        // Applied again (a crash after the commit): nothing changes.
+        apply(&lake, &evolved, 2).await;
+
+        let t = lake.open("silver/orders").await.unwrap().unwrap();
+        let mut channel = std::collections::BTreeMap::new();
+        for b in scan(&t, None).await.unwrap() {
+            let cast = |n: &str| {
+                arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap()
+            };
+            let (ids, ch) = (cast("order_id"), cast("channel"));
+            let (ids, ch) =
+                (arrow::array::AsArray::as_string::<i32>(&ids), arrow::array::AsArray::as_string::<i32>(&ch));
+            for i in 0..b.num_rows() {
+                channel.insert(
+                    ids.value(i).to_string(),
+                    arrow::array::Array::is_valid(ch, i).then(|| ch.value(i).to_string()),
+                );
+            }
+        }
+        let expect: std::collections::BTreeMap<String, Option<String>> =
+            [("o1", Some("web")), ("o2", None), ("o3", None), ("o4", None), ("o5", None), ("o6", Some("store"))]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect();
+        assert_eq!(channel, expect, "crashed after adding the column: {crashed_after_adding_the_column}");
     }
-    let expect: std::collections::BTreeMap<String, Option<String>> =
-        [("o1", Some("web")), ("o2", None), ("o3", None), ("o4", None), ("o5", None), ("o6", Some("store"))]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-            .collect();
-    assert_eq!(channel, expect);
 }
