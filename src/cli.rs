@@ -185,6 +185,10 @@ pub enum Command {
         /// Skip the N/10 runs (bare consumer and full pipeline) that check linear scaling
         #[arg(long)]
         no_scaling: bool,
+        /// Debezium changes (Connect-schema envelopes over orders, order_items, products and
+        /// customers) for the CDC phases: bare consumer, bronze only, full pipeline; 0 skips them
+        #[arg(long, value_name = "CHANGES", default_value_t = 200_000)]
+        cdc: usize,
         /// Python with confluent-kafka, polars, deltalake, pymongo for the peer
         #[arg(long, env = "ORDERLAKE_BENCH_PYTHON")]
         python: Option<PathBuf>,
@@ -321,6 +325,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             no_peer,
             peer_events,
             no_scaling,
+            cdc,
             python,
             out,
         } => {
@@ -340,6 +345,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 peer: !no_peer,
                 peer_events,
                 scaling: !no_scaling,
+                cdc,
                 out,
                 python,
             };

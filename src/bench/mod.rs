@@ -4,6 +4,7 @@
 //! group, lake directory and database, so phases never share state and peak RSS is per phase.
 
 pub mod batches;
+pub mod cdc;
 pub mod ceiling;
 pub mod child;
 pub mod freshness;
@@ -33,6 +34,8 @@ pub struct BenchArgs {
     pub peer: bool,
     pub peer_events: Option<usize>,
     pub scaling: bool,
+    /// Debezium changes for the CDC phases (0: none).
+    pub cdc: usize,
     pub out: PathBuf,
     pub python: Option<PathBuf>,
 }
@@ -91,9 +94,9 @@ impl Ctx<'_> {
         Ok(c)
     }
 
-    async fn once(&self, phase: &str, topic: &str, events: u64, extra: &[&str], mongo: bool) -> Result<Phase> {
-        let mut cmd = self.orderlake(phase, topic, mongo)?;
-        cmd.arg("--once").args(extra);
+    /// Times `cmd` (an [`Ctx::orderlake`]) reading its topics once to their end.
+    async fn once(&self, phase: &str, mut cmd: Command, events: u64) -> Result<Phase> {
+        cmd.arg("--once");
         info!(phase, events, "bench: running");
         let log = self.dir.join(format!("{phase}.log"));
         let m = Running::spawn(cmd, log.clone())?.wait(Duration::from_secs(4 * 3600)).await?;
@@ -134,10 +137,12 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     drop(records);
 
     info!("bench: ceiling (bare consumer)");
-    let ceiling = ceiling::measure(&s, &topic).await?;
+    let ceiling = ceiling::measure(&s, std::slice::from_ref(&topic)).await?;
     let n = ceiling.events;
-    let bronze = ctx.once("bronze", &topic, n, &["--bronze-only"], false).await?;
-    let full = ctx.once("full", &topic, n, &[], true).await?;
+    let mut bronze_only = ctx.orderlake("bronze", &topic, false)?;
+    bronze_only.arg("--bronze-only");
+    let bronze = ctx.once("bronze", bronze_only, n).await?;
+    let full = ctx.once("full", ctx.orderlake("full", &topic, true)?, n).await?;
     verify(&ctx, "full", orders).await?;
 
     let scaling = if args.scaling {
@@ -146,18 +151,19 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
         produce::publish(&s, &small_topic, &small, None).await?;
         // The broker's own time at N/10: scaling is only orderlake's to answer for where it
         // grows faster than the bare consumer's (tansu's fetch slows with the partition's size).
-        let small_ceiling = ceiling::measure(&s, &small_topic).await?;
-        let phase = ctx.once("full-small", &small_topic, small.len() as u64, &[], true).await?;
+        let small_ceiling = ceiling::measure(&s, std::slice::from_ref(&small_topic)).await?;
+        let phase = ctx.once("full-small", ctx.orderlake("full-small", &small_topic, true)?, small.len() as u64).await?;
         verify(&ctx, "full-small", distinct_orders(&small)).await?;
         Some((phase, small_ceiling))
     } else {
         None
     };
 
+    let cdc = if args.cdc > 0 { Some(cdc::run(&ctx, &s, args.cdc).await?) } else { None };
     let fresh = freshness(&ctx, &s).await?;
     let peer = if args.peer { Some(peer(&ctx, &topic, n).await?) } else { None };
 
-    let report = Report::new(&ctx, produce_per_s, ceiling, bronze, full, scaling, fresh, peer);
+    let report = Report::new(&ctx, produce_per_s, ceiling, bronze, full, scaling, fresh, peer, cdc);
     report.write(&args.out, &id)?;
     Ok(report)
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::cdc::Figures as Cdc;
 use super::ceiling::Ceiling;
 use super::child::Measured;
 use super::freshness::Latencies;
@@ -72,6 +73,7 @@ impl Report {
         small: Option<(Phase, Ceiling)>,
         fresh: (Latencies, Measured),
         peer: Option<Phase>,
+        cdc: Option<Cdc>,
     ) -> Report {
         let c = ceiling.events as f64 / ceiling.seconds;
         let (lat, fresh_m) = fresh;
@@ -83,6 +85,7 @@ impl Report {
         let small_c = small_ceiling.map_or(c, |s| s.events as f64 / s.seconds);
         let vs_peer = peer.map(|p| full.per_s() / p.per_s());
         let machine = machine();
+        let cdc_c = cdc.map(|x| x.ceiling.events as f64 / x.ceiling.seconds);
         let json = json!({
             "id": ctx.id,
             "machine": machine,
@@ -105,6 +108,13 @@ impl Report {
                           "peak_rss_mib": fresh_m.peak_rss_mib, "peak_anon_mib": fresh_m.peak_anon_mib},
             "python_peer": peer.map(|p| phase_json(&p, c)),
             "orderlake_vs_peer": vs_peer,
+            // The Debezium phases, against their own ceiling (the four table topics).
+            "cdc": cdc.zip(cdc_c).map(|(x, cc)| json!({
+                "changes": x.changes,
+                "ceiling": {"events": x.ceiling.events, "bytes": x.ceiling.bytes, "seconds": x.ceiling.seconds, "events_per_s": cc},
+                "bronze_only": phase_json(&x.bronze, cc),
+                "full_pipeline": phase_json(&x.full, cc),
+            })),
         });
 
         let mut t = String::new();
@@ -156,9 +166,14 @@ impl Report {
         if let Some(p) = peer {
             row(w, "python peer (confluent-kafka+polars)", p.events, p.m.seconds, c, Some(&p.m));
         }
+        if let Some((x, cc)) = cdc.zip(cdc_c) {
+            row(w, "CDC ceiling (4 Debezium topics)", x.ceiling.events, x.ceiling.seconds, cc, None);
+            row(w, "CDC bronze only", x.bronze.events, x.bronze.m.seconds, cc, Some(&x.bronze.m));
+            row(w, "CDC full (MERGE→gold→MongoDB)", x.full.events, x.full.m.seconds, cc, Some(&x.full.m));
+        }
         w.push_str(
             "(peak RSS counts mapped files too, mostly the executable's code, which the page cache shares and can \
-             drop; 'of it anon' is heap and stacks, sampled every 50 ms)\n",
+             drop; 'of it anon' is heap and stacks, sampled every 50 ms; CDC rows are against the CDC ceiling)\n",
         );
         let _ = fmt::Write::write_fmt(
             w,

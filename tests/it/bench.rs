@@ -14,6 +14,7 @@ fn quick_bench_reports_every_figure() {
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderlake"));
     cmd.args(["bench", "--events", "50000", "--freshness-secs", "4", "--rate", "1000", "--max-records", "5000"])
+        .args(["--cdc", "6000"])
         .arg("--out")
         .arg(out.path())
         .arg("--python")
@@ -39,6 +40,9 @@ fn quick_bench_reports_every_figure() {
         "scaling",
         "broker's own",
         "per-batch CPU",
+        "CDC ceiling",
+        "CDC bronze only",
+        "CDC full",
     ];
     for row in rows.into_iter().chain(["per-batch lake cost (silver + gold per event", "per-batch cost flat"]) {
         assert!(stdout.contains(row), "no '{row}' in the table:\n{stdout}");
@@ -73,6 +77,16 @@ fn quick_bench_reports_every_figure() {
     assert!(json["orderlake_vs_peer"].as_f64().unwrap() > 0.0);
     assert!(json["scaling_time_ratio"].as_f64().unwrap() > 0.0);
     assert_eq!(json["ceiling_tenth"]["events"], 5000, "the bare consumer read the N/10 topic too");
+    // The CDC phases read every change published (tombstones too) on the four table topics; the
+    // full run is checked by the bench itself against the generated database's orders.
+    let cdc = &json["cdc"];
+    assert!(cdc["changes"].as_u64().unwrap() >= 6000, "{cdc}");
+    assert_eq!(cdc["ceiling"]["events"], cdc["changes"], "{cdc}");
+    for phase in ["bronze_only", "full_pipeline"] {
+        assert_eq!(cdc[phase]["events"], cdc["changes"], "{cdc}");
+        assert!(cdc[phase]["events_per_s"].as_f64().unwrap() > 0.0, "{cdc}");
+        assert!(cdc[phase]["peak_rss_mib"].as_f64().unwrap() > 10.0, "{cdc}");
+    }
     let (o, b) = (json["scaling_time_ratio"].as_f64().unwrap(), json["ceiling_scaling_time_ratio"].as_f64().unwrap());
     assert!((json["scaling_vs_ceiling"].as_f64().unwrap() - o / b).abs() < 1e-9, "{json}");
 }
