@@ -363,22 +363,3 @@ fn forget(keys: &mut Vec<i64>, id: i64) {
         keys.remove(i);
     }
 }
-
-#[cfg(test)]
-#[path = "/tmp/cdc_gen_old.rs"]
-mod old;
-
-#[cfg(test)]
-mod same_tests {
-    #[test]
-    fn same_as_before() {
-        for (n, seed) in [(20_000, 1), (5000, 11), (700, 11)] {
-            for env in [false, true] {
-                let a = super::synthetic(n, seed, env);
-                let b = super::old::synthetic(n, seed, env);
-                assert_eq!(a.records, b.records);
-                assert_eq!(a.db, b.db);
-            }
-        }
-    }
-}
