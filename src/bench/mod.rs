@@ -152,7 +152,8 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
         // The broker's own time at N/10: scaling is only orderlake's to answer for where it
         // grows faster than the bare consumer's (tansu's fetch slows with the partition's size).
         let small_ceiling = ceiling::measure(&s, std::slice::from_ref(&small_topic)).await?;
-        let phase = ctx.once("full-small", ctx.orderlake("full-small", &small_topic, true)?, small.len() as u64).await?;
+        let phase =
+            ctx.once("full-small", ctx.orderlake("full-small", &small_topic, true)?, small.len() as u64).await?;
         verify(&ctx, "full-small", distinct_orders(&small)).await?;
         Some((phase, small_ceiling))
     } else {
