@@ -139,11 +139,6 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     info!("bench: ceiling (bare consumer)");
     let ceiling = ceiling::measure(&s, std::slice::from_ref(&topic)).await?;
     let n = ceiling.events;
-    // Freshness before the big phases: the local Azurite keeps everything in memory and its
-    // listings slow with what earlier phases left in the container (a freshness run on a used
-    // container measured p99 0.7 s worse than the same binary on a new one). Azure lists by
-    // prefix and does not; what is measured here should be orderlake, not the emulator's fill.
-    let fresh = freshness(&ctx, &s).await?;
     let mut bronze_only = ctx.orderlake("bronze", &topic, false)?;
     bronze_only.arg("--bronze-only");
     let bronze = ctx.once("bronze", bronze_only, n).await?;
@@ -166,6 +161,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     };
 
     let cdc = if args.cdc > 0 { Some(cdc::run(&ctx, &s, args.cdc).await?) } else { None };
+    let fresh = freshness(&ctx, &s).await?;
     let peer = if args.peer { Some(peer(&ctx, &topic, n).await?) } else { None };
 
     let report = Report::new(&ctx, produce_per_s, ceiling, bronze, full, scaling, fresh, peer, cdc);
