@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(ORDERLAKE_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/orderlake
 AZURITE_KEY := Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
 
-.PHONY: demo test bench install services-up services-down build unit it lint clean-demo notebooks
+.PHONY: demo test bench bench-pii install services-up services-down build unit it lint clean-demo notebooks
 
 install:
 	bash infra/local/install.sh
@@ -35,6 +35,10 @@ notebooks: services-up
 bench: services-up
 	cargo build --release --bin orderlake
 	bash infra/local/bench.sh $(ARGS)
+
+# What the CDC PII rules cost the decoder (no services needed): messages/s with and without them.
+bench-pii:
+	cargo bench --bench pii
 
 # Installs and starts what the tests need, runs every test, stops the services it started even on failure.
 test: install

@@ -1,11 +1,21 @@
 //! PII rules applied to the raw message before anything is written, bronze included: the value is
 //! rewritten, so a masked column's clear value never lands in the lake, the dead letters or MongoDB.
+//!
+//! The rewrite reads the message one level at a time (`shallow`): only the envelope, the row
+//! images and the schema's field lists are split into members; everything else (the `source`
+//! block, unruled columns, the schema's other parts) is copied as the text it arrived as. A
+//! member name that appears twice is rewritten at every occurrence, so whichever one a later
+//! reader keeps, it never holds a clear value.
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::shallow::{Json, Members, is_null, str_of};
 use crate::cdc_config::PiiRule;
-use std::collections::BTreeMap;
 
 pub fn mask(s: &str) -> String {
     let n = s.chars().count();
@@ -16,101 +26,206 @@ pub fn hash(s: &str, salt: &str) -> String {
     let mut h = Sha256::new();
     h.update(salt.as_bytes());
     h.update(s.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in h.finalize() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
-fn apply_row(row: &mut Map<String, Value>, rules: &BTreeMap<String, PiiRule>, salt: &str) {
-    for (col, rule) in rules {
-        let Some(v) = row.get(col) else { continue };
-        let text = match v {
-            Value::Null => continue,
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+/// What becomes of one member of an object being rewritten.
+enum Edit {
+    Keep,
+    Drop,
+    /// The member's new value, as JSON text.
+    Replace(String),
+}
+
+/// Writes the object `m` with each member passed through `edit`, keeping the members' order.
+fn write_object<'a>(out: &mut String, m: &Members<'a>, mut edit: impl FnMut(&str, &'a RawValue) -> Edit) {
+    out.push('{');
+    let mut first = true;
+    for (k, v) in m.iter() {
+        let new = match edit(k, v) {
+            Edit::Drop => continue,
+            Edit::Keep => None,
+            Edit::Replace(text) => Some(text),
         };
-        match rule {
-            PiiRule::Drop => {
-                row.remove(col);
-            }
-            PiiRule::Mask => {
-                row.insert(col.clone(), Value::String(mask(&text)));
-            }
-            PiiRule::Hash => {
-                row.insert(col.clone(), Value::String(hash(&text, salt)));
-            }
+        if !first {
+            out.push(',');
         }
+        first = false;
+        push_string(out, k);
+        out.push(':');
+        out.push_str(new.as_deref().unwrap_or_else(|| v.get()));
+    }
+    out.push('}');
+}
+
+fn push_string(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("a string serialises"));
+}
+
+/// A member that holds an object, split into its members; anything else is left as it is.
+fn object_of(v: &RawValue) -> Option<Members<'_>> {
+    match Json::parse(v.get()) {
+        Ok(Json::Object(m)) => Some(m),
+        _ => None,
     }
 }
 
-/// Keeps a struct schema consistent with the rewritten rows: dropped fields go, masked and hashed
-/// ones become optional strings.
-fn apply_schema(schema: &mut Value, rules: &BTreeMap<String, PiiRule>) {
-    let Some(fields) = schema.get_mut("fields").and_then(Value::as_array_mut) else { return };
-    fields.retain(|f| f.get("field").and_then(Value::as_str).is_none_or(|n| rules.get(n) != Some(&PiiRule::Drop)));
-    for f in fields.iter_mut() {
-        let name = f.get("field").and_then(Value::as_str).map(str::to_string);
-        if let Some(n) = name {
-            if rules.contains_key(&n) {
-                *f = serde_json::json!({"type": "string", "optional": true, "field": n});
-            } else if f.get("type").and_then(Value::as_str) == Some("struct") && (n == "before" || n == "after") {
-                apply_schema(f, rules);
-            }
-        }
+/// A masked or hashed column's new value. A null stays null. A value that is not a string is
+/// rewritten from its JSON text as a parsed value prints it, so hashes stay what earlier versions
+/// wrote.
+fn redacted(v: &RawValue, rule: PiiRule, salt: &str) -> Edit {
+    let text = match str_of(Some(v)) {
+        Some(s) => s.into_owned(),
+        None => match serde_json::from_str::<Value>(v.get()) {
+            Ok(Value::Null) => return Edit::Keep,
+            Ok(other) => other.to_string(),
+            // Valid JSON a value tree refuses (a number beyond f64): its own text.
+            Err(_) => v.get().trim().to_string(),
+        },
+    };
+    let new = if rule == PiiRule::Mask { mask(&text) } else { hash(&text, salt) };
+    let mut out = String::with_capacity(new.len() + 2);
+    push_string(&mut out, &new);
+    Edit::Replace(out)
+}
+
+/// One ruled column of `row`. A dropped column whose value (the last of a duplicated name) is
+/// null stays null; any other occurrence goes.
+fn column(row: &Members<'_>, k: &str, v: &RawValue, rule: PiiRule, salt: &str) -> Edit {
+    match rule {
+        PiiRule::Drop if row.get(k).is_some_and(is_null) && is_null(v) => Edit::Keep,
+        PiiRule::Drop => Edit::Drop,
+        _ => redacted(v, rule, salt),
     }
 }
 
-/// Rewrites a Debezium value (any envelope shape) with the PII rules applied. An unparseable value
-/// cannot be checked, so it is withheld entirely: `Err` carries the replacement text.
+fn write_row(out: &mut String, row: &Members<'_>, rules: &BTreeMap<String, PiiRule>, salt: &str) {
+    write_object(out, row, |k, v| rules.get(k).map_or(Edit::Keep, |r| column(row, k, v, *r, salt)));
+}
+
+/// A Debezium payload: its `before`/`after` images, or itself when it is a flattened row (no
+/// images, no `op`). Every image that is an object is rewritten, even one a reader would not keep.
+fn write_payload(out: &mut String, p: &Members<'_>, rules: &BTreeMap<String, PiiRule>, salt: &str) {
+    let is_image = |k: &str| k == "before" || k == "after";
+    // Decided on the images a reader keeps (the last of a duplicated name), as the decoder does.
+    let is_object = |v: Option<&RawValue>| v.is_some_and(|v| v.get().trim_start().starts_with('{'));
+    let flat = !is_object(p.get("before")) && !is_object(p.get("after")) && p.get("op").is_none();
+    write_object(out, p, |k, v| {
+        if flat && let Some(r) = rules.get(k) {
+            return column(p, k, v, *r, salt);
+        }
+        match object_of(v).filter(|_| is_image(k)) {
+            Some(row) => {
+                let mut text = String::with_capacity(v.get().len());
+                write_row(&mut text, &row, rules, salt);
+                Edit::Replace(text)
+            }
+            None => Edit::Keep,
+        }
+    });
+}
+
+/// A Connect struct schema kept consistent with the rewritten rows: dropped fields go, masked and
+/// hashed ones become optional strings, and the `before`/`after` structs get the same treatment.
+fn write_schema(out: &mut String, s: &Members<'_>, rules: &BTreeMap<String, PiiRule>) {
+    write_object(out, s, |k, v| {
+        if k != "fields" {
+            return Edit::Keep;
+        }
+        let Ok(fields) = serde_json::from_str::<Vec<&RawValue>>(v.get()) else { return Edit::Keep };
+        let mut text = String::with_capacity(v.get().len());
+        text.push('[');
+        for f in fields {
+            let field = object_of(f);
+            let name = field.as_ref().and_then(|m| str_of(m.get("field")));
+            let edited = match (&field, name.as_deref()) {
+                (Some(_), Some(n)) if rules.get(n) == Some(&PiiRule::Drop) => continue,
+                (Some(_), Some(n)) if rules.contains_key(n) => {
+                    let mut t = String::from(r#"{"type":"string","optional":true,"field":"#);
+                    push_string(&mut t, n);
+                    t.push('}');
+                    Some(t)
+                }
+                (Some(m), Some("before" | "after")) if str_of(m.get("type")).as_deref() == Some("struct") => {
+                    let mut t = String::with_capacity(f.get().len());
+                    write_schema(&mut t, m, rules);
+                    Some(t)
+                }
+                _ => None,
+            };
+            if !text.ends_with('[') {
+                text.push(',');
+            }
+            text.push_str(edited.as_deref().unwrap_or_else(|| f.get()));
+        }
+        text.push(']');
+        Edit::Replace(text)
+    });
+}
+
+/// Rewrites the values of one topic. A topic's messages carry the same Connect schema over and
+/// over (about 1 KB of a `customers` change), so the last schema's rewrite is kept and reused
+/// when the next message's schema is the same text.
+pub struct Redactor<'r> {
+    rules: &'r BTreeMap<String, PiiRule>,
+    salt: &'r str,
+    /// The last schema's text and its rewrite.
+    schema: Option<(String, String)>,
+}
+
+impl<'r> Redactor<'r> {
+    pub fn new(rules: &'r BTreeMap<String, PiiRule>, salt: &'r str) -> Redactor<'r> {
+        Redactor { rules, salt, schema: None }
+    }
+
+    /// Rewrites a Debezium value (any envelope shape) with the PII rules applied. An unparseable
+    /// value cannot be checked, so it is withheld entirely: `Err` carries the replacement text.
+    pub fn redact(&mut self, value: &str) -> Result<String, String> {
+        let (rules, salt) = (self.rules, self.salt);
+        let top = match Json::parse(value) {
+            Ok(Json::Object(m)) => m,
+            // null, a scalar or an array: no row to rewrite.
+            Ok(_) => return Ok(value.trim().to_string()),
+            Err(e) => {
+                let len = value.len();
+                return Err(format!("{{\"withheld\":\"value is not JSON ({len} bytes) and may hold PII: {e}\"}}"));
+            }
+        };
+        let mut out = String::with_capacity(value.len() + 64);
+        if top.get("payload").is_none() || top.get("schema").is_none() {
+            write_payload(&mut out, &top, rules, salt);
+            return Ok(out);
+        }
+        write_object(&mut out, &top, |k, v| {
+            if k == "schema"
+                && let Some((text, rewritten)) = &self.schema
+                && text == v.get()
+            {
+                return Edit::Replace(rewritten.clone());
+            }
+            let Some(m) = object_of(v).filter(|_| k == "schema" || k == "payload") else { return Edit::Keep };
+            let mut text = String::with_capacity(v.get().len());
+            if k == "schema" {
+                write_schema(&mut text, &m, rules);
+                self.schema = Some((v.get().to_string(), text.clone()));
+            } else {
+                write_payload(&mut text, &m, rules, salt);
+            }
+            Edit::Replace(text)
+        });
+        Ok(out)
+    }
+}
+
+/// One value rewritten on its own (see [`Redactor::redact`]).
 pub fn redact(value: &str, rules: &BTreeMap<String, PiiRule>, salt: &str) -> Result<String, String> {
-    let mut v: Value = serde_json::from_str(value)
-        .map_err(|e| format!("{{\"withheld\":\"value is not JSON ({} bytes) and may hold PII: {e}\"}}", value.len()))?;
-    let has_envelope = v.get("payload").is_some() && v.get("schema").is_some();
-    if has_envelope && let Some(s) = v.get_mut("schema") {
-        apply_schema(s, rules);
-    }
-    let payload = if has_envelope { v.get_mut("payload") } else { Some(&mut v) };
-    if let Some(Value::Object(p)) = payload {
-        let mut nested = false;
-        for image in ["before", "after"] {
-            if let Some(Value::Object(row)) = p.get_mut(image) {
-                apply_row(row, rules, salt);
-                nested = true;
-            }
-        }
-        if !nested && !p.contains_key("op") {
-            apply_row(p, rules, salt);
-        }
-    }
-    Ok(v.to_string())
+    Redactor::new(rules, salt).redact(value)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mask_keeps_the_last_four() {
-        assert_eq!(mask("4111111111111111"), "************1111");
-        assert_eq!(mask("abc"), "abc");
-    }
-
-    #[test]
-    fn redact_rewrites_every_image_and_the_schema() {
-        let rules = BTreeMap::from([
-            ("card".to_string(), PiiRule::Mask),
-            ("ssn".to_string(), PiiRule::Drop),
-            ("email".to_string(), PiiRule::Hash),
-        ]);
-        let v = r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","fields":[{"type":"string","field":"card"},{"type":"string","field":"ssn"},{"type":"string","field":"email"}]}]},
-                   "payload":{"op":"u","before":{"card":"4111111111111111","ssn":"123","email":"a@b.c"},"after":{"card":"4111111111112222","ssn":"456","email":"a@b.c"}}}"#;
-        let out = redact(v, &rules, "pepper-salt").unwrap();
-        assert!(!out.contains("4111111111111111") && !out.contains("4111111111112222"), "{out}");
-        assert!(out.contains("************2222"));
-        assert!(!out.contains("\"ssn\""), "dropped from rows and schema: {out}");
-        assert!(!out.contains("a@b.c"));
-        assert!(out.contains(&hash("a@b.c", "pepper-salt")));
-        let flat = redact(r#"{"card":"4111111111111111","__op":"c"}"#, &rules, "s").unwrap();
-        assert!(flat.contains("************1111"));
-        assert!(redact("not json 4111111111111111", &rules, "s").unwrap_err().contains("withheld"));
-        assert!(!redact("not json 4111111111111111", &rules, "s").unwrap_err().contains("4111"));
-    }
-}
+#[path = "pii_tests.rs"]
+mod tests;
