@@ -195,6 +195,10 @@ pub enum Command {
         /// Where the JSON results and the per-phase logs go
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
+        /// Keep each phase's lake directory and MongoDB database; by default each is removed
+        /// once its phase is measured, so runs do not fill the storage
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -328,6 +332,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             cdc,
             python,
             out,
+            keep,
         } => {
             if events < 10 || rate == 0 || freshness_secs == 0 || partitions < 1 || max_records == 0 {
                 return Err(Error::Config(
@@ -348,6 +353,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 cdc,
                 out,
                 python,
+                keep,
             };
             let report = crate::bench::run(&settings, &args).await?;
             println!("{report}");

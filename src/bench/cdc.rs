@@ -48,7 +48,9 @@ pub(super) async fn run(ctx: &Ctx<'_>, s: &Settings, changes: usize) -> Result<F
     let mut bronze_only = cdc("cdc-bronze", false)?;
     bronze_only.arg("--bronze-only");
     let bronze = ctx.once("cdc-bronze", bronze_only, n).await?;
+    ctx.clean("cdc-bronze").await;
     let full = ctx.once("cdc-full", cdc("cdc-full", true)?, n).await?;
     verify(ctx, "cdc-full", orders).await?;
+    ctx.clean("cdc-full").await;
     Ok(Figures { changes, ceiling, bronze, full })
 }

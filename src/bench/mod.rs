@@ -7,6 +7,7 @@ pub mod batches;
 pub mod cdc;
 pub mod ceiling;
 pub mod child;
+mod cleanup;
 pub mod freshness;
 mod report;
 
@@ -38,6 +39,8 @@ pub struct BenchArgs {
     pub cdc: usize,
     pub out: PathBuf,
     pub python: Option<PathBuf>,
+    /// Keep each phase's lake and database (removed once measured otherwise).
+    pub keep: bool,
 }
 
 /// One throughput phase: an `orderlake run --once` over a whole topic.
@@ -142,8 +145,10 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     let mut bronze_only = ctx.orderlake("bronze", &topic, false)?;
     bronze_only.arg("--bronze-only");
     let bronze = ctx.once("bronze", bronze_only, n).await?;
+    ctx.clean("bronze").await;
     let full = ctx.once("full", ctx.orderlake("full", &topic, true)?, n).await?;
     verify(&ctx, "full", orders).await?;
+    ctx.clean("full").await;
 
     let scaling = if args.scaling {
         let small_topic = format!("{id}-small");
@@ -155,6 +160,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
         let phase =
             ctx.once("full-small", ctx.orderlake("full-small", &small_topic, true)?, small.len() as u64).await?;
         verify(&ctx, "full-small", distinct_orders(&small)).await?;
+        ctx.clean("full-small").await;
         Some((phase, small_ceiling))
     } else {
         None
@@ -162,7 +168,13 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
 
     let cdc = if args.cdc > 0 { Some(cdc::run(&ctx, &s, args.cdc).await?) } else { None };
     let fresh = freshness(&ctx, &s).await?;
-    let peer = if args.peer { Some(peer(&ctx, &topic, n).await?) } else { None };
+    let peer = if args.peer {
+        let p = peer(&ctx, &topic, n).await?;
+        ctx.clean("peer").await;
+        Some(p)
+    } else {
+        None
+    };
 
     let report = Report::new(&ctx, produce_per_s, ceiling, bronze, full, scaling, fresh, peer, cdc);
     report.write(&args.out, &id)?;
@@ -219,6 +231,7 @@ async fn freshness(ctx: &Ctx<'_>, s: &Settings) -> Result<(freshness::Latencies,
         }
     };
     let m = run.stop(Duration::from_secs(120)).await?;
+    ctx.clean("fresh").await;
     Ok((lat, m))
 }
 

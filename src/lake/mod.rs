@@ -164,6 +164,48 @@ impl Lake {
         }
     }
 
+    /// Deletes every object under the lake root and returns how many went (a local root goes as
+    /// one directory: 0). Only `orderlake bench` calls it, on the per-phase lakes it made. The
+    /// objects are listed from the container by the root's own path, so a wrong root removes
+    /// nothing rather than a whole container.
+    pub async fn remove_all(&self) -> Result<usize> {
+        if self.root.scheme() == "file" {
+            let path = self.root.to_file_path().map_err(|_| Error::Other(format!("bad lake path {}", self.root)))?;
+            return match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(0),
+            };
+        }
+        let prefix = object_store::path::Path::from(self.root.path().trim_matches('/'));
+        if prefix.as_ref().is_empty() {
+            return Err(Error::Other(format!("refusing to remove the whole container of {}", self.root)));
+        }
+        let mut container = self.root.clone();
+        container.set_path("/");
+        let store = DeltaTableBuilder::from_url(container)?
+            .with_storage_options(self.options.clone())
+            .build()?
+            .log_store()
+            .root_object_store(None);
+        use futures::{StreamExt, TryStreamExt};
+        use object_store::ObjectStoreExt;
+        let paths: Vec<_> = store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
+        futures::stream::iter(&paths)
+            .map(|p| {
+                let store = &store;
+                async move {
+                    match store.delete(p).await {
+                        Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(paths.len())
+    }
+
     /// Opens a table; `Ok(None)` when it does not exist yet. Existence is checked by listing
     /// `_delta_log/` first, so a missing table is a plain answer rather than a logged load error.
     /// A table seen before is refreshed with the commits since (always the latest state).

@@ -1,8 +1,11 @@
 //! `orderlake bench` in quick mode, as `make test` runs it: every phase runs against the real
 //! broker, Azurite and SecantusDB, and every figure lands in the printed table and the JSON.
-//! A smoke test of the benchmark, never of a speed: no figure is compared to a target here.
+//! A smoke test of the benchmark, never of a speed: no figure is compared to a target here. And
+//! what it leaves behind: nothing of its phases' lakes and databases.
 
 use std::process::Command;
+
+use orderlake::model::RawEvent;
 
 use crate::support::*;
 
@@ -89,4 +92,54 @@ fn quick_bench_reports_every_figure() {
     }
     let (o, b) = (json["scaling_time_ratio"].as_f64().unwrap(), json["ceiling_scaling_time_ratio"].as_f64().unwrap());
     assert!((json["scaling_vs_ceiling"].as_f64().unwrap() - o / b).abs() < 1e-9, "{json}");
+
+    // Each phase's lake and database went once measured.
+    let id = json["id"].as_str().unwrap();
+    let database_prefix = format!("{}_{}", name.replace(['.', '-'], "_"), id.replace('-', "_"));
+    let left = run_python("bench_leftovers.py", &[&container, &mongodb_uri(), &database_prefix]);
+    assert_eq!(left.trim(), "blobs=0 databases=0", "{stderr}");
+}
+
+/// The bench's cleanup removes exactly one phase's lake: not a sibling whose name starts the same
+/// (`full` and `full-small`), never a whole container, and a local lake as a directory.
+#[tokio::test]
+async fn removing_a_phase_lake_leaves_its_siblings() {
+    use orderlake::lake::{Lake, bronze, schema};
+    let name = unique("cleanup");
+    let base = settings(&name, &LakeKind::Azurite, false);
+    let at = |sub: &str| {
+        let mut s = base.clone();
+        s.lake = orderlake::config::parse_lake_uri(&format!("{}{sub}", base.lake)).unwrap();
+        s
+    };
+    let event = RawEvent {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        value: Some("{}".into()),
+        timestamp_ms: Some(1),
+    };
+    let (full, small) = (at("full"), at("full-small"));
+    for s in [&full, &small] {
+        let t = Lake::new(s).open_or_create("bronze/t", &schema::BRONZE).await.unwrap();
+        bronze::append(t, &s.group, std::slice::from_ref(&event), 1).await.unwrap();
+    }
+    let removed = Lake::new(&full).remove_all().await.unwrap();
+    assert!(removed >= 2, "a commit and a data file at least: {removed}");
+    assert!(Lake::new(&full).open("bronze/t").await.unwrap().is_none());
+    assert_eq!(table_version(&small, "bronze/t").await, Some(1), "the sibling is untouched");
+
+    let mut container = base.clone();
+    container.lake.set_path("/");
+    let err = Lake::new(&container).remove_all().await.unwrap_err().to_string();
+    assert!(err.contains("refusing"), "{err}");
+    assert_eq!(table_version(&small, "bronze/t").await, Some(1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = settings(&name, &LakeKind::Local(dir.path().join("phase")), false);
+    let t = Lake::new(&local).open_or_create("bronze/t", &schema::BRONZE).await.unwrap();
+    bronze::append(t, &local.group, &[event], 1).await.unwrap();
+    Lake::new(&local).remove_all().await.unwrap();
+    assert!(!dir.path().join("phase").exists() && dir.path().exists());
 }
