@@ -235,7 +235,10 @@ impl Stages<'_> {
             // (after a failed publish, a later catch-up from bronze covers the gap instead).
             if mv < upto && mv >= touched_after && p.mongo_due() {
                 let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
+                let mut turn = m.queue();
                 let task = tokio::spawn(async move {
+                    // After every publish queued before it, of any topic (see `Turn`).
+                    turn.wait().await;
                     let (mut stats, t0) = (None, Instant::now());
                     if let Some(o) = &orders {
                         stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
