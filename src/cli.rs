@@ -196,7 +196,7 @@ pub enum Command {
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
         /// Keep each phase's lake directory and MongoDB database; by default each is removed
-        /// once its phase is measured, so runs do not fill the storage
+        /// once its phase is measured (a failed phase keeps its own), so runs do not fill the storage
         #[arg(long)]
         keep: bool,
     },

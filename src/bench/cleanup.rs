@@ -1,5 +1,6 @@
 //! What a bench run leaves behind: each phase's lake directory and MongoDB database, removed as
-//! soon as the phase's figures and checks are taken (`--keep` keeps them for a look afterwards).
+//! soon as the phase's figures and checks are taken (`--keep` keeps them for a look afterwards; a
+//! phase that fails returns before its cleanup, so its data stays to be looked at).
 //! Repeated runs then do not fill the user's storage, and on the local emulators every phase
 //! starts on equal terms: Azurite keeps its blobs in memory and slows as its container fills
 //! (session 24 of docs/performance.md). The run's topics stay: tansu 0.6 answers a DeleteTopics
