@@ -2,3 +2,4 @@
 
 mod documents;
 pub mod mongo;
+pub mod tombstones;

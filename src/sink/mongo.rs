@@ -13,6 +13,7 @@ use mongodb::{Client, Database};
 use tokio::sync::oneshot;
 
 use super::documents::{OrderDocs, customer_docs, daily_docs, daily_ids};
+use super::tombstones::Tombstones;
 use crate::error::{Error, Result};
 use crate::gold::{AggregateFrames, OrderFrames};
 
@@ -28,6 +29,7 @@ pub struct MongoSink {
     /// cheaper on MongoDB too) and only the documents that exist take the upsert path.
     mostly_existing: std::sync::Mutex<HashMap<String, bool>>,
     queue: Queue,
+    tombstones: Tombstones,
 }
 
 /// Publishes in line, in the order they were queued.
@@ -107,7 +109,13 @@ impl MongoSink {
         let client = Client::with_options(opts)?;
         let db = client.database(database);
         db.run_command(doc! {"ping": 1}).await?;
-        Ok(MongoSink { db, group: group.to_string(), mostly_existing: Default::default(), queue: Queue::default() })
+        Ok(MongoSink {
+            db,
+            group: group.to_string(),
+            mostly_existing: Default::default(),
+            queue: Queue::default(),
+            tombstones: Tombstones::default(),
+        })
     }
 
     /// Ends the driver's sessions and stops its background tasks while the runtime still runs.
@@ -119,6 +127,12 @@ impl MongoSink {
         if tokio::time::timeout(Duration::from_secs(5), shutdown).await.is_err() {
             tracing::debug!("MongoDB client shutdown took over 5 s; leaving it to the process exit");
         }
+    }
+
+    /// Removes the delete tombstones older than `horizon` (see `tombstones`); returns how many.
+    /// Publishing does this by itself now and then with [`super::tombstones::HORIZON`].
+    pub async fn prune_tombstones(&self, horizon: Duration) -> Result<u64> {
+        self.tombstones.prune(&self.db, horizon).await
     }
 
     /// Queues a publish (see [`Queue::turn`]).
@@ -194,10 +208,14 @@ impl MongoSink {
     ) -> Result<()> {
         let existing_first = self.mostly_existing.lock().expect("sink lock").get(coll).copied().unwrap_or(false);
         let (mut inserted_or_not, mut existing) = (0, 0);
+        let mut ids = Vec::with_capacity(rows);
         for start in (0..rows).step_by(CHUNK) {
             let mut chunk = docs(start..(start + CHUNK).min(rows))?;
             for d in &mut chunk {
                 d.append("_v", version);
+                if let Ok(id) = d.get_str("_id") {
+                    ids.push(id.to_string());
+                }
             }
             if !existing_first && !chunk.is_empty() {
                 inserted_or_not += chunk.len();
@@ -205,6 +223,18 @@ impl MongoSink {
                 existing += chunk.len();
             }
             self.update(coll, &chunk, version, st).await?;
+        }
+        // Another instance may have deleted some of these documents at a newer version while
+        // this publish was on its way (see `tombstones`): delete them again.
+        let undone = self.tombstones.newer(&self.db, coll, &ids, version).await?;
+        if !undone.is_empty() {
+            tracing::info!(
+                collection = coll,
+                documents = undone.len(),
+                "documents another instance deleted meanwhile: deleted again"
+            );
+            let undone: Vec<(&str, i64)> = undone.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+            self.remove(coll, &undone, st).await?;
         }
         let mut adaptive = self.mostly_existing.lock().expect("sink lock");
         if existing_first {
@@ -264,11 +294,19 @@ impl MongoSink {
         Ok(existing)
     }
 
+    /// Deletes `ids` at `version`, after laying their tombstones.
     async fn delete(&self, coll: &str, ids: &[String], version: i64, st: &mut PublishStats) -> Result<()> {
+        self.tombstones.lay(&self.db, coll, ids, version).await?;
+        let versioned: Vec<(&str, i64)> = ids.iter().map(|id| (id.as_str(), version)).collect();
+        self.remove(coll, &versioned, st).await
+    }
+
+    /// Guarded deletes, each at its own version.
+    async fn remove(&self, coll: &str, ids: &[(&str, i64)], st: &mut PublishStats) -> Result<()> {
         for chunk in ids.chunks(CHUNK) {
             let mut deletes = RawArrayBuf::new();
-            for id in chunk {
-                deletes.push(rawdoc! {"q": guard(RawBson::String(id.clone()), version), "limit": 1});
+            for (id, version) in chunk {
+                deletes.push(rawdoc! {"q": guard(RawBson::String(id.to_string()), *version), "limit": 1});
             }
             let reply = self.db.run_raw_command(rawdoc! {"delete": coll, "deletes": deletes, "ordered": false}).await?;
             let reply = WriteReply::read(&reply);

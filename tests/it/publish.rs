@@ -1,10 +1,11 @@
 //! The MongoDB publish against the real server: documents that exist go through the guarded
 //! upsert, an older gold version never replaces a newer one (a late publish after a restart),
-//! and deletes honour the same guard.
+//! and deletes honour the same guard, also against another instance's older publish.
 
 use mongodb::bson::Document;
-use orderlake::gold::OrderFrames;
+use orderlake::gold::{AggregateFrames, OrderFrames};
 use orderlake::sink::mongo::MongoSink;
+use orderlake::sink::tombstones::TOMBSTONES;
 use polars::prelude::*;
 
 use crate::support::{int, money, mongo_docs, mongodb_uri, settings, unique};
@@ -105,4 +106,75 @@ async fn a_rejected_write_fails_the_publish_and_names_the_collection() {
     assert!(err.contains("order_totals") && err.contains("121"), "{err}");
     assert!(mongo_docs(&s, "order_totals").await.is_empty());
     sink.close().await;
+}
+
+/// One customer total per `(id, cents)` as gold `customer_totals` holds it at `version`.
+fn customers(version: i64, rows: &[(&str, i64)], deleted: &[&str]) -> AggregateFrames {
+    let ids: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let cents: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let n = rows.len();
+    let day = || Series::new("d".into(), vec![19_723i32; n]).cast(&DataType::Date).unwrap();
+    let mut customer_totals = df! {
+        "customer_id" => &ids,
+        "country" => vec!["UK"; n],
+        "orders" => vec![1i64; n],
+        "units" => vec![1i64; n],
+        "revenue" => &cents,
+        "updated_at" => vec![version * 1_000_000; n],
+    }
+    .unwrap();
+    customer_totals.with_column(day().with_name("first_order_date".into()).into()).unwrap();
+    customer_totals.with_column(day().with_name("last_order_date".into()).into()).unwrap();
+    AggregateFrames {
+        customer_totals,
+        daily_sales: DataFrame::default(),
+        deleted_customers: deleted.iter().map(|s| s.to_string()).collect(),
+        deleted_days: DataFrame::default(),
+        customers_version: version,
+        days_version: version,
+    }
+}
+
+/// Two instances of a group publish side by side (say one reads `orders`, the other
+/// `order_items`): what one deletes must stay deleted when the other's older publish, which read
+/// gold before the delete, reaches MongoDB after it. A re-created document (newer) is kept.
+#[tokio::test]
+async fn a_delete_holds_against_an_older_publish_from_another_instance() {
+    let name = unique("publish-tombstones");
+    let s = settings(&name, &crate::support::LakeKind::Local(std::env::temp_dir().join(&name)), true);
+    let a = MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap();
+    let b = MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap();
+
+    a.publish_orders(&frames(2, &[("o1", 100), ("o2", 200)], &[]), None).await.unwrap();
+    a.publish_orders(&frames(5, &[], &["o1"]), None).await.unwrap();
+    let st = b.publish_orders(&frames(4, &[("o1", 150), ("o2", 250)], &[]), None).await.unwrap();
+    assert_eq!(st.deleted, 2, "o1 deleted again from both collections");
+    for coll in ["orders", "order_totals"] {
+        let docs = by_id(mongo_docs(&s, coll).await);
+        assert_eq!(docs.keys().collect::<Vec<_>>(), ["o2"], "{coll}: the order deleted at 5 stays deleted");
+        assert_eq!(docs["o2"], (250, 4), "{coll}");
+    }
+
+    // Created again after the delete: a newer version than the tombstone's, so it stays.
+    let st = b.publish_orders(&frames(7, &[("o1", 300)], &[]), None).await.unwrap();
+    assert_eq!(st.deleted, 0);
+    for coll in ["orders", "order_totals"] {
+        assert_eq!(by_id(mongo_docs(&s, coll).await)["o1"], (300, 7), "{coll}");
+    }
+
+    // The aggregates take the same path: a customer whose last order went.
+    a.publish_aggregates(&customers(3, &[("c1", 500), ("c9", 90)], &[])).await.unwrap();
+    a.publish_aggregates(&customers(6, &[], &["c9"])).await.unwrap();
+    b.publish_aggregates(&customers(5, &[("c1", 700), ("c9", 80)], &[])).await.unwrap();
+    let totals: Vec<String> =
+        mongo_docs(&s, "customer_totals").await.iter().map(|d| d.get_str("_id").unwrap().to_string()).collect();
+    assert_eq!(totals, ["c1"]);
+
+    // Expired tombstones are removed; the per-collection markers stay.
+    assert_eq!(a.prune_tombstones(std::time::Duration::ZERO).await.unwrap(), 3, "o1 twice, c9");
+    let left: Vec<String> =
+        mongo_docs(&s, TOMBSTONES).await.iter().map(|d| d.get_str("_id").unwrap().to_string()).collect();
+    assert_eq!(left.len(), 3, "one marker per collection that had deletes: {left:?}");
+    a.close().await;
+    b.close().await;
 }
