@@ -6,13 +6,16 @@
 //! (session 24 of docs/performance.md). The run's topics stay: tansu 0.6 answers a DeleteTopics
 //! of one topic by deleting every topic on the broker, and a broker's retention removes them anyway.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use super::Ctx;
 use crate::config::{Settings, parse_lake_uri};
 use crate::lake::Lake;
+
+/// Passes at removing a phase's lake before its failure is reported.
+const ATTEMPTS: u64 = 3;
 
 impl Ctx<'_> {
     /// Removes `phase`'s lake directory and MongoDB database. A failure is reported and the run
@@ -25,7 +28,20 @@ impl Ctx<'_> {
         let lake = async {
             let mut s: Settings = self.settings.clone();
             s.lake = parse_lake_uri(&self.lake(phase))?;
-            Lake::new(&s).remove_all().await
+            let lake = Lake::new(&s);
+            // Azurite now and then drops a request of a bulk delete ("error sending request");
+            // a second pass lists what is left and removes it.
+            let mut attempt = 1;
+            loop {
+                match lake.remove_all().await {
+                    Err(e) if attempt < ATTEMPTS => {
+                        warn!(phase, attempt, error = %e, "bench: removing the phase's lake failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                        attempt += 1;
+                    }
+                    done => break done,
+                }
+            }
         };
         let database = async {
             let uri = self.settings.mongodb_uri.as_deref().unwrap_or_default();

@@ -18,12 +18,12 @@ use crate::e2e::{assert_lake_matches, assert_mongo_matches, run_once};
 use crate::reference::{self, Reference};
 use crate::support::*;
 
-fn cdc_toml(prefix: &str) -> String {
+pub fn cdc_toml(prefix: &str) -> String {
     format!("[cdc]\nprefix = \"{prefix}\"\n[cdc.tables.customers]\npii = {{ credit_card = \"mask\" }}\n")
 }
 
 /// Totals of the source database's final state, by the contract's definitions.
-fn cdc_reference(db: &ShopDb) -> Reference {
+pub fn cdc_reference(db: &ShopDb) -> Reference {
     let mut r = Reference::default();
     for o in db.orders.values() {
         let items: Vec<_> = db.items.values().filter(|i| i.order_id == o.id).collect();
