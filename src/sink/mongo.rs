@@ -329,13 +329,13 @@ fn guard(id: RawBson, version: i64) -> RawDocumentBuf {
 
 /// What a bulk `insert`/`update`/`delete` command reports: the documents it affected and the
 /// statements that failed, by code and position.
-struct WriteReply {
+pub(super) struct WriteReply {
     n: u64,
     errors: Vec<(i64, Option<usize>, String)>,
 }
 
 impl WriteReply {
-    fn read(reply: &Document) -> WriteReply {
+    pub(super) fn read(reply: &Document) -> WriteReply {
         let int = |d: &Document, key: &str| match d.get(key) {
             Some(Bson::Int32(v)) => Some(i64::from(*v)),
             Some(Bson::Int64(v)) => Some(*v),
@@ -361,7 +361,7 @@ impl WriteReply {
     /// The positions of the statements that failed on a duplicate key (11000): for an insert, a
     /// document that exists; for a guarded upsert, one whose stored version is newer. Any other
     /// write error fails the publish.
-    fn duplicates(&self, coll: &str) -> Result<Vec<usize>> {
+    pub(super) fn duplicates(&self, coll: &str) -> Result<Vec<usize>> {
         let mut at = Vec::new();
         for (code, index, message) in &self.errors {
             match (code, index) {

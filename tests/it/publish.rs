@@ -162,6 +162,14 @@ async fn a_delete_holds_against_an_older_publish_from_another_instance() {
         assert_eq!(by_id(mongo_docs(&s, coll).await)["o1"], (300, 7), "{coll}");
     }
 
+    // Deleted again at 9: its tombstone moves up to 9, so a publish read at 8 is undone as well.
+    a.publish_orders(&frames(9, &[], &["o1"]), None).await.unwrap();
+    let st = b.publish_orders(&frames(8, &[("o1", 310)], &[]), None).await.unwrap();
+    assert_eq!(st.deleted, 2, "the second delete of o1 holds too");
+    for coll in ["orders", "order_totals"] {
+        assert!(!by_id(mongo_docs(&s, coll).await).contains_key("o1"), "{coll}");
+    }
+
     // The aggregates take the same path: a customer whose last order went.
     a.publish_aggregates(&customers(3, &[("c1", 500), ("c9", 90)], &[])).await.unwrap();
     a.publish_aggregates(&customers(6, &[], &["c9"])).await.unwrap();
