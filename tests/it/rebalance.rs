@@ -18,6 +18,15 @@ fn tail(log: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Stops both instances with SIGTERM; each must exit 0.
+fn sigterm_both(instances: [(&mut ChildGuard, &std::path::PathBuf); 2]) {
+    for (c, log) in instances {
+        unsafe_kill(c.child().id(), 15);
+        let ok = c.child().wait().unwrap().success();
+        assert!(ok, "SIGTERM exits 0; log tail:\n{}", tail(log));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_work_and_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,11 +68,7 @@ async fn two_instances_share_the_work_and_survive_a_kill() {
         assert!(std::time::Instant::now() < deadline, "MongoDB incomplete; a:\n{}\nb:\n{}", tail(&log_a), tail(&log_b));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for (c, log) in [(&mut a, &log_a), (&mut b, &log_b)] {
-        unsafe_kill(c.child().id(), 15);
-        let ok = c.child().wait().unwrap().success();
-        assert!(ok, "SIGTERM exits 0; log tail:\n{}", tail(log));
-    }
+    sigterm_both([(&mut a, &log_a), (&mut b, &log_b)]);
 
     let (la, lb) = (std::fs::read_to_string(&log_a).unwrap(), std::fs::read_to_string(&log_b).unwrap());
     assert!(la[..restarted_at].contains("batch committed"), "instance a did work before the kill:\n{la}");
@@ -135,11 +140,7 @@ async fn two_instances_share_the_cdc_topics_and_deleted_orders_stay_deleted() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for (c, log) in [(&mut a, &log_a), (&mut b, &log_b)] {
-        unsafe_kill(c.child().id(), 15);
-        let ok = c.child().wait().unwrap().success();
-        assert!(ok, "SIGTERM exits 0; log tail:\n{}", tail(log));
-    }
+    sigterm_both([(&mut a, &log_a), (&mut b, &log_b)]);
     let (la, lb) = (std::fs::read_to_string(&log_a).unwrap(), std::fs::read_to_string(&log_b).unwrap());
     for (who, log) in [("a", &la), ("b", &lb)] {
         let deleting = log.lines().filter(|l| l.contains("batch committed") && l.contains(".orders\"")).count();
