@@ -16,7 +16,7 @@ use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use polars::prelude::*;
 
-use super::{GoldCommit, bridge};
+use super::{GoldCommit, bridge, republish};
 use crate::error::Result;
 use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
 use crate::lake::schema::TableSpec;
@@ -86,12 +86,23 @@ impl Agg<'_> {
         pick: impl Fn(&DataFrame) -> Result<(DataFrame, DataFrame)>,
     ) -> Result<Updated> {
         let table = self.lake.open(&self.rel).await?;
+        // Commits of this topic MongoDB may not have heard of go out with this batch's rows.
+        let unheard = match (&table, self.c.publish_after) {
+            (Some(t), Some(after)) => republish::unheard_keys(self.lake, t, self.c.app_id, after, self.spec).await?,
+            _ => None,
+        };
         if let Some(t) = &table
             && (!self.c.needs(self.name) || self.lake.has_applied(t, self.c.app_id, self.c.version).await?)
         {
             // Another attempt or instance got here first: publish what the table holds.
-            let (rows, gone) = pick(&read_old(t).await?)?;
-            return Ok(Updated { rows, gone, version: version_of(t) as i64 });
+            let picked = match &unheard {
+                None => pick(&read_old(t).await?)?,
+                Some(extra) => {
+                    let all = republish::read_whole(t, self.spec).await?;
+                    republish::widen(pick(&all)?, &all, extra, self.spec.key)?
+                }
+            };
+            return self.done("applied before", picked, version_of(t), unheard.is_some());
         }
         let mut matches = self.steps.iter().all(|(_, s)| s.exact);
         for (app, step) in &self.steps {
@@ -109,14 +120,27 @@ impl Agg<'_> {
                 Some(t) => read_old(t).await?,
                 None => bridge::to_frame(&[], &self.spec.arrow_schema())?,
             };
-            if let Some((rows, gone)) = moved(&old)? {
+            if let Some(picked) = moved(&old)? {
                 let bases = self.steps.iter().map(|(app, s)| (*app, s.to)).collect();
-                let version = self.write_moved(table, &rows, &gone, bases).await?;
-                return Ok(Updated { rows, gone, version });
+                let t = self.write_moved(table, &picked.0, &picked.1, bases).await?;
+                let picked = match &unheard {
+                    None => picked,
+                    Some(extra) => {
+                        let all = republish::read_whole(&t, self.spec).await?;
+                        republish::widen(picked, &all, extra, self.spec.key)?
+                    }
+                };
+                return self.done("moved", picked, version_of(&t), unheard.is_some());
             }
         }
         let rebuilt = rebuild().await?;
         tracing::info!(table = self.name, rows = rebuilt.all.height(), "aggregate recomputed from the order tables");
+        // With MongoDB, every row the rebuild changed goes out too, not only the batch's keys.
+        let before = match (&table, self.c.publish_after) {
+            (_, None) => None,
+            (Some(t), Some(_)) => Some(republish::read_whole(t, self.spec).await?),
+            (None, Some(_)) => Some(bridge::to_frame(&[], &self.spec.arrow_schema())?),
+        };
         let t = match table {
             Some(t) => t,
             None => self.lake.open_or_create(&self.rel, self.spec).await?,
@@ -128,8 +152,27 @@ impl Agg<'_> {
             .with_commit_properties(props)
             .await?;
         self.lake.keep(&self.rel, &t);
-        let (rows, gone) = pick(&rebuilt.all)?;
-        Ok(Updated { rows, gone, version: version_of(&t) as i64 })
+        let mut picked = pick(&rebuilt.all)?;
+        for extra in
+            before.map(|b| republish::changed_keys(&b, &rebuilt.all, self.spec)).transpose()?.iter().chain(&unheard)
+        {
+            picked = republish::widen(picked, &rebuilt.all, extra, self.spec.key)?;
+        }
+        self.done("rebuilt", picked, version_of(&t), unheard.is_some())
+    }
+
+    fn done(&self, how: &str, (rows, gone): (DataFrame, DataFrame), version: u64, unheard: bool) -> Result<Updated> {
+        tracing::debug!(
+            table = self.name,
+            how,
+            version,
+            rows = rows.height(),
+            gone = gone.height(),
+            publish_after = self.c.publish_after,
+            unheard,
+            "aggregate updated"
+        );
+        Ok(Updated { rows, gone, version: version as i64 })
     }
 
     /// Whether the source table of marker `app` changed no row from version `marker` to `read`
@@ -166,7 +209,7 @@ impl Agg<'_> {
         rows: &DataFrame,
         gone: &DataFrame,
         bases: Vec<(&'static str, i64)>,
-    ) -> Result<i64> {
+    ) -> Result<DeltaTable> {
         let t = match table {
             Some(t) => t,
             None => self.lake.open_or_create(&self.rel, self.spec).await?,
@@ -178,7 +221,7 @@ impl Agg<'_> {
             let props = commit_with(txns).with_max_retries(0);
             let t = t.write(vec![empty]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?;
             self.lake.keep(&self.rel, &t);
-            return Ok(version_of(&t) as i64);
+            return Ok(t);
         }
         let mut batches = vec![bridge::to_batch(rows, self.spec)?];
         if gone.height() > 0 {
@@ -195,7 +238,7 @@ impl Agg<'_> {
         let m = MergeSpec { spec: self.spec, guard: None, strict: true };
         let t = merge(t, &m, source, txns).await?;
         self.lake.keep(&self.rel, &t);
-        Ok(version_of(&t) as i64)
+        Ok(t)
     }
 }
 

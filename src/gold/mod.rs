@@ -8,6 +8,7 @@
 pub mod aggregates;
 pub mod bridge;
 pub mod incremental;
+pub mod republish;
 pub mod rollup;
 pub mod totals;
 pub mod window;
@@ -170,6 +171,10 @@ pub struct GoldCommit<'a> {
     pub version: i64,
     /// Effective applied version per gold table name.
     pub applied: &'a HashMap<String, i64>,
+    /// With MongoDB: the bronze version its publish of this batch starts after. An aggregate
+    /// commit this batch did not make as a plain move (a rebuild, or one already applied) may
+    /// have changed rows beyond the batch's keys, and the publish must carry those too.
+    pub publish_after: Option<i64>,
 }
 
 impl GoldCommit<'_> {

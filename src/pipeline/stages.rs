@@ -179,7 +179,11 @@ impl Stages<'_> {
         let touched = Touched::from_changes(&changes_after(units, touched_after), is_cdc);
         let applied = p.gold();
         let app_id = gold::app_id(&s.group, topic);
-        let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied };
+        // Decided once: a publish that goes out must carry what `publish_after` makes the
+        // aggregates collect (see `gold::republish`).
+        let may_publish = self.mongo.is_some() && p.mongo.is_some() && p.mongo_due();
+        let publish_after = may_publish.then_some(touched_after);
+        let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied, publish_after };
         let order_gold = if touched.is_empty() {
             None
         } else {
@@ -217,6 +221,7 @@ impl Stages<'_> {
             order_gold,
             products,
             applied,
+            publish_after,
             log,
             to_mongo,
         }
@@ -233,7 +238,7 @@ impl Stages<'_> {
             let mv = p.mongo.unwrap_or(progress::NONE);
             // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
             // (after a failed publish, a later catch-up from bronze covers the gap instead).
-            if mv < upto && mv >= touched_after && p.mongo_due() {
+            if may_publish && mv < upto && mv >= touched_after && p.mongo_due() {
                 let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
                 let mut turn = m.queue();
                 let task = tokio::spawn(async move {
@@ -263,6 +268,8 @@ impl Stages<'_> {
                     Ok(stats)
                 });
                 p.publishing = Some(InFlight { upto, task });
+            } else {
+                tracing::debug!(topic, mongo = mv, touched_after, upto, "MongoDB publish of this batch skipped");
             }
         }
 

@@ -68,6 +68,8 @@ pub struct Tail {
     pub products: Option<DeltaTable>,
     /// Effective applied version per gold table when the batch started.
     pub applied: HashMap<String, i64>,
+    /// See [`GoldCommit::publish_after`].
+    pub publish_after: Option<i64>,
     /// `None` when the batch log holds this version already.
     pub log: Option<LogRow>,
     /// Where the aggregates go for MongoDB (a closed receiver: not publishing this batch).
@@ -97,8 +99,15 @@ impl Tail {
         if self.fail_at.as_deref() == Some("slow-aggregates") {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
+        // A crash after the order tables, before the aggregates: the rerun must rebuild them.
+        crate::config::fault_point(self.fail_at.as_deref(), "before-aggregates")?;
         let app_id = gold::app_id(&self.group, &self.topic);
-        let commit = GoldCommit { app_id: &app_id, version: self.upto, applied: &self.applied };
+        let commit = GoldCommit {
+            app_id: &app_id,
+            version: self.upto,
+            applied: &self.applied,
+            publish_after: self.publish_after,
+        };
         let aggregates = match self.order_gold {
             Some(og) => Some(
                 gold::rollup::aggregates(

@@ -14,6 +14,7 @@ mod gold_window;
 mod lake_format;
 mod maintain;
 mod metrics;
+mod moved;
 mod notebooks;
 mod outage;
 mod overlap;

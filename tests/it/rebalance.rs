@@ -132,8 +132,12 @@ async fn two_instances_share_the_cdc_topics_and_deleted_orders_stay_deleted() {
     while !(crate::e2e::mongo_matches(&s, &r).await && order_ids().await == want) {
         if std::time::Instant::now() > deadline {
             let extra: Vec<_> = order_ids().await.difference(&want).cloned().collect();
+            let lake = crate::e2e::differences("lake", &crate::e2e::lake_totals(&s).await, &r);
+            let mongo = crate::e2e::differences("MongoDB", &crate::e2e::mongo_totals(&s).await, &r);
             panic!(
-                "MongoDB never matched the source; orders that should not exist: {extra:?}\na:\n{}\nb:\n{}",
+                "MongoDB never matched the source; orders that should not exist: {extra:?}\n{lake}{mongo}\
+                 lake kept in {}\na:\n{}\nb:\n{}",
+                dir.keep().display(),
                 tail(&log_a),
                 tail(&log_b)
             );

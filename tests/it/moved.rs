@@ -1,0 +1,120 @@
+//! An order that moves to another day, country and customer, or goes, takes its share out of the
+//! aggregate rows it left. When that batch's MongoDB publish is lost (a crash after the lake's
+//! aggregates, before the hand-over), the rerun no longer sees where the order was: the lake is
+//! already past it. MongoDB must still end equal to the lake, old rows corrected or removed.
+
+use orderlake::Error;
+use orderlake::cdc_gen::CdcRecord;
+use orderlake::config::Settings;
+use orderlake::model::Entity;
+use orderlake::pipeline::Pipeline;
+use orderlake::produce;
+use serde_json::json;
+
+use crate::e2e::{differences, lake_totals, mongo_totals, run_once};
+use crate::reference::Reference;
+use crate::support::*;
+
+/// A Debezium change without the Connect schema (`after: None` deletes).
+fn change(entity: Entity, key: serde_json::Value, lsn: i64, op: &str, after: Option<serde_json::Value>) -> CdcRecord {
+    let ts = 1_733_011_200_000i64 + lsn;
+    let v = json!({"before": null, "after": after, "op": op, "source": {"lsn": lsn, "ts_ms": ts}, "ts_ms": ts});
+    CdcRecord { entity, key: key.to_string(), value: Some(v.to_string()) }
+}
+
+fn order(id: i64, customer: i64, country: &str, day: i64, lsn: i64, op: &str) -> CdcRecord {
+    let after =
+        json!({"order_id": id, "customer_id": customer, "country": country, "order_date": day, "status": "placed"});
+    change(Entity::Orders, json!({ "order_id": id }), lsn, op, Some(after))
+}
+
+fn item(id: i64, order_id: i64, quantity: i64, lsn: i64) -> CdcRecord {
+    let after =
+        json!({"item_id": id, "order_id": order_id, "product_id": "P001", "quantity": quantity, "unit_price": "2.50"});
+    change(Entity::OrderItems, json!({ "item_id": id }), lsn, "c", Some(after))
+}
+
+async fn run_failing_at(s: &Settings, stage: &str) {
+    let mut s = s.clone();
+    s.fail_at = Some(stage.into());
+    let mut p = Pipeline::start(s).await.unwrap();
+    match p.run(true).await {
+        Err(Error::InjectedFault(at)) => assert_eq!(at, stage),
+        other => panic!("expected an injected fault at {stage}, got {other:?}"),
+    }
+}
+
+/// MongoDB's aggregate documents equal the lake's gold rows (and the lake is `want`).
+async fn assert_mongo_is_the_lake(s: &Settings, want: &Reference) {
+    let lake = lake_totals(s).await;
+    assert_eq!(differences("lake", &lake, want), "lake: equal to the source\n");
+    let (t, c, d) = lake;
+    let as_ref = Reference { orders: t, customers: c, daily: d };
+    let mongo = differences("MongoDB", &mongo_totals(s).await, &as_ref);
+    assert_eq!(mongo, "MongoDB: equal to the source\n", "MongoDB after the rerun");
+}
+
+fn totals(rows: &[(&str, [i64; 3])]) -> std::collections::BTreeMap<String, Vec<i64>> {
+    rows.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+}
+
+fn daily(rows: &[(&str, [i64; 5])]) -> std::collections::BTreeMap<String, Vec<i64>> {
+    rows.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+}
+
+/// The crash lands after the aggregates' commits: the rerun finds them applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_after_a_crash_after_the_aggregates() {
+    moved_and_deleted_then_crash_at("after-gold").await;
+}
+
+/// The crash lands between the order tables and the aggregates: the rerun rebuilds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_after_a_crash_before_the_aggregates() {
+    moved_and_deleted_then_crash_at("before-aggregates").await;
+}
+
+async fn moved_and_deleted_then_crash_at(stage: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("moved");
+    let prefix = format!("{name}.public");
+    let s = settings_with(&name, &LakeKind::Local(dir.path().to_path_buf()), true, &crate::cdc::cdc_toml(&prefix));
+    // Day 20058 is 2024-12-01, 20059 the day after.
+    let first = [
+        order(1, 7, "France", 20058, 1, "c"),
+        order(2, 8, "Germany", 20059, 2, "c"),
+        order(3, 9, "Norway", 20059, 3, "c"),
+        item(11, 1, 2, 4),
+        item(12, 2, 4, 5),
+        item(13, 3, 1, 6),
+    ];
+    produce::publish_cdc(&s, &prefix, &first).await.unwrap();
+    run_once(&s).await;
+    let before = Reference {
+        orders: totals(&[("1", [1, 2, 500]), ("2", [1, 4, 1000]), ("3", [1, 1, 250])]),
+        customers: totals(&[("7", [1, 2, 500]), ("8", [1, 4, 1000]), ("9", [1, 1, 250])]),
+        daily: daily(&[
+            ("2024-12-01|France", [1, 2, 500, 0, 0]),
+            ("2024-12-02|Germany", [1, 4, 1000, 0, 0]),
+            ("2024-12-02|Norway", [1, 1, 250, 0, 0]),
+        ]),
+    };
+    assert_mongo_is_the_lake(&s, &before).await;
+
+    // Order 1 moves to customer 8, Spain and the next day; order 3 goes. The batch's aggregates
+    // land in the lake, then the process dies before MongoDB hears of them.
+    let second = [
+        order(1, 8, "Spain", 20059, 101, "u"),
+        change(Entity::Orders, json!({"order_id": 3}), 102, "d", None),
+        CdcRecord { entity: Entity::Orders, key: json!({"order_id": 3}).to_string(), value: None },
+    ];
+    produce::publish_cdc(&s, &prefix, &second).await.unwrap();
+    run_failing_at(&s, stage).await;
+    run_once(&s).await;
+    let after = Reference {
+        orders: totals(&[("1", [1, 2, 500]), ("2", [1, 4, 1000])]),
+        customers: totals(&[("8", [2, 6, 1500])]),
+        daily: daily(&[("2024-12-02|Germany", [1, 4, 1000, 0, 0]), ("2024-12-02|Spain", [1, 2, 500, 0, 0])]),
+    };
+    assert_mongo_is_the_lake(&s, &after).await;
+}
