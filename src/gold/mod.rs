@@ -273,8 +273,14 @@ impl Committed {
 /// MERGEs `new` rows and deletes `gone` keys into gold table `name`, unless it already has `c.version`.
 /// With `window` (the batch's date window and the version it was read at), provided the table is
 /// still at that version, only the files holding the batch's orders are rewritten (found within the
-/// window) and the new rows get files of their own (`lake::rewrite`); that commit is strict, and a
-/// writer that commits first makes it run again as a MERGE over the whole table.
+/// window) and the new rows get files of their own (`lake::rewrite`).
+///
+/// The commit lands only on the version the batch read: gold rows are derived from what the batch
+/// read of silver and gold, and a writer that committed in between (another instance) may have
+/// written them from fresher reads. Two instances showed it: one totalled an order before the
+/// product's price reached silver, the other re-priced the order, and the first one's write, run
+/// again as a MERGE over the newer table, put the stale total back for good. So a table that moved
+/// since the read, or a commit race, fails the batch as a conflict, and it is retried on fresh reads.
 #[allow(clippy::too_many_arguments)]
 async fn commit(
     lake: &Lake,
@@ -307,38 +313,23 @@ async fn commit(
         std::iter::repeat_n(false, new.height()).chain(std::iter::repeat_n(true, gone.height())).collect();
     let source = with_deleted_flag(&arrow::compute::concat_batches(&batches[0].schema(), &batches)?, flags)?;
     let txns = vec![Transaction::new(c.app_id, c.version)];
-    let mut window = window;
-    loop {
-        let table = lake.open_or_create(&rel, spec).await?;
-        let before = version_of(&table) as i64;
-        if lake.has_applied(&table, c.app_id, c.version).await? {
-            return Ok(Committed::unchanged(before)); // another instance applied this version already
-        }
-        // The window only covers the rows as they were read; an empty table created since is fine.
-        let pruned = window.filter(|(_, read)| *read == before || (*read == aggregates::ABSENT && before == 0));
-        let outcome = match pruned {
-            Some((w, _)) => {
-                let w = rewrite::Search::Within(w.expr("order_date"));
-                rewrite::replace_keys(table, spec.key[0], source.clone(), w, None, spec.cluster_column(), txns.clone())
-                    .await
-            }
-            None => {
-                let m = MergeSpec { spec, guard: None, strict: false };
-                merge(table, &m, source.clone(), txns.clone()).await
-            }
-        };
-        match outcome {
-            Ok(table) => {
-                lake.keep(&rel, &table);
-                return Ok(Committed { before, after: version_of(&table) as i64, merged: true });
-            }
-            Err(e) if pruned.is_some() && e.is_commit_conflict() => {
-                tracing::info!(table = name, "gold write raced another writer: running it again as a MERGE");
-                window = None;
-            }
-            Err(e) => return Err(e),
-        }
+    let table = lake.open_or_create(&rel, spec).await?;
+    let before = version_of(&table) as i64;
+    if lake.has_applied(&table, c.app_id, c.version).await? {
+        return Ok(Committed::unchanged(before)); // another instance applied this version already
     }
+    let table = match window {
+        // The window only covers the rows as they were read; an empty table created since is fine.
+        Some((w, read)) if read == before || (read == aggregates::ABSENT && before == 0) => {
+            let w = rewrite::Search::Within(w.expr("order_date"));
+            rewrite::replace_keys(table, spec.key[0], source, w, None, spec.cluster_column(), txns).await?
+        }
+        // Another writer committed since the batch read this table: its rows may be fresher.
+        Some(_) => return Err(deltalake::DeltaTableError::VersionAlreadyExists(before as u64).into()),
+        None => merge(table, &MergeSpec { spec, guard: None, strict: true }, source, txns).await?,
+    };
+    lake.keep(&rel, &table);
+    Ok(Committed { before, after: version_of(&table) as i64, merged: true })
 }
 
 /// Widens the touched orders to every order whose gold rows a change can affect: the previous
