@@ -3,16 +3,15 @@
 //! aggregates, before the hand-over), the rerun no longer sees where the order was: the lake is
 //! already past it. MongoDB must still end equal to the lake, old rows corrected or removed.
 
-use orderlake::Error;
 use orderlake::cdc_gen::CdcRecord;
 use orderlake::config::Settings;
 use orderlake::model::Entity;
-use orderlake::pipeline::Pipeline;
 use orderlake::produce;
 use serde_json::json;
 
 use crate::e2e::{differences, lake_totals, mongo_totals, run_once};
 use crate::reference::Reference;
+use crate::restart::run_failing_at;
 use crate::support::*;
 
 /// A Debezium change without the Connect schema (`after: None` deletes).
@@ -32,16 +31,6 @@ fn item(id: i64, order_id: i64, quantity: i64, lsn: i64) -> CdcRecord {
     let after =
         json!({"item_id": id, "order_id": order_id, "product_id": "P001", "quantity": quantity, "unit_price": "2.50"});
     change(Entity::OrderItems, json!({ "item_id": id }), lsn, "c", Some(after))
-}
-
-async fn run_failing_at(s: &Settings, stage: &str) {
-    let mut s = s.clone();
-    s.fail_at = Some(stage.into());
-    let mut p = Pipeline::start(s).await.unwrap();
-    match p.run(true).await {
-        Err(Error::InjectedFault(at)) => assert_eq!(at, stage),
-        other => panic!("expected an injected fault at {stage}, got {other:?}"),
-    }
 }
 
 /// MongoDB's aggregate documents equal the lake's gold rows (and the lake is `want`).

@@ -14,7 +14,7 @@ use crate::e2e::{assert_lake_matches, assert_mongo_matches, run_once, sample};
 use crate::reference;
 use crate::support::*;
 
-async fn run_failing_at(s: &Settings, stage: &str) {
+pub async fn run_failing_at(s: &Settings, stage: &str) {
     let mut s = s.clone();
     s.fail_at = Some(stage.to_string());
     let mut p = Pipeline::start(s).await.unwrap();
