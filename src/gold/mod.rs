@@ -19,7 +19,7 @@ use deltalake::kernel::Transaction;
 use polars::prelude::*;
 
 use crate::error::Result;
-use crate::lake::merge::{MergeSpec, merge, with_deleted_flag};
+use crate::lake::merge::with_deleted_flag;
 use crate::lake::read::scan_keys;
 use crate::lake::schema::{self, TableSpec};
 use crate::lake::{Lake, rewrite, silver, version_of};
@@ -171,9 +171,9 @@ pub struct GoldCommit<'a> {
     pub version: i64,
     /// Effective applied version per gold table name.
     pub applied: &'a HashMap<String, i64>,
-    /// With MongoDB: the bronze version its publish of this batch starts after. An aggregate
-    /// commit this batch did not make as a plain move (a rebuild, or one already applied) may
-    /// have changed rows beyond the batch's keys, and the publish must carry those too.
+    /// When this batch will publish to MongoDB: the bronze version its publish starts after. The
+    /// aggregates then also carry the rows MongoDB has not heard of beyond the batch's keys: those
+    /// of this topic's commits past that version, and those a rebuild changed (`republish`).
     pub publish_after: Option<i64>,
 }
 
@@ -270,9 +270,9 @@ impl Committed {
     }
 }
 
-/// MERGEs `new` rows and deletes `gone` keys into gold table `name`, unless it already has `c.version`.
-/// With `window` (the batch's date window and the version it was read at), provided the table is
-/// still at that version, only the files holding the batch's orders are rewritten (found within the
+/// Replaces the rows of the batch's orders in gold table `name` with `new` and deletes `gone` keys,
+/// unless the table already has `c.version`. `window` is the batch's date window and the version
+/// the table was read at: only the files holding the batch's orders are rewritten (found within the
 /// window) and the new rows get files of their own (`lake::rewrite`).
 ///
 /// The commit lands only on the version the batch read: gold rows are derived from what the batch
@@ -290,7 +290,7 @@ async fn commit(
     new: &DataFrame,
     gone: &DataFrame,
     c: &GoldCommit<'_>,
-    window: Option<(&window::DateWindow, i64)>,
+    (window, read): (&window::DateWindow, i64),
 ) -> Result<Committed> {
     let rel = format!("{prefix}/{name}");
     if !c.needs(name) || (new.height() == 0 && gone.height() == 0) {
@@ -318,16 +318,13 @@ async fn commit(
     if lake.has_applied(&table, c.app_id, c.version).await? {
         return Ok(Committed::unchanged(before)); // another instance applied this version already
     }
-    let table = match window {
-        // The window only covers the rows as they were read; an empty table created since is fine.
-        Some((w, read)) if read == before || (read == aggregates::ABSENT && before == 0) => {
-            let w = rewrite::Search::Within(w.expr("order_date"));
-            rewrite::replace_keys(table, spec.key[0], source, w, None, spec.cluster_column(), txns).await?
-        }
+    // The window only covers the rows as they were read; an empty table created since is fine.
+    if read != before && !(read == aggregates::ABSENT && before == 0) {
         // Another writer committed since the batch read this table: its rows may be fresher.
-        Some(_) => return Err(deltalake::DeltaTableError::VersionAlreadyExists(before as u64).into()),
-        None => merge(table, &MergeSpec { spec, guard: None, strict: true }, source, txns).await?,
-    };
+        return Err(deltalake::DeltaTableError::VersionAlreadyExists(before as u64).into());
+    }
+    let search = rewrite::Search::Within(window.expr("order_date"));
+    let table = rewrite::replace_keys(table, spec.key[0], source, search, None, spec.cluster_column(), txns).await?;
     lake.keep(&rel, &table);
     Ok(Committed { before, after: version_of(&table) as i64, merged: true })
 }
@@ -446,7 +443,7 @@ pub async fn orders(
             &lines,
             &gone_lines,
             c,
-            Some((&lines_window, ol_read))
+            (&lines_window, ol_read)
         ),
         commit(
             lake,
@@ -456,7 +453,7 @@ pub async fn orders(
             &order_totals,
             &gone_orders,
             c,
-            Some((&totals_window, ot_read))
+            (&totals_window, ot_read)
         ),
     )?;
     laps.mark("merge_orders");

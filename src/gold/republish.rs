@@ -47,9 +47,15 @@ pub async fn unheard_keys(
         return Ok(Some(read_whole(t, spec).await?.select(keys())?));
     };
     let mut changed: Vec<LazyFrame> = Vec::new();
+    // Newest first: the state before one commit is the state after the next one when they are
+    // consecutive, so it is read once.
+    let mut known: Option<(u64, DataFrame)> = None;
     for v in versions {
-        match commit_changes(t, v, spec).await {
-            Ok(k) => changed.push(k.lazy()),
+        match commit_changes(t, v, spec, known.take()).await {
+            Ok((k, before)) => {
+                changed.push(k.lazy());
+                known = v.checked_sub(1).map(|b| (b, before));
+            }
             Err(e) => {
                 tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing every row");
                 return Ok(Some(read_whole(t, spec).await?.select(keys())?));
@@ -60,18 +66,27 @@ pub async fn unheard_keys(
     Ok(Some(concat(changed, UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any).collect()?))
 }
 
-/// The keys commit `v` changed.
-async fn commit_changes(t: &DeltaTable, v: u64, spec: &TableSpec) -> Result<DataFrame> {
+/// The keys commit `v` changed, and the table's state before it. `known` is a state already read.
+async fn commit_changes(
+    t: &DeltaTable,
+    v: u64,
+    spec: &TableSpec,
+    known: Option<(u64, DataFrame)>,
+) -> Result<(DataFrame, DataFrame)> {
     let state = async |version: u64| {
         let mut old = t.clone();
         old.load_version(version).await?;
         read_whole(&old, spec).await
     };
+    let after = match known {
+        Some((k, df)) if k == v => df,
+        _ => state(v).await?,
+    };
     let before = match v {
         0 => bridge::to_frame(&[], &spec.arrow_schema())?,
         _ => state(v - 1).await?,
     };
-    changed_keys(&before, &state(v).await?, spec)
+    Ok((changed_keys(&before, &after, spec)?, before))
 }
 
 /// The keys whose rows differ between two whole states of a table: added, removed, or with any

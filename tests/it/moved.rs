@@ -43,11 +43,8 @@ async fn assert_mongo_is_the_lake(s: &Settings, want: &Reference) {
     assert_eq!(mongo, "MongoDB: equal to the source\n", "MongoDB after the rerun");
 }
 
-fn totals(rows: &[(&str, [i64; 3])]) -> std::collections::BTreeMap<String, Vec<i64>> {
-    rows.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
-}
-
-fn daily(rows: &[(&str, [i64; 5])]) -> std::collections::BTreeMap<String, Vec<i64>> {
+/// Reference rows by key (3 figures for orders and customers, 5 for days).
+fn rows<const N: usize>(rows: &[(&str, [i64; N])]) -> std::collections::BTreeMap<String, Vec<i64>> {
     rows.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
 }
 
@@ -80,9 +77,9 @@ async fn moved_and_deleted_then_crash_at(stage: &str) {
     produce::publish_cdc(&s, &prefix, &first).await.unwrap();
     run_once(&s).await;
     let before = Reference {
-        orders: totals(&[("1", [1, 2, 500]), ("2", [1, 4, 1000]), ("3", [1, 1, 250])]),
-        customers: totals(&[("7", [1, 2, 500]), ("8", [1, 4, 1000]), ("9", [1, 1, 250])]),
-        daily: daily(&[
+        orders: rows(&[("1", [1, 2, 500]), ("2", [1, 4, 1000]), ("3", [1, 1, 250])]),
+        customers: rows(&[("7", [1, 2, 500]), ("8", [1, 4, 1000]), ("9", [1, 1, 250])]),
+        daily: rows(&[
             ("2024-12-01|France", [1, 2, 500, 0, 0]),
             ("2024-12-02|Germany", [1, 4, 1000, 0, 0]),
             ("2024-12-02|Norway", [1, 1, 250, 0, 0]),
@@ -101,9 +98,9 @@ async fn moved_and_deleted_then_crash_at(stage: &str) {
     run_failing_at(&s, stage).await;
     run_once(&s).await;
     let after = Reference {
-        orders: totals(&[("1", [1, 2, 500]), ("2", [1, 4, 1000])]),
-        customers: totals(&[("8", [2, 6, 1500])]),
-        daily: daily(&[("2024-12-02|Germany", [1, 4, 1000, 0, 0]), ("2024-12-02|Spain", [1, 2, 500, 0, 0])]),
+        orders: rows(&[("1", [1, 2, 500]), ("2", [1, 4, 1000])]),
+        customers: rows(&[("8", [2, 6, 1500])]),
+        daily: rows(&[("2024-12-02|Germany", [1, 4, 1000, 0, 0]), ("2024-12-02|Spain", [1, 2, 500, 0, 0])]),
     };
     assert_mongo_is_the_lake(&s, &after).await;
 }
