@@ -66,6 +66,8 @@ pub struct Updated {
     pub rows: DataFrame,
     pub gone: DataFrame,
     pub version: i64,
+    /// `rows` is the whole table (see [`republish::Unheard::whole`]).
+    pub whole: bool,
 }
 
 /// A full recompute: every row of the aggregate and the source versions it was computed from.
@@ -99,10 +101,10 @@ impl Agg<'_> {
                 None => pick(&read_old(t).await?)?,
                 Some(extra) => {
                     let all = republish::read_whole(t, self.spec).await?;
-                    republish::widen(pick(&all)?, &all, extra, self.spec.key)?
+                    republish::widen(pick(&all)?, &all, &extra.keys, self.spec.key)?
                 }
             };
-            return self.done("applied before", picked, version_of(t), unheard.is_some());
+            return self.done("applied before", picked, version_of(t), unheard.as_ref());
         }
         let mut matches = self.steps.iter().all(|(_, s)| s.exact);
         for (app, step) in &self.steps {
@@ -127,10 +129,10 @@ impl Agg<'_> {
                     None => picked,
                     Some(extra) => {
                         let all = republish::read_whole(&t, self.spec).await?;
-                        republish::widen(picked, &all, extra, self.spec.key)?
+                        republish::widen(picked, &all, &extra.keys, self.spec.key)?
                     }
                 };
-                return self.done("moved", picked, version_of(&t), unheard.is_some());
+                return self.done("moved", picked, version_of(&t), unheard.as_ref());
             }
         }
         let rebuilt = rebuild().await?;
@@ -153,15 +155,21 @@ impl Agg<'_> {
             .await?;
         self.lake.keep(&self.rel, &t);
         let mut picked = pick(&rebuilt.all)?;
-        for extra in
-            before.map(|b| republish::changed_keys(&b, &rebuilt.all, self.spec)).transpose()?.iter().chain(&unheard)
-        {
+        let changed = before.map(|b| republish::changed_keys(&b, &rebuilt.all, self.spec)).transpose()?;
+        for extra in changed.iter().chain(unheard.as_ref().map(|u| &u.keys)) {
             picked = republish::widen(picked, &rebuilt.all, extra, self.spec.key)?;
         }
-        self.done("rebuilt", picked, version_of(&t), unheard.is_some())
+        self.done("rebuilt", picked, version_of(&t), unheard.as_ref())
     }
 
-    fn done(&self, how: &str, (rows, gone): (DataFrame, DataFrame), version: u64, unheard: bool) -> Result<Updated> {
+    fn done(
+        &self,
+        how: &str,
+        (rows, gone): (DataFrame, DataFrame),
+        version: u64,
+        unheard: Option<&republish::Unheard>,
+    ) -> Result<Updated> {
+        let whole = unheard.is_some_and(|u| u.whole);
         tracing::debug!(
             table = self.name,
             how,
@@ -169,10 +177,11 @@ impl Agg<'_> {
             rows = rows.height(),
             gone = gone.height(),
             publish_after = self.c.publish_after,
-            unheard,
+            unheard = unheard.is_some(),
+            whole,
             "aggregate updated"
         );
-        Ok(Updated { rows, gone, version: version as i64 })
+        Ok(Updated { rows, gone, version: version as i64, whole })
     }
 
     /// Whether the source table of marker `app` changed no row from version `marker` to `read`

@@ -118,6 +118,10 @@ pub struct AggregateFrames {
     /// Versions of `gold/customer_totals` and `gold/daily_sales` the frames correspond to.
     pub customers_version: i64,
     pub days_version: i64,
+    /// The frames hold the whole table: MongoDB's documents of any other key are gone rows (the
+    /// lake could not say which keys changed since MongoDB's position, see `republish`).
+    pub customers_whole: bool,
+    pub days_whole: bool,
 }
 
 /// The order tables of one batch, written, and what the aggregates need to move by the difference.

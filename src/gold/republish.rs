@@ -13,6 +13,11 @@
 //! topic past `after` changed (comparing the table at that commit with the one before), and a
 //! rebuild the keys it changed. Both are rare paths; a batch in step with MongoDB pays one cached
 //! marker lookup.
+//!
+//! When the log no longer reaches MongoDB's position (maintenance removed the expired commits, or
+//! more commits than [`commits_of`] walks back passed while MongoDB was away), the publish
+//! carries the whole table instead, and says so: the sink then also removes the documents of rows
+//! the table no longer holds, which no key list could name.
 
 use deltalake::DeltaTable;
 use polars::prelude::*;
@@ -28,6 +33,15 @@ pub async fn read_whole(t: &DeltaTable, spec: &TableSpec) -> Result<DataFrame> {
     bridge::to_frame(&read::scan(t, None).await?, &spec.arrow_schema())
 }
 
+/// What a publish must carry beyond the batch's keys.
+pub struct Unheard {
+    /// The keys to publish (their rows, or their deletion).
+    pub keys: DataFrame,
+    /// `keys` is every key the table holds, because what changed could not be read: MongoDB's
+    /// documents of any other key are gone rows.
+    pub whole: bool,
+}
+
 /// The keys changed by the commits of `app_id` that recorded a bronze version past `after`
 /// (`None` when there are none: MongoDB has heard of everything this topic wrote). When the log
 /// or an old state can no longer be read, every key the table holds now.
@@ -37,14 +51,17 @@ pub async fn unheard_keys(
     app_id: &str,
     after: i64,
     spec: &TableSpec,
-) -> Result<Option<DataFrame>> {
+) -> Result<Option<Unheard>> {
     if lake.txn_version(t, app_id).await?.is_none_or(|m| m <= after) {
         return Ok(None);
     }
-    let keys = || spec.key.iter().copied();
+    let whole = async || -> Result<Option<Unheard>> {
+        let keys = read_whole(t, spec).await?.select(spec.key.iter().copied())?;
+        Ok(Some(Unheard { keys, whole: true }))
+    };
     let Some(versions) = commits_of(t, app_id, after).await? else {
-        tracing::warn!(table = ?t.table_url().as_str(), "the log no longer reaches MongoDB's position: republishing every row");
-        return Ok(Some(read_whole(t, spec).await?.select(keys())?));
+        tracing::warn!(table = ?t.table_url().as_str(), after, "the log no longer reaches MongoDB's position: republishing the whole table");
+        return whole().await;
     };
     let mut changed: Vec<LazyFrame> = Vec::new();
     // Newest first: the state before one commit is the state after the next one when they are
@@ -57,13 +74,14 @@ pub async fn unheard_keys(
                 known = v.checked_sub(1).map(|b| (b, before));
             }
             Err(e) => {
-                tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing every row");
-                return Ok(Some(read_whole(t, spec).await?.select(keys())?));
+                tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing the whole table");
+                return whole().await;
             }
         }
     }
     tracing::debug!(commits = changed.len(), after, "aggregate commits MongoDB has not heard of");
-    Ok(Some(concat(changed, UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any).collect()?))
+    let keys = concat(changed, UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any).collect()?;
+    Ok(Some(Unheard { keys, whole: false }))
 }
 
 /// The keys commit `v` changed, and the table's state before it. `known` is a state already read.

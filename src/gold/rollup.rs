@@ -171,6 +171,8 @@ pub async fn aggregates(
         daily_sales: day.rows,
         customers_version: cust.version,
         days_version: day.version,
+        customers_whole: cust.whole,
+        days_whole: day.whole,
     })
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, RawArrayBuf, RawBson, RawDocumentBuf, doc, rawdoc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
@@ -193,7 +194,43 @@ impl MongoSink {
         self.upsert("daily_sales", days.height(), g.days_version, &mut st, |r| daily_docs(days, r)).await?;
         self.delete("customer_totals", &g.deleted_customers, g.customers_version, &mut st).await?;
         self.delete("daily_sales", &daily_ids(&g.deleted_days)?, g.days_version, &mut st).await?;
+        if g.customers_whole {
+            self.sweep("customer_totals", g.customers_version, &mut st).await?;
+        }
+        if g.days_whole {
+            self.sweep("daily_sales", g.days_version, &mut st).await?;
+        }
         Ok(st)
+    }
+
+    /// After a publish of a whole table at `version`: every document of `coll` it did not write
+    /// and no newer publish wrote (`_v` below `version`) is a row the table no longer holds.
+    async fn sweep(&self, coll: &str, version: i64, st: &mut PublishStats) -> Result<()> {
+        let mut older = self
+            .db
+            .collection::<Document>(coll)
+            .find(doc! {"_v": {"$lt": version}})
+            .projection(doc! {"_id": 1})
+            .await?;
+        let mut ids = Vec::new();
+        while let Some(d) = older.try_next().await? {
+            match d.get("_id") {
+                Some(Bson::String(id)) => ids.push(id.clone()),
+                other => {
+                    tracing::warn!(collection = coll, id = ?other, "a document not written by orderlake: left alone")
+                }
+            }
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                collection = coll,
+                documents = ids.len(),
+                version,
+                "documents of rows the lake no longer holds: deleted"
+            );
+            self.delete(coll, &ids, version, st).await?;
+        }
+        Ok(())
     }
 
     /// Publishes `rows` documents built `CHUNK` at a time by `docs` (a range of frame rows in,

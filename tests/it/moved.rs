@@ -51,16 +51,44 @@ fn rows<const N: usize>(rows: &[(&str, [i64; N])]) -> std::collections::BTreeMap
 /// The crash lands after the aggregates' commits: the rerun finds them applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_after_a_crash_after_the_aggregates() {
-    moved_and_deleted_then_crash_at("after-gold").await;
+    moved_and_deleted_then_crash_at("after-gold", false).await;
 }
 
 /// The crash lands between the order tables and the aggregates: the rerun rebuilds them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_after_a_crash_before_the_aggregates() {
-    moved_and_deleted_then_crash_at("before-aggregates").await;
+    moved_and_deleted_then_crash_at("before-aggregates", false).await;
 }
 
-async fn moved_and_deleted_then_crash_at(stage: &str) {
+/// As after the aggregates, and then maintenance removes the aggregates' expired commits (MongoDB
+/// was away past the log's retention): the rerun cannot read what changed, so it republishes the
+/// whole tables, and the documents of rows they no longer hold go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_when_the_log_no_longer_reaches_mongodb() {
+    moved_and_deleted_then_crash_at("after-gold", true).await;
+}
+
+/// What log cleanup after a checkpoint leaves of a local table: the commits from the checkpoint on.
+async fn expire_log(s: &Settings, root: &std::path::Path, rel: &str) {
+    let t = orderlake::lake::Lake::new(s).open(rel).await.unwrap().expect("table exists");
+    deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
+    let newest = orderlake::lake::version_of(&t);
+    let log = root.join(rel).join("_delta_log");
+    let mut removed = 0;
+    for e in std::fs::read_dir(&log).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if let Some(v) = name.strip_suffix(".json").and_then(|v| v.parse::<u64>().ok())
+            && v < newest
+        {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "{rel}: commits before {newest} removed");
+}
+
+async fn moved_and_deleted_then_crash_at(stage: &str, expire: bool) {
     let dir = tempfile::tempdir().unwrap();
     let name = unique("moved");
     let prefix = format!("{name}.public");
@@ -96,6 +124,11 @@ async fn moved_and_deleted_then_crash_at(stage: &str) {
     ];
     produce::publish_cdc(&s, &prefix, &second).await.unwrap();
     run_failing_at(&s, stage).await;
+    if expire {
+        for rel in ["gold/customer_totals", "gold/daily_sales"] {
+            expire_log(&s, dir.path(), rel).await;
+        }
+    }
     run_once(&s).await;
     let after = Reference {
         orders: rows(&[("1", [1, 2, 500]), ("2", [1, 4, 1000])]),

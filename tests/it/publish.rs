@@ -132,6 +132,8 @@ fn customers(version: i64, rows: &[(&str, i64)], deleted: &[&str]) -> AggregateF
         deleted_days: DataFrame::default(),
         customers_version: version,
         days_version: version,
+        customers_whole: false,
+        days_whole: false,
     }
 }
 
@@ -185,4 +187,35 @@ async fn a_delete_holds_against_an_older_publish_from_another_instance() {
     assert_eq!(left.len(), 3, "one marker per collection that had deletes: {left:?}");
     a.close().await;
     b.close().await;
+}
+
+/// A publish of a whole table (the lake could no longer say which rows changed since MongoDB's
+/// position) also removes the documents of every key it does not hold, unless a newer publish
+/// wrote them; and those deletes hold against an older publish like any other.
+#[tokio::test]
+async fn a_whole_table_publish_removes_the_documents_of_rows_the_table_no_longer_holds() {
+    let name = unique("publish-whole");
+    let s = settings(&name, &crate::support::LakeKind::Local(std::env::temp_dir().join(&name)), true);
+    let sink = MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap();
+    let revenue = async || -> Vec<(String, i64, i64)> {
+        let docs = mongo_docs(&s, "customer_totals").await;
+        docs.iter().map(|d| (d.get_str("_id").unwrap().to_string(), money(d, "revenue"), int(d, "_v"))).collect()
+    };
+
+    sink.publish_aggregates(&customers(3, &[("c1", 100), ("c2", 200), ("c3", 300)], &[])).await.unwrap();
+    sink.publish_aggregates(&customers(9, &[("c4", 400)], &[])).await.unwrap();
+    let mut whole = customers(8, &[("c1", 150)], &[]);
+    whole.customers_whole = true;
+    let st = sink.publish_aggregates(&whole).await.unwrap();
+    assert_eq!(st.deleted, 2, "c2 and c3");
+    let want = [("c1".to_string(), 150, 8), ("c4".to_string(), 400, 9)];
+    assert_eq!(revenue().await, want, "c4 was written by a newer publish");
+
+    // A partial publish removes nothing it was not told to.
+    sink.publish_aggregates(&customers(10, &[("c5", 500)], &[])).await.unwrap();
+    assert_eq!(revenue().await.len(), 3);
+
+    sink.publish_aggregates(&customers(5, &[("c2", 210)], &[])).await.unwrap();
+    assert!(!revenue().await.iter().any(|r| r.0 == "c2"), "the sweep's delete holds against an older publish");
+    sink.close().await;
 }
