@@ -85,6 +85,8 @@ pub struct RunFile {
     pub max_backoff_ms: Option<u64>,
     /// With --once: give up (exit 1) after retrying for this long.
     pub once_retry_limit_ms: Option<u64>,
+    /// Bronze versions a catch-up applies per step.
+    pub catch_up_versions: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +180,8 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// With --once: how long to keep retrying before exiting 1.
     pub once_retry_limit: Duration,
+    /// Bronze versions a catch-up (the layers after bronze, or MongoDB, behind it) applies per step.
+    pub catch_up_versions: i64,
     /// Debezium CDC sources, when configured.
     pub cdc: Option<crate::cdc_config::CdcSettings>,
     /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`);
@@ -340,6 +344,10 @@ impl Settings {
             shutdown_timeout: Duration::from_millis(fc.run.shutdown_timeout_ms.unwrap_or(30_000)),
             max_backoff: Duration::from_millis(fc.run.max_backoff_ms.unwrap_or(30_000).max(10)),
             once_retry_limit: Duration::from_millis(fc.run.once_retry_limit_ms.unwrap_or(300_000)),
+            catch_up_versions: match fc.run.catch_up_versions {
+                Some(0) => return Err(cfg("run.catch_up_versions", "must be 1 or more (default 50)")),
+                v => v.unwrap_or(50).min(100_000) as i64,
+            },
         })
     }
 

@@ -90,7 +90,9 @@ impl Agg<'_> {
         let table = self.lake.open(&self.rel).await?;
         // Commits of this topic MongoDB may not have heard of go out with this batch's rows.
         let unheard = match (&table, self.c.publish_after) {
-            (Some(t), Some(after)) => republish::unheard_keys(self.lake, t, self.c.app_id, after, self.spec).await?,
+            (Some(t), Some(after)) => {
+                republish::unheard_keys(self.c.walks, self.lake, t, self.c.app_id, after, self.spec).await?
+            }
             _ => None,
         };
         if let Some(t) = &table

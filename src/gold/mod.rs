@@ -179,6 +179,8 @@ pub struct GoldCommit<'a> {
     /// aggregates then also carry the rows MongoDB has not heard of beyond the batch's keys: those
     /// of this topic's commits past that version, and those a rebuild changed (`republish`).
     pub publish_after: Option<i64>,
+    /// What earlier walks of the log for `publish_after` found.
+    pub walks: &'a republish::Walks,
 }
 
 impl GoldCommit<'_> {
@@ -409,7 +411,8 @@ pub async fn orders(
     let sp = |t: &str| format!("{silver_prefix}/{t}");
     let gp = |t: &str| format!("{gold_prefix}/{t}");
     let mut laps = Laps::new();
-    let touched = expand(lake, silver_prefix, gold_prefix, touched).await?;
+    let mut touched = expand(lake, silver_prefix, gold_prefix, touched).await?;
+    touched.orders.extend(unheard_orders(lake, &gp("order_totals"), c).await?);
     laps.mark("expand");
     let ids = &touched.orders;
 
@@ -474,6 +477,30 @@ pub async fn orders(
         ol_read,
         laps,
     })
+}
+
+/// Orders whose rows changed in commits of this topic MongoDB has not heard of (the publish was
+/// lost, or MongoDB was away): they are recomputed and published with the batch's. `expand` finds
+/// the order an item left from gold, which is already past the change by then, so without these
+/// the documents of an order that lost an item would stay as they were.
+async fn unheard_orders(lake: &Lake, rel: &str, c: &GoldCommit<'_>) -> Result<BTreeSet<String>> {
+    let (Some(after), Some(t)) = (c.publish_after, lake.open(rel).await?) else { return Ok(BTreeSet::new()) };
+    match republish::unheard_keys(c.walks, lake, &t, c.app_id, after, &schema::GOLD_ORDER_TOTALS).await? {
+        None => Ok(BTreeSet::new()),
+        // Recomputing every order of the lake in one batch is not an option.
+        Some(u) if u.whole => {
+            tracing::warn!(
+                after,
+                "the log no longer reaches MongoDB's position: documents of orders that lost an item \
+                 meanwhile stay as they are until the order changes again"
+            );
+            Ok(BTreeSet::new())
+        }
+        Some(u) => {
+            tracing::debug!(orders = u.keys.height(), after, "orders changed in commits MongoDB has not heard of");
+            strings(&u.keys, "order_id")
+        }
+    }
 }
 
 /// The order columns the aggregates are computed from (and the difference carries).

@@ -19,14 +19,18 @@
 //! carries the whole table instead, and says so: the sink then also removes the documents of rows
 //! the table no longer holds, which no key list could name.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use deltalake::DeltaTable;
 use polars::prelude::*;
 
 use super::aggregates::pick_keys;
 use super::bridge;
 use crate::error::Result;
+use crate::lake::commits::{self, AtVersion};
 use crate::lake::schema::TableSpec;
-use crate::lake::{Lake, commits_of, read};
+use crate::lake::{Lake, commits_of, read, version_of};
 
 /// The whole table.
 pub async fn read_whole(t: &DeltaTable, spec: &TableSpec) -> Result<DataFrame> {
@@ -42,10 +46,36 @@ pub struct Unheard {
     pub whole: bool,
 }
 
+/// The keys each commit of a topic changed in an aggregate table, as walks of the log found them,
+/// kept for the run. MongoDB catches up in chunks of bronze versions, each asking for the commits
+/// past its own start: without this, every chunk would read the states of the same commits again,
+/// and a catch-up after a long outage would cost the square of its length.
+#[derive(Default)]
+pub struct Walks(Mutex<HashMap<(String, String), Walk>>);
+
+/// Every commit of the topic with a marker past `after`, up to table version `top`: its marker and
+/// the keys it changed.
+struct Walk {
+    after: i64,
+    top: u64,
+    commits: Vec<(i64, DataFrame)>,
+}
+
+impl Walks {
+    fn take(&self, id: &(String, String)) -> Option<Walk> {
+        self.0.lock().expect("walks lock").remove(id)
+    }
+
+    fn put(&self, id: (String, String), w: Walk) {
+        self.0.lock().expect("walks lock").insert(id, w);
+    }
+}
+
 /// The keys changed by the commits of `app_id` that recorded a bronze version past `after`
 /// (`None` when there are none: MongoDB has heard of everything this topic wrote). When the log
 /// or an old state can no longer be read, every key the table holds now.
 pub async fn unheard_keys(
+    walks: &Walks,
     lake: &Lake,
     t: &DeltaTable,
     app_id: &str,
@@ -59,19 +89,28 @@ pub async fn unheard_keys(
         let keys = read_whole(t, spec).await?.select(spec.key.iter().copied())?;
         Ok(Some(Unheard { keys, whole: true }))
     };
-    let Some(versions) = commits_of(t, app_id, after).await? else {
+    let newest = version_of(t);
+    let id = (t.table_url().to_string(), app_id.to_string());
+    // A walk from no later a start, of this table as it was or an older version of it, still holds.
+    let mut walk = walks.take(&id).filter(|w| w.after <= after && w.top <= newest).unwrap_or(Walk {
+        after,
+        top: 0,
+        commits: vec![],
+    });
+    let above = (!walk.commits.is_empty() || walk.top > 0).then_some(walk.top);
+    let Some(versions) = commits_of(t, app_id, after, above).await? else {
         tracing::warn!(table = ?t.table_url().as_str(), after, "the log no longer reaches MongoDB's position: republishing the whole table");
         return whole().await;
     };
-    let mut changed: Vec<LazyFrame> = Vec::new();
-    // Newest first: the state before one commit is the state after the next one when they are
-    // consecutive, so it is read once.
-    let mut known: Option<(u64, DataFrame)> = None;
-    for v in versions {
-        match commit_changes(t, v, spec, known.take()).await {
-            Ok((k, before)) => {
-                changed.push(k.lazy());
-                known = v.checked_sub(1).map(|b| (b, before));
+    // Oldest first: each version is reached from the one before by reading only the commits in
+    // between, instead of replaying the log from a checkpoint per commit.
+    let mut prev: Option<AtVersion> = None;
+    let mut new = Vec::with_capacity(versions.len());
+    for (v, marker) in versions.into_iter().rev() {
+        match commit_changes(t, v, spec, prev.take()).await {
+            Ok((k, after)) => {
+                new.push((marker, k));
+                prev = Some(after);
             }
             Err(e) => {
                 tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing the whole table");
@@ -79,36 +118,46 @@ pub async fn unheard_keys(
             }
         }
     }
-    tracing::debug!(commits = changed.len(), after, "aggregate commits MongoDB has not heard of");
-    let keys = concat(changed, UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any).collect()?;
-    Ok(Some(Unheard { keys, whole: false }))
+    tracing::debug!(read = new.len(), known = walk.commits.len(), after, "aggregate commits MongoDB has not heard of");
+    walk.commits.retain(|(m, _)| *m > after);
+    walk.commits.extend(new);
+    (walk.after, walk.top) = (after, newest);
+    let changed: Vec<LazyFrame> = walk.commits.iter().map(|(_, k)| k.clone().lazy()).collect();
+    let keys = match changed.is_empty() {
+        true => None,
+        false => Some(concat(changed, UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any).collect()?),
+    };
+    walks.put(id, walk);
+    Ok(keys.map(|keys| Unheard { keys, whole: false }))
 }
 
-/// The keys commit `v` changed, and the table's state before it. `known` is a state already read.
+/// The keys commit `v` changed, from the files it removed and added, and the table at `v`.
+/// `prev` is an older version already loaded.
 async fn commit_changes(
     t: &DeltaTable,
     v: u64,
     spec: &TableSpec,
-    known: Option<(u64, DataFrame)>,
-) -> Result<(DataFrame, DataFrame)> {
-    let state = async |version: u64| {
-        let mut old = t.clone();
-        old.load_version(version).await?;
-        read_whole(&old, spec).await
+    prev: Option<AtVersion>,
+) -> Result<(DataFrame, AtVersion)> {
+    let before = match (v, prev) {
+        (0, _) => None,
+        (_, Some(p)) if p.version == v - 1 => Some(p),
+        (_, Some(p)) if p.version < v - 1 => Some(p.at(v - 1).await?),
+        _ => Some(AtVersion::load(t, v - 1).await?),
     };
-    let after = match known {
-        Some((k, df)) if k == v => df,
-        _ => state(v).await?,
+    let after = match &before {
+        Some(b) => b.at(v).await?,
+        None => AtVersion::load(t, v).await?,
     };
-    let before = match v {
-        0 => bridge::to_frame(&[], &spec.arrow_schema())?,
-        _ => state(v - 1).await?,
-    };
-    Ok((changed_keys(&before, &after, spec)?, before))
+    let (out, into) = commits::touched(before.as_ref(), &after).await?;
+    let schema = spec.arrow_schema();
+    let keys = changed_keys(&bridge::to_frame(&out, &schema)?, &bridge::to_frame(&into, &schema)?, spec)?;
+    Ok((keys, after))
 }
 
-/// The keys whose rows differ between two whole states of a table: added, removed, or with any
-/// value changed (`updated_at` aside: a rebuild stamps every row).
+/// The keys whose rows differ between two states of a table (or the rows a commit took out and
+/// put in): added, removed, or with any value changed (`updated_at` aside: a rebuild stamps
+/// every row, a rewrite may stamp rows it did not change).
 pub fn changed_keys(before: &DataFrame, after: &DataFrame, spec: &TableSpec) -> Result<DataFrame> {
     let cols = || spec.columns.iter().filter(|c| c.name != "updated_at").map(|c| col(c.name)).collect::<Vec<_>>();
     let key: Vec<Expr> = spec.key.iter().map(|k| col(*k)).collect();
@@ -186,6 +235,77 @@ mod tests {
         assert_eq!(ids(&changed, "customer_id"), ["2", "3", "4"]);
         let same = changed_keys(&before, &before, &GOLD_CUSTOMER_TOTALS).unwrap();
         assert_eq!(same.height(), 0, "nulls compare equal");
+    }
+
+    /// Overwrites `rel` with `state`, recording `marker` for `app`.
+    async fn commit(lake: &Lake, rel: &str, state: &DataFrame, app: &str, marker: i64) {
+        use crate::lake::commit_with;
+        let spec = &GOLD_CUSTOMER_TOTALS;
+        let t = lake.open_or_create(rel, spec).await.unwrap();
+        let props = commit_with(vec![deltalake::kernel::Transaction::new(app, marker)]);
+        let t = t
+            .write(vec![bridge::to_batch(state, spec).unwrap()])
+            .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+            .with_commit_properties(props)
+            .await
+            .unwrap();
+        lake.keep(rel, &t);
+    }
+
+    fn first(n: usize) -> Vec<(String, i64, i64)> {
+        (1..=n).map(|i| (format!("c{i}"), i as i64, 1)).collect()
+    }
+
+    fn state(rows: &[(String, i64, i64)]) -> DataFrame {
+        let rows: Vec<(&str, i64, i64)> = rows.iter().map(|(k, o, u)| (k.as_str(), *o, *u)).collect();
+        customers(&rows, 1)
+    }
+
+    /// A later publish (a later catch-up chunk) reads only the commits since the last walk, and
+    /// still gets every key changed past its own start; a walk the log no longer reaches is whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_walk_reads_only_the_commits_since_and_forgets_what_it_no_longer_needs() {
+        use crate::config::{FileConfig, Overrides, Settings};
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
+        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
+        // Version i holds customers c1..ci and marks bronze version 10 * i.
+        for i in 1..=6 {
+            commit(&lake, rel, &state(&first(i)), app, 10 * i as i64).await;
+        }
+        let walks = Walks::default();
+        let t = lake.open(rel).await.unwrap().unwrap();
+        let u = unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().unwrap();
+        assert_eq!(
+            (ids(&u.keys, "customer_id"), u.whole),
+            (vec!["c3".into(), "c4".into(), "c5".into(), "c6".into()], false)
+        );
+
+        // Maintenance checkpoints and removes the commits before: a walk that read them again
+        // could not, and would fall back to the whole table.
+        let t = lake.open(rel).await.unwrap().unwrap();
+        deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
+        for v in 0..crate::lake::version_of(&t) {
+            std::fs::remove_file(dir.path().join(rel).join(format!("_delta_log/{v:020}.json"))).unwrap();
+        }
+        commit(&lake, rel, &state(&first(7)), app, 70).await;
+        let mut without_c2 = first(7);
+        without_c2.remove(1);
+        commit(&lake, rel, &state(&without_c2), app, 80).await;
+        let t = lake.open(rel).await.unwrap().unwrap();
+        let u = unheard_keys(&walks, &lake, &t, app, 40, spec).await.unwrap().unwrap();
+        assert_eq!(
+            (ids(&u.keys, "customer_id"), u.whole),
+            (vec!["c2".into(), "c5".into(), "c6".into(), "c7".into()], false)
+        );
+
+        // Nothing past MongoDB's position: nothing to carry.
+        assert!(unheard_keys(&walks, &lake, &t, app, 80, spec).await.unwrap().is_none());
+        // An earlier start than the walks know of needs the removed commits.
+        let u = unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap();
+        assert!(u.whole);
+        assert_eq!(u.keys.height(), 6, "every key the table holds");
     }
 
     #[test]

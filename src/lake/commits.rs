@@ -3,8 +3,15 @@
 //! version 41") must survive maintenance: a compaction rewrites files without changing a row, so
 //! the proof still holds after it. Without this check every maintenance round made the aggregates
 //! rebuild from the whole order tables (3 s and 600 MiB at 3M events).
+//!
+//! And what a commit changed, read from only the files it removed and added ([`touched`]), for a
+//! MongoDB publish that must carry the rows of commits it never heard of.
 
+use std::collections::BTreeSet;
+
+use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
+use futures::TryStreamExt;
 
 use crate::error::Result;
 
@@ -30,6 +37,61 @@ pub async fn only_rearranged(table: &DeltaTable, after: i64, upto: i64) -> Resul
         }
     }
     Ok(true)
+}
+
+/// A table at one version and the files it holds (paths relative to the table root, as the log
+/// names them).
+pub struct AtVersion {
+    pub version: u64,
+    table: DeltaTable,
+    files: BTreeSet<String>,
+}
+
+impl AtVersion {
+    /// `table` at `version`: from its own state when that is older (the commits in between are
+    /// read), from the last checkpoint otherwise.
+    pub async fn load(table: &DeltaTable, version: u64) -> Result<AtVersion> {
+        let mut t = table.clone();
+        t.load_version(version).await?;
+        let mut files = BTreeSet::new();
+        let snapshot = t.snapshot()?.snapshot().clone();
+        let mut views = snapshot.file_views(t.log_store().as_ref(), None);
+        while let Some(v) = views.try_next().await? {
+            files.insert(v.path().to_string());
+        }
+        Ok(AtVersion { version, table: t, files })
+    }
+
+    /// The table at a later `version`: only the commits in between are read.
+    pub async fn at(&self, version: u64) -> Result<AtVersion> {
+        AtVersion::load(&self.table, version).await
+    }
+
+    /// The rows of `files` (all of them held at this version).
+    async fn rows(&self, files: Vec<String>) -> Result<Vec<RecordBatch>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ctx = super::read::session();
+        self.table.update_datafusion_session(&ctx.state())?;
+        let provider = self.table.table_provider().with_file_paths(files).await?;
+        Ok(ctx.read_table(provider)?.collect().await?)
+    }
+}
+
+/// The rows commit `after.version` took out (those of the files it removed, as `before` holds
+/// them) and put in (those of the files it added). Rows a commit copied unchanged into a new
+/// file are in both; a rewrite's cost is that of the files it touched, not of the table.
+pub async fn touched(before: Option<&AtVersion>, after: &AtVersion) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    let none = BTreeSet::new();
+    let old = before.map_or(&none, |b| &b.files);
+    let removed: Vec<String> = old.difference(&after.files).cloned().collect();
+    let added: Vec<String> = after.files.difference(old).cloned().collect();
+    let out = match before {
+        Some(b) => b.rows(removed).await?,
+        None => Vec::new(),
+    };
+    Ok((out, after.rows(added).await?))
 }
 
 /// Whether one log line leaves every row as it was.

@@ -91,22 +91,31 @@ async fn read_txns(table: &DeltaTable, from: u64, to: u64) -> Result<Option<Vec<
 /// How far back [`commits_of`] reads the log before it gives up.
 const MAX_COMMITS_TO_WALK: u64 = 10_000;
 
-/// The versions of the commits of `table` in which `app_id` recorded a marker past `after`,
-/// newest first, found by reading the log back from the table's version until a commit of
-/// `app_id` at or below `after` (or the first commit). `None` when the log no longer reaches
-/// that far back.
-pub async fn commits_of(table: &DeltaTable, app_id: &str, after: i64) -> Result<Option<Vec<u64>>> {
+/// The commits of `table` in which `app_id` recorded a marker past `after`, as `(version,
+/// marker)`, newest first, found by reading the log back from the table's version until a commit
+/// of `app_id` at or below `after`, the first commit, or version `above` (exclusive: the caller
+/// knows the commits up to it). `None` when the log no longer reaches that far back.
+pub async fn commits_of(
+    table: &DeltaTable,
+    app_id: &str,
+    after: i64,
+    above: Option<u64>,
+) -> Result<Option<Vec<(u64, i64)>>> {
     let store = table.log_store();
     let newest = super::version_of(table);
     let mut found = Vec::new();
-    for v in (newest.saturating_sub(MAX_COMMITS_TO_WALK)..=newest).rev() {
+    let lowest = above.map_or(0, |a| a + 1);
+    if newest < lowest {
+        return Ok(Some(found));
+    }
+    for v in (newest.saturating_sub(MAX_COMMITS_TO_WALK).max(lowest)..=newest).rev() {
         let Some(bytes) = store.read_commit_entry(v).await? else { return Ok(None) };
         match bytes.split(|b| *b == b'\n').filter_map(txn_of).find(|(app, _)| app == app_id) {
             Some((_, marker)) if marker <= after => return Ok(Some(found)),
-            Some(_) => found.push(v),
+            Some((_, marker)) => found.push((v, marker)),
             None => {}
         }
-        if v == 0 {
+        if v == lowest {
             return Ok(Some(found));
         }
     }

@@ -61,6 +61,7 @@ pub struct Pipeline {
     topics: HashMap<String, TopicState>,
     shutdown: shutdown::Shutdown,
     maintenance: crate::maintain::Rounds,
+    walks: std::sync::Arc<crate::gold::republish::Walks>,
 }
 
 impl Pipeline {
@@ -105,11 +106,19 @@ impl Pipeline {
             topics.insert(t, TopicState { bronze, progress });
         }
         let shutdown = shutdown::Shutdown::on_signals();
-        Ok(Pipeline { settings, lake, mongo, topics, shutdown, maintenance: Default::default() })
+        Ok(Pipeline {
+            settings,
+            lake,
+            mongo,
+            topics,
+            shutdown,
+            maintenance: Default::default(),
+            walks: Default::default(),
+        })
     }
 
     fn stages(&self) -> Stages<'_> {
-        Stages { settings: &self.settings, lake: &self.lake, mongo: self.mongo.as_ref() }
+        Stages { settings: &self.settings, lake: &self.lake, mongo: self.mongo.as_ref(), walks: &self.walks }
     }
 
     /// Finishes whatever a previous run left between bronze and the last stage.

@@ -22,13 +22,11 @@ use crate::lake::{Lake, bronze, dead_letter, schema, silver};
 use crate::model::{Changes, RawEvent};
 use crate::sink::mongo::{MongoSink, PublishStats};
 
-/// Bronze versions read back per catch-up step, bounding memory after a long outage.
-const CATCH_UP_VERSIONS: i64 = 50;
-
 pub struct Stages<'a> {
     pub settings: &'a Settings,
     pub lake: &'a Lake,
     pub mongo: Option<&'a Arc<MongoSink>>,
+    pub walks: &'a Arc<gold::republish::Walks>,
 }
 
 /// Decoded events of one bronze version.
@@ -75,7 +73,7 @@ impl Stages<'_> {
     ) -> Result<()> {
         while p.lowest() < upto {
             let after = p.lowest();
-            let end = (after + CATCH_UP_VERSIONS).min(upto);
+            let end = (after + self.settings.catch_up_versions).min(upto);
             let log_end = if fresh.is_some() && end == upto { upto - 1 } else { end };
             let mut raw: Vec<(i64, Cow<'_, [RawEvent]>)> = Vec::new();
             if log_end > after {
@@ -183,7 +181,7 @@ impl Stages<'_> {
         // aggregates collect (see `gold::republish`).
         let may_publish = self.mongo.is_some() && p.mongo.is_some() && p.mongo_due();
         let publish_after = may_publish.then_some(touched_after);
-        let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied, publish_after };
+        let commit = GoldCommit { app_id: &app_id, version: upto, applied: &applied, publish_after, walks: self.walks };
         let order_gold = if touched.is_empty() {
             None
         } else {
@@ -212,6 +210,7 @@ impl Stages<'_> {
         let (to_mongo, aggregates_for_mongo) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
         tail::Tail {
             lake: self.lake.clone(),
+            walks: Arc::clone(self.walks),
             group: s.group.clone(),
             topic: topic.to_string(),
             gold_prefix: s.gold_prefix.clone(),

@@ -74,6 +74,8 @@ pub struct Tail {
     pub log: Option<LogRow>,
     /// Where the aggregates go for MongoDB (a closed receiver: not publishing this batch).
     pub to_mongo: oneshot::Sender<Option<AggregateFrames>>,
+    /// Shared by the run's batches (see [`gold::republish::Walks`]).
+    pub walks: std::sync::Arc<gold::republish::Walks>,
 }
 
 impl Tail {
@@ -107,6 +109,7 @@ impl Tail {
             version: self.upto,
             applied: &self.applied,
             publish_after: self.publish_after,
+            walks: &self.walks,
         };
         let aggregates = match self.order_gold {
             Some(og) => Some(

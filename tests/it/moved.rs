@@ -43,6 +43,22 @@ async fn assert_mongo_is_the_lake(s: &Settings, want: &Reference) {
     assert_eq!(mongo, "MongoDB: equal to the source\n", "MongoDB after the rerun");
 }
 
+/// Settings of a CDC source with MongoDB and a local lake in `dir`, and the topics' prefix.
+fn cdc_settings(dir: &tempfile::TempDir, name: &str) -> (Settings, String) {
+    let name = unique(name);
+    let prefix = format!("{name}.public");
+    let s = settings_with(&name, &LakeKind::Local(dir.path().to_path_buf()), true, &crate::cdc::cdc_toml(&prefix));
+    (s, prefix)
+}
+
+/// MongoDB's documents equal the lake's gold rows, whatever they are.
+async fn assert_mongo_equals_the_lake(s: &Settings) {
+    let (t, c, d) = lake_totals(s).await;
+    let as_ref = Reference { orders: t, customers: c, daily: d };
+    let mongo = differences("MongoDB", &mongo_totals(s).await, &as_ref);
+    assert_eq!(mongo, "MongoDB: equal to the source\n", "MongoDB after the catch-up");
+}
+
 /// Reference rows by key (3 figures for orders and customers, 5 for days).
 fn rows<const N: usize>(rows: &[(&str, [i64; N])]) -> std::collections::BTreeMap<String, Vec<i64>> {
     rows.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
@@ -90,9 +106,7 @@ async fn expire_log(s: &Settings, root: &std::path::Path, rel: &str) {
 
 async fn moved_and_deleted_then_crash_at(stage: &str, expire: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let name = unique("moved");
-    let prefix = format!("{name}.public");
-    let s = settings_with(&name, &LakeKind::Local(dir.path().to_path_buf()), true, &crate::cdc::cdc_toml(&prefix));
+    let (s, prefix) = cdc_settings(&dir, "moved");
     // Day 20058 is 2024-12-01, 20059 the day after.
     let first = [
         order(1, 7, "France", 20058, 1, "c"),
@@ -136,4 +150,69 @@ async fn moved_and_deleted_then_crash_at(stage: &str, expire: bool) {
         daily: rows(&[("2024-12-02|Germany", [1, 4, 1000, 0, 0]), ("2024-12-02|Spain", [1, 2, 500, 0, 0])]),
     };
     assert_mongo_is_the_lake(&s, &after).await;
+}
+
+/// MongoDB away for many batches (publishing off, the lake going on), then back: the catch-up
+/// goes through the missed bronze versions in steps, each of which carries the rows of the commits
+/// MongoDB has not heard of: the aggregate rows and the orders that lost an item to a delete or a
+/// move. MongoDB must end equal to the lake and the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_catches_up_over_many_missed_commits_with_moves_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, prefix) = cdc_settings(&dir, "moved-catchup");
+    (s.batch.max_records, s.catch_up_versions) = (12, 3);
+    let history = orderlake::cdc_gen::synthetic(400, 43, false);
+    let (first, rest) = history.records.split_at(80);
+    produce::publish_cdc(&s, &prefix, first).await.unwrap();
+    run_once(&s).await;
+    let items = format!("bronze/{prefix}.order_items");
+    let published = table_version(&s, &items).await.unwrap();
+
+    let mut without_mongo = s.clone();
+    without_mongo.mongodb_uri = None;
+    produce::publish_cdc(&s, &prefix, rest).await.unwrap();
+    run_once(&without_mongo).await;
+    let missed = table_version(&s, &items).await.unwrap() - published;
+    assert!(missed > 2 * s.catch_up_versions as u64, "the catch-up takes several steps ({missed} versions)");
+
+    run_once(&s).await;
+    assert_mongo_is_the_lake(&s, &crate::cdc::cdc_reference(&history.db)).await;
+}
+
+/// The same with items: while MongoDB is away one item of order 1 is deleted (the event names
+/// only the item) and the other moves to order 2. The catch-up's events never name order 1, and
+/// gold, already past both changes, no longer says the items were there: the order's documents
+/// are corrected only because the commits MongoDB missed are read back. In steps of two bronze
+/// versions, so later steps use what the first one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_that_lost_its_items_while_mongodb_was_away_is_republished() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, prefix) = cdc_settings(&dir, "moved-items");
+    (s.batch.max_records, s.catch_up_versions) = (1, 2);
+    let first = [
+        order(1, 7, "France", 20058, 1, "c"),
+        order(2, 8, "Germany", 20059, 2, "c"),
+        item(11, 1, 2, 3),
+        item(12, 1, 1, 4),
+        item(13, 2, 4, 5),
+    ];
+    produce::publish_cdc(&s, &prefix, &first).await.unwrap();
+    run_once(&s).await;
+    assert_mongo_equals_the_lake(&s).await;
+
+    let mut without_mongo = s.clone();
+    without_mongo.mongodb_uri = None;
+    let mut rest = vec![
+        change(Entity::OrderItems, json!({"item_id": 12}), 101, "d", None),
+        CdcRecord { entity: Entity::OrderItems, key: json!({"item_id": 12}).to_string(), value: None },
+        item(11, 2, 2, 102),
+    ];
+    rest.extend((14..18).map(|i| item(i, 2, 1, 90 + i)));
+    produce::publish_cdc(&s, &prefix, &rest).await.unwrap();
+    run_once(&without_mongo).await;
+    let (orders, _, _) = lake_totals(&s).await;
+    assert_eq!(orders, rows(&[("1", [0, 0, 0]), ("2", [6, 10, 2500])]), "the lake took the changes");
+
+    run_once(&s).await;
+    assert_mongo_equals_the_lake(&s).await;
 }
