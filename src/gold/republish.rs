@@ -1,4 +1,4 @@
-//! What a MongoDB publish of an aggregate must carry beyond the batch's own keys.
+//! What a MongoDB publish must carry beyond the batch's own keys.
 //!
 //! A batch moves an aggregate by the difference of the orders it touched and publishes the rows
 //! of those keys. That is every row it changed, but not every row MongoDB has yet to hear of:
@@ -10,8 +10,10 @@
 //!   rerun no longer sees where a moved or deleted order was: the lake is already past it.
 //!
 //! So a publish that starts after bronze version `after` also carries the keys each commit of its
-//! topic past `after` changed (comparing the table at that commit with the one before), and a
-//! rebuild the keys it changed. Both are rare paths; a batch in step with MongoDB pays one cached
+//! topic past `after` changed (the rows of the files the commit removed against those of the
+//! files it added), and a rebuild the keys it changed. The order documents have the same hole
+//! (an item deleted or moved away names only itself, or its new order), so `gold::orders` asks
+//! the same of `order_totals`. Both are rare paths; a batch in step with MongoDB pays one cached
 //! marker lookup.
 //!
 //! When the log no longer reaches MongoDB's position (maintenance removed the expired commits, or
@@ -46,7 +48,7 @@ pub struct Unheard {
     pub whole: bool,
 }
 
-/// The keys each commit of a topic changed in an aggregate table, as walks of the log found them,
+/// The keys each commit of a topic changed in a gold table, as walks of the log found them,
 /// kept for the run. MongoDB catches up in chunks of bronze versions, each asking for the commits
 /// past its own start: without this, every chunk would read the states of the same commits again,
 /// and a catch-up after a long outage would cost the square of its length.
@@ -118,7 +120,13 @@ pub async fn unheard_keys(
             }
         }
     }
-    tracing::debug!(read = new.len(), known = walk.commits.len(), after, "aggregate commits MongoDB has not heard of");
+    tracing::debug!(
+        table = %t.table_url(),
+        read = new.len(),
+        known = walk.commits.len(),
+        after,
+        "commits MongoDB has not heard of"
+    );
     walk.commits.retain(|(m, _)| *m > after);
     walk.commits.extend(new);
     (walk.after, walk.top) = (after, newest);
