@@ -411,8 +411,10 @@ pub async fn orders(
     let sp = |t: &str| format!("{silver_prefix}/{t}");
     let gp = |t: &str| format!("{gold_prefix}/{t}");
     let mut laps = Laps::new();
-    let mut touched = expand(lake, silver_prefix, gold_prefix, touched).await?;
-    touched.orders.extend(unheard_orders(lake, &gp("order_totals"), c).await?);
+    let totals_rel = gp("order_totals");
+    let (mut touched, unheard) =
+        tokio::try_join!(expand(lake, silver_prefix, gold_prefix, touched), unheard_orders(lake, &totals_rel, c))?;
+    touched.orders.extend(unheard);
     laps.mark("expand");
     let ids = &touched.orders;
 

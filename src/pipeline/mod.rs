@@ -106,15 +106,8 @@ impl Pipeline {
             topics.insert(t, TopicState { bronze, progress });
         }
         let shutdown = shutdown::Shutdown::on_signals();
-        Ok(Pipeline {
-            settings,
-            lake,
-            mongo,
-            topics,
-            shutdown,
-            maintenance: Default::default(),
-            walks: Default::default(),
-        })
+        let (maintenance, walks) = Default::default();
+        Ok(Pipeline { settings, lake, mongo, topics, shutdown, maintenance, walks })
     }
 
     fn stages(&self) -> Stages<'_> {
