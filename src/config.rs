@@ -344,9 +344,9 @@ impl Settings {
             shutdown_timeout: Duration::from_millis(fc.run.shutdown_timeout_ms.unwrap_or(30_000)),
             max_backoff: Duration::from_millis(fc.run.max_backoff_ms.unwrap_or(30_000).max(10)),
             once_retry_limit: Duration::from_millis(fc.run.once_retry_limit_ms.unwrap_or(300_000)),
-            catch_up_versions: match fc.run.catch_up_versions {
-                Some(0) => return Err(cfg("run.catch_up_versions", "must be 1 or more (default 50)")),
-                v => v.unwrap_or(50).min(100_000) as i64,
+            catch_up_versions: match fc.run.catch_up_versions.unwrap_or(50) {
+                v @ 1..=100_000 => v as i64,
+                v => return Err(cfg("run.catch_up_versions", format!("{v}: set 1 to 100000 (default 50)"))),
             },
         })
     }
@@ -520,6 +520,11 @@ mod tests {
         let fc: FileConfig = toml::from_str("[batch]\nmax_bytes = 4096\nmax_in_flight_bytes = 2048\n").unwrap();
         let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("batch.max_in_flight_bytes") && e.contains("batch.max_bytes"), "{e}");
+        for v in [0, 200_000] {
+            let fc: FileConfig = toml::from_str(&format!("[run]\ncatch_up_versions = {v}\n")).unwrap();
+            let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("run.catch_up_versions: ") && e.contains("1 to 100000"), "{e}");
+        }
     }
 
     #[test]
