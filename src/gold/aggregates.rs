@@ -66,7 +66,7 @@ pub struct Updated {
     pub rows: DataFrame,
     pub gone: DataFrame,
     pub version: i64,
-    /// `rows` is the whole table (see [`republish::Unheard::whole`]).
+    /// `rows` is the whole table (see [`republish::Unheard::Whole`]).
     pub whole: bool,
 }
 
@@ -103,7 +103,7 @@ impl Agg<'_> {
                 None => pick(&read_old(t).await?)?,
                 Some(extra) => {
                     let all = republish::read_whole(t, self.spec).await?;
-                    republish::widen(pick(&all)?, &all, &extra.keys, self.spec.key)?
+                    republish::widen(pick(&all)?, &all, &extra.keys_in(&all, self.spec.key)?, self.spec.key)?
                 }
             };
             return self.done("applied before", picked, version_of(t), unheard.as_ref());
@@ -131,7 +131,7 @@ impl Agg<'_> {
                     None => picked,
                     Some(extra) => {
                         let all = republish::read_whole(&t, self.spec).await?;
-                        republish::widen(picked, &all, &extra.keys, self.spec.key)?
+                        republish::widen(picked, &all, &extra.keys_in(&all, self.spec.key)?, self.spec.key)?
                     }
                 };
                 return self.done("moved", picked, version_of(&t), unheard.as_ref());
@@ -158,7 +158,8 @@ impl Agg<'_> {
         self.lake.keep(&self.rel, &t);
         let mut picked = pick(&rebuilt.all)?;
         let changed = before.map(|b| republish::changed_keys(&b, &rebuilt.all, self.spec)).transpose()?;
-        for extra in changed.iter().chain(unheard.as_ref().map(|u| &u.keys)) {
+        let unheard_keys = unheard.as_ref().map(|u| u.keys_in(&rebuilt.all, self.spec.key)).transpose()?;
+        for extra in changed.iter().chain(&unheard_keys) {
             picked = republish::widen(picked, &rebuilt.all, extra, self.spec.key)?;
         }
         self.done("rebuilt", picked, version_of(&t), unheard.as_ref())
@@ -171,7 +172,7 @@ impl Agg<'_> {
         version: u64,
         unheard: Option<&republish::Unheard>,
     ) -> Result<Updated> {
-        let whole = unheard.is_some_and(|u| u.whole);
+        let whole = unheard.is_some_and(republish::Unheard::is_whole);
         tracing::debug!(
             table = self.name,
             how,

@@ -490,7 +490,7 @@ async fn unheard_orders(lake: &Lake, rel: &str, c: &GoldCommit<'_>) -> Result<BT
     match republish::unheard_keys(c.walks, lake, &t, c.app_id, after, &schema::GOLD_ORDER_TOTALS).await? {
         None => Ok(BTreeSet::new()),
         // Recomputing every order of the lake in one batch is not an option.
-        Some(u) if u.whole => {
+        Some(republish::Unheard::Whole) => {
             tracing::warn!(
                 after,
                 "the log no longer reaches MongoDB's position: documents of orders that lost an item \
@@ -498,9 +498,9 @@ async fn unheard_orders(lake: &Lake, rel: &str, c: &GoldCommit<'_>) -> Result<BT
             );
             Ok(BTreeSet::new())
         }
-        Some(u) => {
-            tracing::debug!(orders = u.keys.height(), after, "orders changed in commits MongoDB has not heard of");
-            strings(&u.keys, "order_id")
+        Some(republish::Unheard::Keys(k)) => {
+            tracing::debug!(orders = k.height(), after, "orders changed in commits MongoDB has not heard of");
+            strings(&k, "order_id")
         }
     }
 }

@@ -40,12 +40,27 @@ pub async fn read_whole(t: &DeltaTable, spec: &TableSpec) -> Result<DataFrame> {
 }
 
 /// What a publish must carry beyond the batch's keys.
-pub struct Unheard {
-    /// The keys to publish (their rows, or their deletion).
-    pub keys: DataFrame,
-    /// `keys` is every key the table holds, because what changed could not be read: MongoDB's
-    /// documents of any other key are gone rows.
-    pub whole: bool,
+pub enum Unheard {
+    /// These keys (their rows, or their deletion).
+    Keys(DataFrame),
+    /// Every key the table holds, because what changed could not be read: MongoDB's documents of
+    /// any other key are gone rows. Not read here: the caller has the table in hand, or no use
+    /// for it (the order tables).
+    Whole,
+}
+
+impl Unheard {
+    pub fn is_whole(&self) -> bool {
+        matches!(self, Unheard::Whole)
+    }
+
+    /// The keys to carry, given every row of the table as the publish's version holds it.
+    pub fn keys_in(&self, all: &DataFrame, key: &[&str]) -> Result<DataFrame> {
+        match self {
+            Unheard::Keys(k) => Ok(k.clone()),
+            Unheard::Whole => Ok(all.select(key.iter().copied())?),
+        }
+    }
 }
 
 /// The keys each commit of a topic changed in a gold table, as walks of the log found them,
@@ -87,10 +102,6 @@ pub async fn unheard_keys(
     if lake.txn_version(t, app_id).await?.is_none_or(|m| m <= after) {
         return Ok(None);
     }
-    let whole = async || -> Result<Option<Unheard>> {
-        let keys = read_whole(t, spec).await?.select(spec.key.iter().copied())?;
-        Ok(Some(Unheard { keys, whole: true }))
-    };
     let newest = version_of(t);
     let id = (t.table_url().to_string(), app_id.to_string());
     // A walk from no later a start, of this table as it was or an older version of it, still holds.
@@ -102,7 +113,7 @@ pub async fn unheard_keys(
     let above = (!walk.commits.is_empty() || walk.top > 0).then_some(walk.top);
     let Some(versions) = commits_of(t, app_id, after, above).await? else {
         tracing::warn!(table = ?t.table_url().as_str(), after, "the log no longer reaches MongoDB's position: republishing the whole table");
-        return whole().await;
+        return Ok(Some(Unheard::Whole));
     };
     // Oldest first: each version is reached from the one before by reading only the commits in
     // between, instead of replaying the log from a checkpoint per commit.
@@ -116,7 +127,7 @@ pub async fn unheard_keys(
             }
             Err(e) => {
                 tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing the whole table");
-                return whole().await;
+                return Ok(Some(Unheard::Whole));
             }
         }
     }
@@ -136,7 +147,7 @@ pub async fn unheard_keys(
         false => Some(concat(changed, UnionArgs::default())?.unique(None, UniqueKeepStrategy::Any).collect()?),
     };
     walks.put(id, walk);
-    Ok(keys.map(|keys| Unheard { keys, whole: false }))
+    Ok(keys.map(Unheard::Keys))
 }
 
 /// The keys commit `v` changed, from the files it removed and added, and the table at `v`.
@@ -260,6 +271,14 @@ mod tests {
         lake.keep(rel, &t);
     }
 
+    /// The keys of a walk that could read what changed.
+    fn keys(u: &Unheard) -> Vec<String> {
+        match u {
+            Unheard::Keys(k) => ids(k, "customer_id"),
+            Unheard::Whole => panic!("a walk that reaches back is not whole"),
+        }
+    }
+
     fn first(n: usize) -> Vec<(String, i64, i64)> {
         (1..=n).map(|i| (format!("c{i}"), i as i64, 1)).collect()
     }
@@ -285,10 +304,7 @@ mod tests {
         let walks = Walks::default();
         let t = lake.open(rel).await.unwrap().unwrap();
         let u = unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().unwrap();
-        assert_eq!(
-            (ids(&u.keys, "customer_id"), u.whole),
-            (vec!["c3".into(), "c4".into(), "c5".into(), "c6".into()], false)
-        );
+        assert_eq!(keys(&u), ["c3", "c4", "c5", "c6"]);
 
         // Maintenance checkpoints and removes the commits before: a walk that read them again
         // could not, and would fall back to the whole table.
@@ -303,17 +319,15 @@ mod tests {
         commit(&lake, rel, &state(&without_c2), app, 80).await;
         let t = lake.open(rel).await.unwrap().unwrap();
         let u = unheard_keys(&walks, &lake, &t, app, 40, spec).await.unwrap().unwrap();
-        assert_eq!(
-            (ids(&u.keys, "customer_id"), u.whole),
-            (vec!["c2".into(), "c5".into(), "c6".into(), "c7".into()], false)
-        );
+        assert_eq!(keys(&u), ["c2", "c5", "c6", "c7"]);
 
         // Nothing past MongoDB's position: nothing to carry.
         assert!(unheard_keys(&walks, &lake, &t, app, 80, spec).await.unwrap().is_none());
         // An earlier start than the walks know of needs the removed commits.
         let u = unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap();
-        assert!(u.whole);
-        assert_eq!(u.keys.height(), 6, "every key the table holds");
+        assert!(u.is_whole());
+        let all = read_whole(&t, spec).await.unwrap();
+        assert_eq!(u.keys_in(&all, spec.key).unwrap().height(), 6, "every key the table holds");
     }
 
     #[test]
