@@ -76,6 +76,17 @@ struct Walk {
     after: i64,
     top: u64,
     commits: Vec<(i64, DataFrame)>,
+    /// A publish from a position below this one cannot learn what changed: the commits that would
+    /// say are out of the log's reach, now and later (the log only loses commits at its start,
+    /// and gains them past its end). Found once, so that each step of a long catch-up does not
+    /// walk the log back as far as it goes only to find that again.
+    whole_below: i64,
+}
+
+impl Walk {
+    fn from(after: i64) -> Walk {
+        Walk { after, top: 0, commits: vec![], whole_below: i64::MIN }
+    }
 }
 
 impl Walks {
@@ -99,27 +110,36 @@ pub async fn unheard_keys(
     after: i64,
     spec: &TableSpec,
 ) -> Result<Option<Unheard>> {
-    if lake.txn_version(t, app_id).await?.is_none_or(|m| m <= after) {
+    let Some(marker) = lake.txn_version(t, app_id).await?.filter(|m| *m > after) else {
         return Ok(None);
-    }
+    };
     let newest = version_of(t);
     let id = (t.table_url().to_string(), app_id.to_string());
-    // A walk from no later a start, of this table as it was or an older version of it, still holds.
-    let mut walk = walks.take(&id).filter(|w| w.after <= after && w.top <= newest).unwrap_or(Walk {
-        after,
-        top: 0,
-        commits: vec![],
-    });
-    let above = (!walk.commits.is_empty() || walk.top > 0).then_some(walk.top);
-    let Some(versions) = commits_of(t, app_id, after, above).await? else {
-        tracing::warn!(table = ?t.table_url().as_str(), after, "the log no longer reaches MongoDB's position: republishing the whole table");
+    let mut walk = walks.take(&id).unwrap_or(Walk::from(after));
+    if after < walk.whole_below {
+        tracing::debug!(table = %t.table_url(), after, "still out of the log's reach: republishing the whole table");
+        walks.put(id, walk);
         return Ok(Some(Unheard::Whole));
-    };
+    }
+    // A walk from no later a start, of this table as it was or an older version of it, still holds.
+    if walk.after > after || walk.top > newest {
+        walk = Walk { whole_below: walk.whole_below, ..Walk::from(after) };
+    }
+    let above = (!walk.commits.is_empty() || walk.top > 0).then_some(walk.top);
+    let walked = commits_of(t, app_id, after, above).await?;
+    if !walked.reached {
+        // Every commit the walk found is past `after`; a start below the oldest of them (or below
+        // the newest marker, when the walk found none) would walk off the log's end as well.
+        walk.whole_below = walked.commits.last().map_or(marker, |(_, m)| *m);
+        tracing::warn!(table = %t.table_url(), after, whole_below = walk.whole_below, "the log no longer reaches MongoDB's position: republishing the whole table");
+        walks.put(id, walk);
+        return Ok(Some(Unheard::Whole));
+    }
     // Oldest first: each version is reached from the one before by reading only the commits in
     // between, instead of replaying the log from a checkpoint per commit.
     let mut prev: Option<AtVersion> = None;
-    let mut new = Vec::with_capacity(versions.len());
-    for (v, marker) in versions.into_iter().rev() {
+    let mut new = Vec::with_capacity(walked.commits.len());
+    for (v, marker) in walked.commits.into_iter().rev() {
         match commit_changes(t, v, spec, prev.take()).await {
             Ok((k, after)) => {
                 new.push((marker, k));
@@ -127,6 +147,7 @@ pub async fn unheard_keys(
             }
             Err(e) => {
                 tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing the whole table");
+                walks.put(id, walk);
                 return Ok(Some(Unheard::Whole));
             }
         }
@@ -328,6 +349,51 @@ mod tests {
         assert!(u.is_whole());
         let all = read_whole(&t, spec).await.unwrap();
         assert_eq!(u.keys_in(&all, spec.key).unwrap().height(), 6, "every key the table holds");
+    }
+
+    /// A walk that runs off the log's end is not walked again by the next steps of a catch-up:
+    /// each would read as far back as the log goes only to learn the same. The test puts the
+    /// removed commits back after the first walk: a second walk would now reach them, so only the
+    /// remembered answer still says whole. A start past the oldest commit the walk found reaches
+    /// back again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_walk_off_the_logs_end_is_remembered_for_every_start_below_what_it_found() {
+        use crate::config::{FileConfig, Overrides, Settings};
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
+        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
+        for i in 1..=4 {
+            commit(&lake, rel, &state(&first(i)), app, 10 * i as i64).await;
+        }
+        let t = lake.open(rel).await.unwrap().unwrap();
+        deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
+        let log = dir.path().join(rel).join("_delta_log");
+        let kept = tempfile::tempdir().unwrap();
+        for v in 0..crate::lake::version_of(&t) {
+            let name = format!("{v:020}.json");
+            std::fs::rename(log.join(&name), kept.path().join(&name)).unwrap();
+        }
+        commit(&lake, rel, &state(&first(5)), app, 50).await;
+        commit(&lake, rel, &state(&first(6)), app, 60).await;
+        let t = lake.open(rel).await.unwrap().unwrap();
+
+        let walks = Walks::default();
+        assert!(unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap().is_whole());
+        for e in std::fs::read_dir(kept.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::rename(e.path(), log.join(e.file_name())).unwrap();
+        }
+        // The oldest commit the walk found marks 40 (the checkpoint's): every start below is whole.
+        for after in [10, 20, 39] {
+            let u = unheard_keys(&walks, &lake, &t, app, after, spec).await.unwrap().unwrap();
+            assert!(u.is_whole(), "start {after}: remembered, not walked again");
+        }
+        let u = unheard_keys(&walks, &lake, &t, app, 40, spec).await.unwrap().unwrap();
+        assert_eq!(keys(&u), ["c5", "c6"]);
+        // A fresh memory walks, and finds the commits put back.
+        let u = unheard_keys(&Walks::default(), &lake, &t, app, 20, spec).await.unwrap().unwrap();
+        assert_eq!(keys(&u), ["c3", "c4", "c5", "c6"]);
     }
 
     #[test]

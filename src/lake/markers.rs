@@ -91,35 +91,40 @@ async fn read_txns(table: &DeltaTable, from: u64, to: u64) -> Result<Option<Vec<
 /// How far back [`commits_of`] reads the log before it gives up.
 const MAX_COMMITS_TO_WALK: u64 = 10_000;
 
-/// The commits of `table` in which `app_id` recorded a marker past `after`, as `(version,
-/// marker)`, newest first, found by reading the log back from the table's version until a commit
-/// of `app_id` at or below `after`, the first commit, or version `above` (exclusive: the caller
-/// knows the commits up to it). `None` when the log no longer reaches that far back.
-pub async fn commits_of(
-    table: &DeltaTable,
-    app_id: &str,
-    after: i64,
-    above: Option<u64>,
-) -> Result<Option<Vec<(u64, i64)>>> {
+/// What a walk back through a table's log found.
+pub struct Walked {
+    /// The commits in which the app recorded a marker past `after`, as `(version, marker)`,
+    /// newest first.
+    pub commits: Vec<(u64, i64)>,
+    /// Whether those are all of them; if not, the log no longer reaches back to the first such
+    /// commit, and `commits` are the newest of them.
+    pub reached: bool,
+}
+
+/// The commits of `table` in which `app_id` recorded a marker past `after`, found by reading the
+/// log back from the table's version until a commit of `app_id` at or below `after`, the first
+/// commit, or version `above` (exclusive: the caller knows the commits up to it), but no further
+/// than [`MAX_COMMITS_TO_WALK`] commits.
+pub async fn commits_of(table: &DeltaTable, app_id: &str, after: i64, above: Option<u64>) -> Result<Walked> {
     let store = table.log_store();
     let newest = super::version_of(table);
-    let mut found = Vec::new();
+    let mut commits = Vec::new();
     let lowest = above.map_or(0, |a| a + 1);
     if newest < lowest {
-        return Ok(Some(found));
+        return Ok(Walked { commits, reached: true });
     }
     for v in (newest.saturating_sub(MAX_COMMITS_TO_WALK).max(lowest)..=newest).rev() {
-        let Some(bytes) = store.read_commit_entry(v).await? else { return Ok(None) };
+        let Some(bytes) = store.read_commit_entry(v).await? else { break };
         match bytes.split(|b| *b == b'\n').filter_map(txn_of).find(|(app, _)| app == app_id) {
-            Some((_, marker)) if marker <= after => return Ok(Some(found)),
-            Some((_, marker)) => found.push((v, marker)),
+            Some((_, marker)) if marker <= after => return Ok(Walked { commits, reached: true }),
+            Some((_, marker)) => commits.push((v, marker)),
             None => {}
         }
         if v == lowest {
-            return Ok(Some(found));
+            return Ok(Walked { commits, reached: true });
         }
     }
-    Ok(None)
+    Ok(Walked { commits, reached: false })
 }
 
 /// `(appId, version)` when a log line is a `txn` action. Lines are parsed only when they can be

@@ -8,7 +8,7 @@ pub mod compact;
 pub mod dead_letter;
 mod log_store;
 mod markers;
-pub use markers::commits_of;
+pub use markers::{Walked, commits_of};
 pub mod merge;
 pub mod read;
 pub mod rewrite;

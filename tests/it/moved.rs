@@ -179,6 +179,36 @@ async fn mongodb_catches_up_over_many_missed_commits_with_moves_and_deletes() {
     assert_mongo_is_the_lake(&s, &crate::cdc::cdc_reference(&history.db)).await;
 }
 
+/// As above, and maintenance removed the aggregates' commits MongoDB missed before it came back:
+/// the first steps of the catch-up cannot read what changed and republish the whole tables
+/// (sweeping the documents of rows they no longer hold), until a step starts past the oldest
+/// commit the log still has. MongoDB must end equal to the source all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_catches_up_in_steps_when_the_log_no_longer_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, prefix) = cdc_settings(&dir, "moved-expired");
+    (s.batch.max_records, s.catch_up_versions) = (12, 3);
+    let history = orderlake::cdc_gen::synthetic(200, 47, false);
+    let (first, rest) = history.records.split_at(40);
+    produce::publish_cdc(&s, &prefix, first).await.unwrap();
+    run_once(&s).await;
+    let items = format!("bronze/{prefix}.order_items");
+    let published = table_version(&s, &items).await.unwrap();
+
+    let mut without_mongo = s.clone();
+    without_mongo.mongodb_uri = None;
+    produce::publish_cdc(&s, &prefix, rest).await.unwrap();
+    run_once(&without_mongo).await;
+    let missed = table_version(&s, &items).await.unwrap() - published;
+    assert!(missed > 2 * s.catch_up_versions as u64, "the catch-up takes several steps ({missed} versions)");
+    for rel in ["gold/customer_totals", "gold/daily_sales"] {
+        expire_log(&s, dir.path(), rel).await;
+    }
+
+    run_once(&s).await;
+    assert_mongo_is_the_lake(&s, &crate::cdc::cdc_reference(&history.db)).await;
+}
+
 /// The same with items: while MongoDB is away one item of order 1 is deleted (the event names
 /// only the item) and the other moves to order 2. The catch-up's events never name order 1, and
 /// gold, already past both changes, no longer says the items were there: the order's documents
