@@ -32,6 +32,8 @@ pub struct Metrics {
     freshness_ms: AtomicI64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     mongo_behind: Mutex<BTreeMap<String, i64>>,
+    /// Whole-table publishes per topic and collection (see `gold::republish`).
+    whole_publishes: Mutex<BTreeMap<(String, String), u64>>,
     ready: AtomicBool,
     /// Unix milliseconds of the consume loop's last turn.
     alive_at: AtomicI64,
@@ -125,6 +127,16 @@ impl Metrics {
         self.mongo_behind.lock().expect("metrics lock").insert(topic.to_string(), versions.max(0));
     }
 
+    /// A publish of `topic` sent every row of `collection` and swept the rest.
+    pub fn whole_publish(&self, topic: &str, collection: &str) {
+        *self.whole_publishes.lock().expect("metrics lock").entry((topic.into(), collection.into())).or_default() += 1;
+    }
+
+    pub fn whole_publishes(&self, topic: &str, collection: &str) -> u64 {
+        let counts = self.whole_publishes.lock().expect("metrics lock");
+        counts.get(&(topic.to_string(), collection.to_string())).copied().unwrap_or(0)
+    }
+
     /// Alive unless the loop has not turned for `stuck_after_ms` (a batch plus its retries).
     pub fn healthy(&self, stuck_after_ms: i64) -> bool {
         let at = self.alive_at.load(Relaxed);
@@ -210,6 +222,11 @@ impl Metrics {
         writeln!(o, "# TYPE orderlake_mongodb_publish_lag_versions gauge").ok();
         for (t, behind) in self.mongo_behind.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_publish_lag_versions{{topic=\"{t}\"}} {behind}").ok();
+        }
+        writeln!(o, "# HELP orderlake_mongodb_whole_publishes_total Publishes that sent a whole aggregate because the Delta log no longer reached MongoDB's position.").ok();
+        writeln!(o, "# TYPE orderlake_mongodb_whole_publishes_total counter").ok();
+        for ((t, c), n) in self.whole_publishes.lock().expect("metrics lock").iter() {
+            writeln!(o, "orderlake_mongodb_whole_publishes_total{{topic=\"{t}\",collection=\"{c}\"}} {n}").ok();
         }
         writeln!(o, "# HELP orderlake_storage_kept_bytes Bytes of lake files kept in memory for reading back.").ok();
         writeln!(

@@ -67,7 +67,7 @@ pub struct Updated {
     pub gone: DataFrame,
     pub version: i64,
     /// `rows` is the whole table (see [`republish::Unheard::Whole`]).
-    pub whole: bool,
+    pub whole: Option<republish::WholeAt>,
 }
 
 /// A full recompute: every row of the aggregate and the source versions it was computed from.
@@ -172,7 +172,7 @@ impl Agg<'_> {
         version: u64,
         unheard: Option<&republish::Unheard>,
     ) -> Result<Updated> {
-        let whole = unheard.is_some_and(republish::Unheard::is_whole);
+        let whole = unheard.and_then(republish::Unheard::whole).cloned();
         tracing::debug!(
             table = self.name,
             how,
@@ -181,7 +181,7 @@ impl Agg<'_> {
             gone = gone.height(),
             publish_after = self.c.publish_after,
             unheard = unheard.is_some(),
-            whole,
+            whole = whole.is_some(),
             "aggregate updated"
         );
         Ok(Updated { rows, gone, version: version as i64, whole })

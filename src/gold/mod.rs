@@ -119,9 +119,10 @@ pub struct AggregateFrames {
     pub customers_version: i64,
     pub days_version: i64,
     /// The frames hold the whole table: MongoDB's documents of any other key are gone rows (the
-    /// lake could not say which keys changed since MongoDB's position, see `republish`).
-    pub customers_whole: bool,
-    pub days_whole: bool,
+    /// lake could not say which keys changed since MongoDB's position, see `republish`). Report
+    /// it to [`republish::Walks::heard`] once published.
+    pub customers_whole: Option<republish::WholeAt>,
+    pub days_whole: Option<republish::WholeAt>,
 }
 
 /// The order tables of one batch, written, and what the aggregates need to move by the difference.
@@ -490,7 +491,7 @@ async fn unheard_orders(lake: &Lake, rel: &str, c: &GoldCommit<'_>) -> Result<BT
     match republish::unheard_keys(c.walks, lake, &t, c.app_id, after, &schema::GOLD_ORDER_TOTALS).await? {
         None => Ok(BTreeSet::new()),
         // Recomputing every order of the lake in one batch is not an option.
-        Some(republish::Unheard::Whole) => {
+        Some(republish::Unheard::Whole(_)) => {
             tracing::warn!(
                 after,
                 "the log no longer reaches MongoDB's position: documents of orders that lost an item \

@@ -46,19 +46,41 @@ pub enum Unheard {
     /// Every key the table holds, because what changed could not be read: MongoDB's documents of
     /// any other key are gone rows. Not read here: the caller has the table in hand, or no use
     /// for it (the order tables).
-    Whole,
+    Whole(WholeAt),
+}
+
+/// A whole-table publish of a topic's aggregate, to report to [`Walks::heard`] once MongoDB holds
+/// it: from then on the topic's walks need only start at the version it was read at.
+#[derive(Clone, Debug)]
+pub struct WholeAt {
+    id: (String, String),
+    after: i64,
+}
+
+impl WholeAt {
+    /// For a publish of the whole `table` (its URL) for the topic of `app_id`, from position `after`.
+    pub fn new(table: &str, app_id: &str, after: i64) -> WholeAt {
+        WholeAt { id: (table.to_string(), app_id.to_string()), after }
+    }
 }
 
 impl Unheard {
+    pub fn whole(&self) -> Option<&WholeAt> {
+        match self {
+            Unheard::Keys(_) => None,
+            Unheard::Whole(w) => Some(w),
+        }
+    }
+
     pub fn is_whole(&self) -> bool {
-        matches!(self, Unheard::Whole)
+        self.whole().is_some()
     }
 
     /// The keys to carry, given every row of the table as the publish's version holds it.
     pub fn keys_in(&self, all: &DataFrame, key: &[&str]) -> Result<DataFrame> {
         match self {
             Unheard::Keys(k) => Ok(k.clone()),
-            Unheard::Whole => Ok(all.select(key.iter().copied())?),
+            Unheard::Whole(_) => Ok(all.select(key.iter().copied())?),
         }
     }
 }
@@ -97,6 +119,22 @@ impl Walks {
     fn put(&self, id: (String, String), w: Walk) {
         self.0.lock().expect("walks lock").insert(id, w);
     }
+
+    /// MongoDB now holds the whole table as of `version` (a publish of [`Unheard::Whole`] went
+    /// through): whatever the commits up to it changed, MongoDB has. So later publishes of the
+    /// topic from no earlier a start walk only the commits past `version`, instead of each
+    /// republishing the whole table while their start is out of the log's reach.
+    pub fn heard(&self, w: &WholeAt, version: i64) {
+        let Ok(top) = u64::try_from(version) else { return };
+        let mut walks = self.0.lock().expect("walks lock");
+        let known = walks.remove(&w.id);
+        // A walk that knows a later version is a fact of the log: it stays.
+        let walk = match known {
+            Some(k) if k.top > top => k,
+            k => Walk { top, whole_below: k.map_or(i64::MIN, |k| k.whole_below), ..Walk::from(w.after) },
+        };
+        walks.insert(w.id.clone(), walk);
+    }
 }
 
 /// The keys changed by the commits of `app_id` that recorded a bronze version past `after`
@@ -115,25 +153,30 @@ pub async fn unheard_keys(
     };
     let newest = version_of(t);
     let id = (t.table_url().to_string(), app_id.to_string());
+    let whole = |after| Ok(Some(Unheard::Whole(WholeAt::new(&id.0, &id.1, after))));
     let mut walk = walks.take(&id).unwrap_or(Walk::from(after));
-    if after < walk.whole_below {
-        tracing::debug!(table = %t.table_url(), after, "still out of the log's reach: republishing the whole table");
-        walks.put(id, walk);
-        return Ok(Some(Unheard::Whole));
-    }
-    // A walk from no later a start, of this table as it was or an older version of it, still holds.
-    if walk.after > after || walk.top > newest {
+    // A walk from no later a start, of this table as it was or an older version of it, still
+    // holds: only the commits past it are read.
+    let holds = walk.after <= after && walk.top <= newest && (walk.top > 0 || !walk.commits.is_empty());
+    if !holds {
+        if after < walk.whole_below {
+            tracing::debug!(table = %t.table_url(), after, "still out of the log's reach: republishing the whole table");
+            walks.put(id.clone(), walk);
+            return whole(after);
+        }
         walk = Walk { whole_below: walk.whole_below, ..Walk::from(after) };
     }
-    let above = (!walk.commits.is_empty() || walk.top > 0).then_some(walk.top);
+    let above = holds.then_some(walk.top);
     let walked = commits_of(t, app_id, after, above).await?;
     if !walked.reached {
         // Every commit the walk found is past `after`; a start below the oldest of them (or below
         // the newest marker, when the walk found none) would walk off the log's end as well.
-        walk.whole_below = walked.commits.last().map_or(marker, |(_, m)| *m);
+        // A walk this one extended goes too: it would only lead here again.
+        let whole_below = walked.commits.last().map_or(marker, |(_, m)| *m);
+        walk = Walk { whole_below, ..Walk::from(after) };
         tracing::warn!(table = %t.table_url(), after, whole_below = walk.whole_below, "the log no longer reaches MongoDB's position: republishing the whole table");
-        walks.put(id, walk);
-        return Ok(Some(Unheard::Whole));
+        walks.put(id.clone(), walk);
+        return whole(after);
     }
     // Oldest first: each version is reached from the one before by reading only the commits in
     // between, instead of replaying the log from a checkpoint per commit.
@@ -147,8 +190,8 @@ pub async fn unheard_keys(
             }
             Err(e) => {
                 tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing the whole table");
-                walks.put(id, walk);
-                return Ok(Some(Unheard::Whole));
+                walks.put(id.clone(), walk);
+                return whole(after);
             }
         }
     }
@@ -296,7 +339,7 @@ mod tests {
     fn keys(u: &Unheard) -> Vec<String> {
         match u {
             Unheard::Keys(k) => ids(k, "customer_id"),
-            Unheard::Whole => panic!("a walk that reaches back is not whole"),
+            Unheard::Whole(_) => panic!("a walk that reaches back is not whole"),
         }
     }
 
@@ -394,6 +437,41 @@ mod tests {
         // A fresh memory walks, and finds the commits put back.
         let u = unheard_keys(&Walks::default(), &lake, &t, app, 20, spec).await.unwrap().unwrap();
         assert_eq!(keys(&u), ["c3", "c4", "c5", "c6"]);
+    }
+
+    /// Once MongoDB holds a whole publish, later starts of the topic from no earlier a position
+    /// walk only the commits past the version it was read at, though the log still does not reach
+    /// them: a long catch-up republishes the whole table once, not at every step.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_whole_publish_is_heard_later_starts_walk_only_the_commits_since() {
+        use crate::config::{FileConfig, Overrides, Settings};
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
+        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
+        for i in 1..=4 {
+            commit(&lake, rel, &state(&first(i)), app, 10 * i as i64).await;
+        }
+        let t = lake.open(rel).await.unwrap().unwrap();
+        deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
+        for v in 0..crate::lake::version_of(&t) {
+            std::fs::remove_file(dir.path().join(rel).join(format!("_delta_log/{v:020}.json"))).unwrap();
+        }
+        commit(&lake, rel, &state(&first(5)), app, 50).await;
+        let t = lake.open(rel).await.unwrap().unwrap();
+        let walks = Walks::default();
+        let u = unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap();
+        let w = u.whole().expect("the log does not reach 10").clone();
+        assert!(unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().unwrap().is_whole(), "not heard yet");
+
+        walks.heard(&w, crate::lake::version_of(&t) as i64);
+        assert!(unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().is_none(), "MongoDB has it all");
+        commit(&lake, rel, &state(&first(6)), app, 60).await;
+        let t = lake.open(rel).await.unwrap().unwrap();
+        let u = unheard_keys(&walks, &lake, &t, app, 30, spec).await.unwrap().unwrap();
+        assert_eq!(keys(&u), ["c6"]);
+        // A start before the heard publish's is still out of reach.
+        assert!(unheard_keys(&walks, &lake, &t, app, 5, spec).await.unwrap().unwrap().is_whole());
     }
 
     #[test]

@@ -238,7 +238,8 @@ impl Stages<'_> {
             // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
             // (after a failed publish, a later catch-up from bronze covers the gap instead).
             if may_publish && mv < upto && mv >= touched_after && p.mongo_due() {
-                let (m, topic, fail_at) = (Arc::clone(m), topic.to_string(), s.fail_at.clone());
+                let (m, topic, fail_at, walks) =
+                    (Arc::clone(m), topic.to_string(), s.fail_at.clone(), Arc::clone(self.walks));
                 let mut turn = m.queue();
                 let task = tokio::spawn(async move {
                     // After every publish queued before it, of any topic (see `Turn`).
@@ -254,6 +255,7 @@ impl Stages<'_> {
                     let waited_ms = t0.elapsed().as_millis() as u64 - orders_ms;
                     if let Some(a) = &aggregates {
                         *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
+                        heard_whole(&walks, &topic, a);
                     }
                     crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
                     m.set_progress(&topic, upto).await?;
@@ -290,6 +292,19 @@ impl Stages<'_> {
             "batch committed"
         );
         Ok(())
+    }
+}
+
+/// Tells the walks of the whole tables MongoDB now holds, so the next publishes of the topic need
+/// not send them whole again.
+fn heard_whole(walks: &gold::republish::Walks, topic: &str, a: &gold::AggregateFrames) {
+    for (coll, whole, version) in
+        [("customer_totals", &a.customers_whole, a.customers_version), ("daily_sales", &a.days_whole, a.days_version)]
+    {
+        if let Some(w) = whole {
+            walks.heard(w, version);
+            crate::metrics::global().whole_publish(topic, coll);
+        }
     }
 }
 

@@ -194,10 +194,10 @@ impl MongoSink {
         self.upsert("daily_sales", days.height(), g.days_version, &mut st, |r| daily_docs(days, r)).await?;
         self.delete("customer_totals", &g.deleted_customers, g.customers_version, &mut st).await?;
         self.delete("daily_sales", &daily_ids(&g.deleted_days)?, g.days_version, &mut st).await?;
-        if g.customers_whole {
+        if g.customers_whole.is_some() {
             self.sweep("customer_totals", g.customers_version, &mut st).await?;
         }
-        if g.days_whole {
+        if g.days_whole.is_some() {
             self.sweep("daily_sales", g.days_version, &mut st).await?;
         }
         Ok(st)

@@ -132,8 +132,8 @@ fn customers(version: i64, rows: &[(&str, i64)], deleted: &[&str]) -> AggregateF
         deleted_days: DataFrame::default(),
         customers_version: version,
         days_version: version,
-        customers_whole: false,
-        days_whole: false,
+        customers_whole: None,
+        days_whole: None,
     }
 }
 
@@ -205,7 +205,7 @@ async fn a_whole_table_publish_removes_the_documents_of_rows_the_table_no_longer
     sink.publish_aggregates(&customers(3, &[("c1", 100), ("c2", 200), ("c3", 300)], &[])).await.unwrap();
     sink.publish_aggregates(&customers(9, &[("c4", 400)], &[])).await.unwrap();
     let mut whole = customers(8, &[("c1", 150)], &[]);
-    whole.customers_whole = true;
+    whole.customers_whole = Some(orderlake::gold::republish::WholeAt::new("file:///lake/gold/customer_totals", "g", 7));
     let st = sink.publish_aggregates(&whole).await.unwrap();
     assert_eq!(st.deleted, 2, "c2 and c3");
     let want = [("c1".to_string(), 150, 8), ("c4".to_string(), 400, 9)];
