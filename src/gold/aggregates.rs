@@ -59,6 +59,8 @@ pub struct Agg<'a> {
     pub spec: &'static TableSpec,
     pub c: &'a GoldCommit<'a>,
     pub steps: Vec<(&'static str, Step)>,
+    /// MongoDB holds the table's rows: a publish carries what it has not heard of.
+    pub published: bool,
 }
 
 /// The batch's rows of an aggregate (for MongoDB), the keys whose rows went, the table version.
@@ -89,12 +91,20 @@ impl Agg<'_> {
     ) -> Result<Updated> {
         let table = self.lake.open(&self.rel).await?;
         // Commits of this topic MongoDB may not have heard of go out with this batch's rows.
-        let unheard = match (&table, self.c.publish_after) {
+        let unheard = match (&table, self.publish_after()) {
             (Some(t), Some(after)) => {
                 republish::unheard_keys(self.c.walks, self.lake, t, self.c.app_id, after, self.spec).await?
             }
             _ => None,
         };
+        if unheard.as_ref().and_then(republish::Unheard::whole).is_some_and(|w| w.news) {
+            tracing::warn!(
+                table = self.name,
+                after = self.publish_after(),
+                "the Delta log no longer shows what changed since MongoDB's position: republishing the whole \
+                 table, and removing MongoDB's documents of rows it no longer holds"
+            );
+        }
         if let Some(t) = &table
             && (!self.c.needs(self.name) || self.lake.has_applied(t, self.c.app_id, self.c.version).await?)
         {
@@ -140,7 +150,7 @@ impl Agg<'_> {
         let rebuilt = rebuild().await?;
         tracing::info!(table = self.name, rows = rebuilt.all.height(), "aggregate recomputed from the order tables");
         // With MongoDB, every row the rebuild changed goes out too, not only the batch's keys.
-        let before = match (&table, self.c.publish_after) {
+        let before = match (&table, self.publish_after()) {
             (_, None) => None,
             (Some(t), Some(_)) => Some(republish::read_whole(t, self.spec).await?),
             (None, Some(_)) => Some(bridge::to_frame(&[], &self.spec.arrow_schema())?),
@@ -165,6 +175,11 @@ impl Agg<'_> {
         self.done("rebuilt", picked, version_of(&t), unheard.as_ref())
     }
 
+    /// Where the batch's MongoDB publish starts, for a table MongoDB holds.
+    fn publish_after(&self) -> Option<i64> {
+        self.c.publish_after.filter(|_| self.published)
+    }
+
     fn done(
         &self,
         how: &str,
@@ -179,7 +194,7 @@ impl Agg<'_> {
             version,
             rows = rows.height(),
             gone = gone.height(),
-            publish_after = self.c.publish_after,
+            publish_after = self.publish_after(),
             unheard = unheard.is_some(),
             whole = whole.is_some(),
             "aggregate updated"

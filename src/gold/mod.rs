@@ -491,12 +491,14 @@ async fn unheard_orders(lake: &Lake, rel: &str, c: &GoldCommit<'_>) -> Result<BT
     match republish::unheard_keys(c.walks, lake, &t, c.app_id, after, &schema::GOLD_ORDER_TOTALS).await? {
         None => Ok(BTreeSet::new()),
         // Recomputing every order of the lake in one batch is not an option.
-        Some(republish::Unheard::Whole(_)) => {
-            tracing::warn!(
-                after,
-                "the log no longer reaches MongoDB's position: documents of orders that lost an item \
-                 meanwhile stay as they are until the order changes again"
-            );
+        Some(republish::Unheard::Whole(w)) => {
+            if w.news {
+                tracing::warn!(
+                    after,
+                    "the Delta log of gold/order_totals no longer shows what changed since MongoDB's position: \
+                     documents of orders that lost an item meanwhile stay as they are until the order changes again"
+                );
+            }
             Ok(BTreeSet::new())
         }
         Some(republish::Unheard::Keys(k)) => {

@@ -55,12 +55,15 @@ pub enum Unheard {
 pub struct WholeAt {
     id: (String, String),
     after: i64,
+    /// Found by this call rather than remembered from an earlier one: the caller says once what
+    /// that means for its documents, not at every step of a catch-up.
+    pub news: bool,
 }
 
 impl WholeAt {
     /// For a publish of the whole `table` (its URL) for the topic of `app_id`, from position `after`.
     pub fn new(table: &str, app_id: &str, after: i64) -> WholeAt {
-        WholeAt { id: (table.to_string(), app_id.to_string()), after }
+        WholeAt { id: (table.to_string(), app_id.to_string()), after, news: true }
     }
 }
 
@@ -153,16 +156,16 @@ pub async fn unheard_keys(
     };
     let newest = version_of(t);
     let id = (t.table_url().to_string(), app_id.to_string());
-    let whole = |after| Ok(Some(Unheard::Whole(WholeAt::new(&id.0, &id.1, after))));
+    let whole = |news| Ok(Some(Unheard::Whole(WholeAt { news, ..WholeAt::new(&id.0, &id.1, after) })));
     let mut walk = walks.take(&id).unwrap_or(Walk::from(after));
     // A walk from no later a start, of this table as it was or an older version of it, still
     // holds: only the commits past it are read.
     let holds = walk.after <= after && walk.top <= newest && (walk.top > 0 || !walk.commits.is_empty());
     if !holds {
         if after < walk.whole_below {
-            tracing::debug!(table = %t.table_url(), after, "still out of the log's reach: republishing the whole table");
+            tracing::debug!(table = %t.table_url(), after, "still out of the log's reach");
             walks.put(id.clone(), walk);
-            return whole(after);
+            return whole(false);
         }
         walk = Walk { whole_below: walk.whole_below, ..Walk::from(after) };
     }
@@ -174,9 +177,9 @@ pub async fn unheard_keys(
         // A walk this one extended goes too: it would only lead here again.
         let whole_below = walked.commits.last().map_or(marker, |(_, m)| *m);
         walk = Walk { whole_below, ..Walk::from(after) };
-        tracing::warn!(table = %t.table_url(), after, whole_below = walk.whole_below, "the log no longer reaches MongoDB's position: republishing the whole table");
+        tracing::debug!(table = %t.table_url(), after, whole_below = walk.whole_below, "the log does not reach back");
         walks.put(id.clone(), walk);
-        return whole(after);
+        return whole(true);
     }
     // Oldest first: each version is reached from the one before by reading only the commits in
     // between, instead of replaying the log from a checkpoint per commit.
@@ -189,9 +192,9 @@ pub async fn unheard_keys(
                 prev = Some(after);
             }
             Err(e) => {
-                tracing::warn!(version = v, error = %e, "cannot read what a commit changed: republishing the whole table");
+                tracing::warn!(table = %t.table_url(), version = v, error = %e, "cannot read what a commit changed");
                 walks.put(id.clone(), walk);
-                return whole(after);
+                return whole(true);
             }
         }
     }

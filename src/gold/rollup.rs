@@ -72,6 +72,7 @@ pub async fn aggregates(
         spec,
         c,
         steps,
+        published: true,
     };
     let ot_spec = &schema::GOLD_ORDER_TOTALS;
     let customers_part = async {
@@ -129,7 +130,8 @@ pub async fn aggregates(
     };
     let products_part = async {
         let steps = vec![(aggregates::BASE_TOTALS, ot_step), (aggregates::BASE_LINES, ol_step)];
-        let a = agg("product_sales", &schema::GOLD_PRODUCT_SALES, steps);
+        // MongoDB has no product documents: nothing to carry.
+        let a = aggregates::Agg { published: false, ..agg("product_sales", &schema::GOLD_PRODUCT_SALES, steps) };
         let keys = key_frame("product_id", products_touched.iter().cloned())?;
         let pick = |all: &DataFrame| aggregates::pick_keys(all, &keys, &["product_id"]);
         let names = silver_products(products, Some(&products_touched)).await?;
