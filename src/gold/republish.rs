@@ -19,7 +19,9 @@
 //! When the log no longer reaches MongoDB's position (maintenance removed the expired commits, or
 //! more commits than [`commits_of`] walks back passed while MongoDB was away), the publish
 //! carries the whole table instead, and says so: the sink then also removes the documents of rows
-//! the table no longer holds, which no key list could name.
+//! the table no longer holds, which no key list could name. [`Walks`] remembers both where the log
+//! ends and, once MongoDB confirms it, the version a whole publish was read at: the later steps of
+//! a long catch-up neither walk back to the log's end again nor send the whole table again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
