@@ -357,14 +357,33 @@ mod tests {
         customers(&rows, 1)
     }
 
+    fn local_lake(root: &std::path::Path) -> Lake {
+        use crate::config::{FileConfig, Overrides, Settings};
+        let o = Overrides { lake: Some(root.to_str().unwrap().into()), ..Default::default() };
+        Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap())
+    }
+
+    /// Customers c1..c4 committed one by one (markers 10..40), checkpointed, and the commits before
+    /// the checkpoint moved to `kept` as log cleanup would remove them.
+    async fn four_then_expired(lake: &Lake, root: &std::path::Path, rel: &str, app: &str, kept: &std::path::Path) {
+        for i in 1..=4 {
+            commit(lake, rel, &state(&first(i)), app, 10 * i as i64).await;
+        }
+        let t = lake.open(rel).await.unwrap().unwrap();
+        deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
+        let log = root.join(rel).join("_delta_log");
+        for v in 0..crate::lake::version_of(&t) {
+            let name = format!("{v:020}.json");
+            std::fs::rename(log.join(&name), kept.join(&name)).unwrap();
+        }
+    }
+
     /// A later publish (a later catch-up chunk) reads only the commits since the last walk, and
     /// still gets every key changed past its own start; a walk the log no longer reaches is whole.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_later_walk_reads_only_the_commits_since_and_forgets_what_it_no_longer_needs() {
-        use crate::config::{FileConfig, Overrides, Settings};
         let dir = tempfile::tempdir().unwrap();
-        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
-        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let lake = local_lake(dir.path());
         let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
         // Version i holds customers c1..ci and marks bronze version 10 * i.
         for i in 1..=6 {
@@ -406,22 +425,12 @@ mod tests {
     /// back again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_walk_off_the_logs_end_is_remembered_for_every_start_below_what_it_found() {
-        use crate::config::{FileConfig, Overrides, Settings};
         let dir = tempfile::tempdir().unwrap();
-        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
-        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let lake = local_lake(dir.path());
         let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
-        for i in 1..=4 {
-            commit(&lake, rel, &state(&first(i)), app, 10 * i as i64).await;
-        }
-        let t = lake.open(rel).await.unwrap().unwrap();
-        deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
-        let log = dir.path().join(rel).join("_delta_log");
         let kept = tempfile::tempdir().unwrap();
-        for v in 0..crate::lake::version_of(&t) {
-            let name = format!("{v:020}.json");
-            std::fs::rename(log.join(&name), kept.path().join(&name)).unwrap();
-        }
+        four_then_expired(&lake, dir.path(), rel, app, kept.path()).await;
+        let log = dir.path().join(rel).join("_delta_log");
         commit(&lake, rel, &state(&first(5)), app, 50).await;
         commit(&lake, rel, &state(&first(6)), app, 60).await;
         let t = lake.open(rel).await.unwrap().unwrap();
@@ -449,19 +458,11 @@ mod tests {
     /// them: a long catch-up republishes the whole table once, not at every step.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_a_whole_publish_is_heard_later_starts_walk_only_the_commits_since() {
-        use crate::config::{FileConfig, Overrides, Settings};
         let dir = tempfile::tempdir().unwrap();
-        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
-        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let lake = local_lake(dir.path());
         let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
-        for i in 1..=4 {
-            commit(&lake, rel, &state(&first(i)), app, 10 * i as i64).await;
-        }
-        let t = lake.open(rel).await.unwrap().unwrap();
-        deltalake::checkpoints::create_checkpoint(&t, None).await.unwrap();
-        for v in 0..crate::lake::version_of(&t) {
-            std::fs::remove_file(dir.path().join(rel).join(format!("_delta_log/{v:020}.json"))).unwrap();
-        }
+        let kept = tempfile::tempdir().unwrap();
+        four_then_expired(&lake, dir.path(), rel, app, kept.path()).await;
         commit(&lake, rel, &state(&first(5)), app, 50).await;
         let t = lake.open(rel).await.unwrap().unwrap();
         let walks = Walks::default();

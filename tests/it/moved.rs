@@ -158,25 +158,40 @@ async fn moved_and_deleted_then_crash_at(stage: &str, expire: bool) {
 /// move. MongoDB must end equal to the lake and the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_catches_up_over_many_missed_commits_with_moves_and_deletes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut s, prefix) = cdc_settings(&dir, "moved-catchup");
-    (s.batch.max_records, s.catch_up_versions) = (12, 3);
-    let history = orderlake::cdc_gen::synthetic(400, 43, false);
-    let (first, rest) = history.records.split_at(80);
-    produce::publish_cdc(&s, &prefix, first).await.unwrap();
-    run_once(&s).await;
-    let items = format!("bronze/{prefix}.order_items");
-    let published = table_version(&s, &items).await.unwrap();
+    let away = MongoAway::new("moved-catchup", 400, 43, 80, 3).await;
+    run_once(&away.s).await;
+    assert_mongo_is_the_lake(&away.s, &crate::cdc::cdc_reference(&away.history.db)).await;
+}
 
-    let mut without_mongo = s.clone();
-    without_mongo.mongodb_uri = None;
-    produce::publish_cdc(&s, &prefix, rest).await.unwrap();
-    run_once(&without_mongo).await;
-    let missed = table_version(&s, &items).await.unwrap() - published;
-    assert!(missed > 2 * s.catch_up_versions as u64, "the catch-up takes several steps ({missed} versions)");
+/// A CDC history whose first `published` changes reached MongoDB, and the rest only the lake
+/// (publishing off), in batches of 12 changes; MongoDB then catches up in steps of `steps`.
+struct MongoAway {
+    dir: tempfile::TempDir,
+    s: Settings,
+    prefix: String,
+    history: orderlake::cdc_gen::CdcHistory,
+}
 
-    run_once(&s).await;
-    assert_mongo_is_the_lake(&s, &crate::cdc::cdc_reference(&history.db)).await;
+impl MongoAway {
+    async fn new(name: &str, changes: usize, seed: u64, published: usize, steps: i64) -> MongoAway {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, prefix) = cdc_settings(&dir, name);
+        (s.batch.max_records, s.catch_up_versions) = (12, steps);
+        let history = orderlake::cdc_gen::synthetic(changes, seed, false);
+        let (first, rest) = history.records.split_at(published);
+        produce::publish_cdc(&s, &prefix, first).await.unwrap();
+        run_once(&s).await;
+        let items = format!("bronze/{prefix}.order_items");
+        let published = table_version(&s, &items).await.unwrap();
+
+        let mut without_mongo = s.clone();
+        without_mongo.mongodb_uri = None;
+        produce::publish_cdc(&s, &prefix, rest).await.unwrap();
+        run_once(&without_mongo).await;
+        let missed = table_version(&s, &items).await.unwrap() - published;
+        assert!(missed > 2 * s.catch_up_versions as u64, "the catch-up takes several steps ({missed} versions)");
+        MongoAway { dir, s, prefix, history }
+    }
 }
 
 /// As above, and maintenance removed the aggregates' commits MongoDB missed before it came back:
@@ -185,22 +200,7 @@ async fn mongodb_catches_up_over_many_missed_commits_with_moves_and_deletes() {
 /// commit the log still has. MongoDB must end equal to the source all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_catches_up_in_steps_when_the_log_no_longer_reaches_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut s, prefix) = cdc_settings(&dir, "moved-expired");
-    (s.batch.max_records, s.catch_up_versions) = (12, 2);
-    let history = orderlake::cdc_gen::synthetic(200, 47, false);
-    let (first, rest) = history.records.split_at(40);
-    produce::publish_cdc(&s, &prefix, first).await.unwrap();
-    run_once(&s).await;
-    let items = format!("bronze/{prefix}.order_items");
-    let published = table_version(&s, &items).await.unwrap();
-
-    let mut without_mongo = s.clone();
-    without_mongo.mongodb_uri = None;
-    produce::publish_cdc(&s, &prefix, rest).await.unwrap();
-    run_once(&without_mongo).await;
-    let missed = table_version(&s, &items).await.unwrap() - published;
-    assert!(missed > 2 * s.catch_up_versions as u64, "the catch-up takes several steps ({missed} versions)");
+    let MongoAway { dir, s, prefix, history } = MongoAway::new("moved-expired", 200, 47, 40, 2).await;
     for rel in ["gold/customer_totals", "gold/daily_sales"] {
         expire_log(&s, dir.path(), rel).await;
     }
