@@ -77,10 +77,6 @@ impl Unheard {
         }
     }
 
-    pub fn is_whole(&self) -> bool {
-        self.whole().is_some()
-    }
-
     /// The keys to carry, given every row of the table as the publish's version holds it.
     pub fn keys_in(&self, all: &DataFrame, key: &[&str]) -> Result<DataFrame> {
         match self {
@@ -413,7 +409,7 @@ mod tests {
         assert!(unheard_keys(&walks, &lake, &t, app, 80, spec).await.unwrap().is_none());
         // An earlier start than the walks know of needs the removed commits.
         let u = unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap();
-        assert!(u.is_whole());
+        assert!(u.whole().is_some());
         let all = read_whole(&t, spec).await.unwrap();
         assert_eq!(u.keys_in(&all, spec.key).unwrap().height(), 6, "every key the table holds");
     }
@@ -436,7 +432,7 @@ mod tests {
         let t = lake.open(rel).await.unwrap().unwrap();
 
         let walks = Walks::default();
-        assert!(unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap().is_whole());
+        assert!(unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap().whole().is_some());
         for e in std::fs::read_dir(kept.path()).unwrap() {
             let e = e.unwrap();
             std::fs::rename(e.path(), log.join(e.file_name())).unwrap();
@@ -444,7 +440,7 @@ mod tests {
         // The oldest commit the walk found marks 40 (the checkpoint's): every start below is whole.
         for after in [10, 20, 39] {
             let u = unheard_keys(&walks, &lake, &t, app, after, spec).await.unwrap().unwrap();
-            assert!(u.is_whole(), "start {after}: remembered, not walked again");
+            assert!(u.whole().is_some(), "start {after}: remembered, not walked again");
         }
         let u = unheard_keys(&walks, &lake, &t, app, 40, spec).await.unwrap().unwrap();
         assert_eq!(keys(&u), ["c5", "c6"]);
@@ -468,7 +464,10 @@ mod tests {
         let walks = Walks::default();
         let u = unheard_keys(&walks, &lake, &t, app, 10, spec).await.unwrap().unwrap();
         let w = u.whole().expect("the log does not reach 10").clone();
-        assert!(unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().unwrap().is_whole(), "not heard yet");
+        assert!(
+            unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().unwrap().whole().is_some(),
+            "not heard yet"
+        );
 
         walks.heard(&w, crate::lake::version_of(&t) as i64);
         assert!(unheard_keys(&walks, &lake, &t, app, 20, spec).await.unwrap().is_none(), "MongoDB has it all");
@@ -477,7 +476,7 @@ mod tests {
         let u = unheard_keys(&walks, &lake, &t, app, 30, spec).await.unwrap().unwrap();
         assert_eq!(keys(&u), ["c6"]);
         // A start before the heard publish's is still out of reach.
-        assert!(unheard_keys(&walks, &lake, &t, app, 5, spec).await.unwrap().unwrap().is_whole());
+        assert!(unheard_keys(&walks, &lake, &t, app, 5, spec).await.unwrap().unwrap().whole().is_some());
     }
 
     #[test]
