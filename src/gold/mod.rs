@@ -11,6 +11,7 @@ pub mod incremental;
 pub mod republish;
 pub mod rollup;
 pub mod totals;
+pub mod whole_orders;
 pub mod window;
 
 use std::collections::{BTreeSet, HashMap};
@@ -139,6 +140,8 @@ pub struct OrderGold {
     lines_c: Committed,
     ot_read: i64,
     ol_read: i64,
+    /// Every order, to publish whole: the log could not say which orders MongoDB missed.
+    whole: Option<std::sync::Arc<whole_orders::WholeOrders>>,
     laps: Laps,
 }
 
@@ -151,6 +154,11 @@ impl OrderGold {
             deleted_orders: strings(&self.gone_orders, "order_id")?.into_iter().collect(),
             version: self.totals_c.after,
         })
+    }
+
+    /// Every order, when MongoDB must get them all (see [`whole_orders`]); after [`Self::frames`].
+    pub fn whole_orders(&self) -> Option<std::sync::Arc<whole_orders::WholeOrders>> {
+        self.whole.clone()
     }
 }
 
@@ -413,7 +421,7 @@ pub async fn orders(
     let gp = |t: &str| format!("{gold_prefix}/{t}");
     let mut laps = Laps::new();
     let totals_rel = gp("order_totals");
-    let (mut touched, unheard) =
+    let (mut touched, (unheard, whole)) =
         tokio::try_join!(expand(lake, silver_prefix, gold_prefix, touched), unheard_orders(lake, &totals_rel, c))?;
     touched.orders.extend(unheard);
     laps.mark("expand");
@@ -467,6 +475,10 @@ pub async fn orders(
         ),
     )?;
     laps.mark("merge_orders");
+    let whole = match whole {
+        Some(at) => whole_orders::WholeOrders::open(lake, gold_prefix, at).await?.map(std::sync::Arc::new),
+        None => None,
+    };
     Ok(OrderGold {
         touched,
         order_totals,
@@ -478,6 +490,7 @@ pub async fn orders(
         lines_c,
         ot_read,
         ol_read,
+        whole,
         laps,
     })
 }
@@ -485,25 +498,32 @@ pub async fn orders(
 /// Orders whose rows changed in commits of this topic MongoDB has not heard of (the publish was
 /// lost, or MongoDB was away): they are recomputed and published with the batch's. `expand` finds
 /// the order an item left from gold, which is already past the change by then, so without these
-/// the documents of an order that lost an item would stay as they were.
-async fn unheard_orders(lake: &Lake, rel: &str, c: &GoldCommit<'_>) -> Result<BTreeSet<String>> {
-    let (Some(after), Some(t)) = (c.publish_after, lake.open(rel).await?) else { return Ok(BTreeSet::new()) };
+/// the documents of an order that lost an item would stay as they were. When the log no longer
+/// reaches MongoDB's position, no orders but a whole publish instead (`whole_orders`).
+async fn unheard_orders(
+    lake: &Lake,
+    rel: &str,
+    c: &GoldCommit<'_>,
+) -> Result<(BTreeSet<String>, Option<republish::WholeAt>)> {
+    let (Some(after), Some(t)) = (c.publish_after, lake.open(rel).await?) else { return Ok(Default::default()) };
     match republish::unheard_keys(c.walks, lake, &t, c.app_id, after, &schema::GOLD_ORDER_TOTALS).await? {
-        None => Ok(BTreeSet::new()),
-        // Recomputing every order of the lake in one batch is not an option.
+        None => Ok(Default::default()),
+        // Recomputing every order of the lake in one batch is not an option; publishing what
+        // gold holds of them, a slice at a time, is.
         Some(republish::Unheard::Whole(w)) => {
             if w.news {
                 tracing::warn!(
                     after,
                     "the Delta log of gold/order_totals no longer shows what changed since MongoDB's position: \
-                     documents of orders that lost an item meanwhile stay as they are until the order changes again"
+                     republishing every order document, and removing MongoDB's documents of orders the lake no \
+                     longer holds"
                 );
             }
-            Ok(BTreeSet::new())
+            Ok((BTreeSet::new(), Some(w)))
         }
         Some(republish::Unheard::Keys(k)) => {
             tracing::debug!(orders = k.height(), after, "orders changed in commits MongoDB has not heard of");
-            strings(&k, "order_id")
+            Ok((strings(&k, "order_id")?, None))
         }
     }
 }

@@ -192,6 +192,7 @@ impl Stages<'_> {
             (Some(_), Some(g)) => Some(g.frames()?),
             _ => None,
         };
+        let whole_orders = order_gold.as_ref().and_then(gold::OrderGold::whole_orders);
 
         // The aggregates and the batch log go on in the background (`tail`) while the next batch
         // is cut and written to bronze and silver, with silver `products` as this batch left it.
@@ -204,8 +205,7 @@ impl Stages<'_> {
         let log = (p.lake_done < upto).then(|| {
             let dead_letters = merged(units, p.lake_done).map(|u| u.decoded.dead.len()).sum::<usize>() as i64;
             let landed = merged(units, p.lake_done).map(|u| u.events).sum::<usize>() as i64;
-            crate::metrics::global().decoded((landed - dead_letters).max(0) as u64);
-            tail::LogRow { events: events as i64, dead_letters }
+            tail::LogRow { events: events as i64, dead_letters, decoded: (landed - dead_letters).max(0) as u64 }
         });
         let (to_mongo, aggregates_for_mongo) = tokio::sync::oneshot::channel::<Option<gold::AggregateFrames>>();
         tail::Tail {
@@ -247,6 +247,11 @@ impl Stages<'_> {
                     let (mut stats, t0) = (None, Instant::now());
                     if let Some(o) = &orders {
                         stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
+                    }
+                    if let Some(w) = &whole_orders {
+                        *stats.get_or_insert_default() +=
+                            publish_whole_orders(&m, w, &topic, fail_at.as_deref()).await?;
+                        walks.heard(&w.at, w.version());
                     }
                     let orders_ms = t0.elapsed().as_millis() as u64;
                     // A tail that fails before handing its aggregates over drops this publish;
@@ -293,6 +298,34 @@ impl Stages<'_> {
         );
         Ok(())
     }
+}
+
+/// Sends every order ([`gold::whole_orders`]) a slice at a time, then deletes the documents of
+/// orders it did not send. Killed halfway, MongoDB's position has not moved: the rerun's catch-up
+/// finds the log as short as before and starts again.
+async fn publish_whole_orders(
+    m: &MongoSink,
+    w: &gold::whole_orders::WholeOrders,
+    topic: &str,
+    fail_at: Option<&str>,
+) -> Result<PublishStats> {
+    let (slices, version) = (w.slices(gold::whole_orders::SLICE).await?, w.version());
+    let orders: usize = slices.iter().map(Vec::len).sum();
+    let mut st = PublishStats::default();
+    let mut sent = 0;
+    for ids in &slices {
+        st += m.publish_orders(&w.frames(ids).await?, None).await?;
+        sent += ids.len();
+        info!(topic, sent, orders, order_totals_version = version, "MongoDB: order documents republished");
+        crate::config::fault_point(fail_at, "mid-whole-orders")?;
+    }
+    let swept = m.sweep_orders(version).await?;
+    st += swept;
+    for coll in ["order_totals", "orders"] {
+        crate::metrics::global().whole_publish(topic, coll);
+    }
+    info!(topic, orders, deleted = swept.deleted, "MongoDB: every order document republished");
+    Ok(st)
 }
 
 /// Tells the walks of the whole tables MongoDB now holds, so the next publishes of the topic need

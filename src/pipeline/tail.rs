@@ -50,6 +50,9 @@ impl std::fmt::Debug for InFlightTail {
 pub struct LogRow {
     pub events: i64,
     pub dead_letters: i64,
+    /// Events this process decoded into every layer for the first time: counted in the metrics
+    /// once the row is written, so a batch retried after a failure is not counted twice.
+    pub decoded: u64,
 }
 
 /// Everything a tail needs, owned: it outlives the call that started it.
@@ -133,8 +136,10 @@ impl Tail {
         }
         let _ = self.to_mongo.send(aggregates);
         let aggregates_ms = started.elapsed().as_millis() as u64;
-        if let Some(row) = &self.log {
-            write_log(&self.lake, &self.group, &self.topic, self.upto, row, self.now_us).await?;
+        if let Some(row) = &self.log
+            && write_log(&self.lake, &self.group, &self.topic, self.upto, row, self.now_us).await?
+        {
+            crate::metrics::global().decoded(row.decoded);
         }
         tracing::debug!(
             topic = %self.topic,
@@ -150,12 +155,13 @@ impl Tail {
 /// `aggregates-transient-once` (test-only) has failed its one tail.
 static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
 
-/// Appends the batch's row to the batch log, whose marker says every lake layer has the version.
-async fn write_log(lake: &Lake, group: &str, topic: &str, upto: i64, row: &LogRow, now_us: i64) -> Result<()> {
+/// Appends the batch's row to the batch log, whose marker says every lake layer has the version;
+/// false when the log had it already.
+async fn write_log(lake: &Lake, group: &str, topic: &str, upto: i64, row: &LogRow, now_us: i64) -> Result<bool> {
     let t = lake.open_or_create(progress::batches_table(), &schema::BATCH_LOG).await?;
     let app_id = progress::batches_app_id(group, topic);
     if lake.has_applied(&t, &app_id, upto).await? {
-        return Ok(());
+        return Ok(false);
     }
     let b = batch(
         &schema::BATCH_LOG,
@@ -170,7 +176,7 @@ async fn write_log(lake: &Lake, group: &str, topic: &str, upto: i64, row: &LogRo
     let props = commit_with(vec![Transaction::new(app_id, upto)]);
     let t = t.write(vec![b]).with_save_mode(SaveMode::Append).with_commit_properties(props).await?;
     lake.keep(progress::batches_table(), &t);
-    Ok(())
+    Ok(true)
 }
 
 /// Waits for (or, without `wait`, only collects a finished) tail. When it failed, the markers

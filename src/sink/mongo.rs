@@ -203,6 +203,15 @@ impl MongoSink {
         Ok(st)
     }
 
+    /// After every order was published at `version` (`gold::whole_orders`): deletes the
+    /// `order_totals` and `orders` documents of orders the lake no longer holds.
+    pub async fn sweep_orders(&self, version: i64) -> Result<PublishStats> {
+        let mut st = PublishStats::default();
+        self.sweep("order_totals", version, &mut st).await?;
+        self.sweep("orders", version, &mut st).await?;
+        Ok(st)
+    }
+
     /// After a publish of a whole table at `version`: every document of `coll` it did not write
     /// and no newer publish wrote (`_v` below `version`) is a row the table no longer holds.
     async fn sweep(&self, coll: &str, version: i64, st: &mut PublishStats) -> Result<()> {

@@ -38,6 +38,8 @@ async fn metrics_and_probes_follow_a_running_pipeline() {
     let log_path = dir.path().join("run.log");
     let mut cmd = orderlake_cmd(&s);
     cmd.env("ORDERLAKE_METRICS_ADDR", format!("127.0.0.1:{port}"));
+    // One batch's background tail fails once and its version is applied again: counted once.
+    cmd.env("ORDERLAKE_TEST_FAIL_AT", "aggregates-transient-once");
     let mut guard = spawn_run(cmd, &config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
@@ -81,7 +83,18 @@ async fn metrics_and_probes_follow_a_running_pipeline() {
     let freshness = value(&metrics, "orderlake_freshness_seconds").unwrap();
     assert!(freshness > 0.0 && freshness < 120.0, "{metrics}");
     assert_eq!(value(&metrics, "orderlake_events_dead_lettered_total"), Some(0.0));
-    assert_eq!(value(&metrics, "orderlake_events_decoded_total"), Some(records.len() as f64), "{metrics}");
+    // Decoded events count once their batch log row is in, the tail's last step.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let decoded = loop {
+        let m = get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+        let decoded = value(&m, "orderlake_events_decoded_total");
+        if decoded >= Some(records.len() as f64) || Instant::now() > deadline {
+            break decoded;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(decoded, Some(records.len() as f64), "{metrics}");
+    assert!(log().contains("injected transient failure after the aggregates"), "{}", log());
     assert_eq!(value(&metrics, "orderlake_ready"), Some(1.0));
     // Each batch reads back the commits and files the one before wrote: from memory, not Azurite.
     let from_memory = value(&metrics, "orderlake_storage_reads_from_memory_total").unwrap();

@@ -3,13 +3,15 @@
 //! aggregates, before the hand-over), the rerun no longer sees where the order was: the lake is
 //! already past it. MongoDB must still end equal to the lake, old rows corrected or removed.
 
+use std::collections::BTreeMap;
+
 use orderlake::cdc_gen::CdcRecord;
 use orderlake::config::Settings;
 use orderlake::model::Entity;
 use orderlake::produce;
 use serde_json::json;
 
-use crate::e2e::{differences, lake_totals, mongo_totals, run_once};
+use crate::e2e::{assert_mongo_matches, differences, lake_totals, mongo_totals, run_once};
 use crate::reference::Reference;
 use crate::restart::run_failing_at;
 use crate::support::*;
@@ -41,6 +43,7 @@ async fn assert_mongo_is_the_lake(s: &Settings, want: &Reference) {
     let as_ref = Reference { orders: t, customers: c, daily: d };
     let mongo = differences("MongoDB", &mongo_totals(s).await, &as_ref);
     assert_eq!(mongo, "MongoDB: equal to the source\n", "MongoDB after the rerun");
+    assert_mongo_matches(s, &as_ref).await;
 }
 
 /// Settings of a CDC source with MongoDB and a local lake in `dir`, and the topics' prefix.
@@ -57,6 +60,7 @@ async fn assert_mongo_equals_the_lake(s: &Settings) {
     let as_ref = Reference { orders: t, customers: c, daily: d };
     let mongo = differences("MongoDB", &mongo_totals(s).await, &as_ref);
     assert_eq!(mongo, "MongoDB: equal to the source\n", "MongoDB after the catch-up");
+    assert_mongo_matches(s, &as_ref).await;
 }
 
 /// Reference rows by key (3 figures for orders and customers, 5 for days).
@@ -76,9 +80,9 @@ async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_after_a_crash_before
     moved_and_deleted_then_crash_at("before-aggregates", false).await;
 }
 
-/// As after the aggregates, and then maintenance removes the aggregates' expired commits (MongoDB
+/// As after the aggregates, and then maintenance removes the gold tables' expired commits (MongoDB
 /// was away past the log's retention): the rerun cannot read what changed, so it republishes the
-/// whole tables, and the documents of rows they no longer hold go.
+/// whole tables and every order, and the documents of rows they no longer hold go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_or_deleted_order_leaves_no_stale_aggregate_when_the_log_no_longer_reaches_mongodb() {
     moved_and_deleted_then_crash_at("after-gold", true).await;
@@ -139,7 +143,7 @@ async fn moved_and_deleted_then_crash_at(stage: &str, expire: bool) {
     produce::publish_cdc(&s, &prefix, &second).await.unwrap();
     run_failing_at(&s, stage).await;
     if expire {
-        for rel in ["gold/customer_totals", "gold/daily_sales"] {
+        for rel in ["gold/order_totals", "gold/customer_totals", "gold/daily_sales"] {
             expire_log(&s, dir.path(), rel).await;
         }
     }
@@ -194,14 +198,14 @@ impl MongoAway {
     }
 }
 
-/// As above, and maintenance removed the aggregates' commits MongoDB missed before it came back:
-/// the first steps of the catch-up cannot read what changed and republish the whole tables
-/// (sweeping the documents of rows they no longer hold), until a step starts past the oldest
-/// commit the log still has. MongoDB must end equal to the source all the same.
+/// As above, and maintenance removed the gold tables' commits MongoDB missed before it came back:
+/// the first steps of the catch-up cannot read what changed and republish the whole aggregates and
+/// every order (sweeping the documents of rows the lake no longer holds), until a step starts past
+/// the oldest commit the log still has. MongoDB must end equal to the source all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_catches_up_in_steps_when_the_log_no_longer_reaches_it() {
     let MongoAway { dir, s, prefix, history } = MongoAway::new("moved-expired", 200, 47, 40, 2).await;
-    for rel in ["gold/customer_totals", "gold/daily_sales"] {
+    for rel in ["gold/order_totals", "gold/customer_totals", "gold/daily_sales"] {
         expire_log(&s, dir.path(), rel).await;
     }
 
@@ -209,15 +213,15 @@ async fn mongodb_catches_up_in_steps_when_the_log_no_longer_reaches_it() {
     assert_mongo_is_the_lake(&s, &crate::cdc::cdc_reference(&history.db)).await;
     // Whole once, and at most once more by the step whose aggregates were read while the first
     // whole publish was still going out; not at every step.
-    let mut wholes = 0;
+    let mut wholes = BTreeMap::new();
     for topic in ["orders", "order_items"].map(|t| format!("{prefix}.{t}")) {
-        for coll in ["customer_totals", "daily_sales"] {
+        for coll in ["customer_totals", "daily_sales", "order_totals", "orders"] {
             let n = orderlake::metrics::global().whole_publishes(&topic, coll);
             assert!(n <= 2, "{topic} {coll}: {n} whole publishes");
-            wholes += n;
+            *wholes.entry(coll).or_insert(0) += n;
         }
     }
-    assert!(wholes > 0, "the catch-up began whole");
+    assert!(wholes.values().all(|n| *n > 0), "the catch-up began whole: {wholes:?}");
 }
 
 /// The same with items: while MongoDB is away one item of order 1 is deleted (the event names
@@ -227,33 +231,58 @@ async fn mongodb_catches_up_in_steps_when_the_log_no_longer_reaches_it() {
 /// versions, so later steps use what the first one read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_that_lost_its_items_while_mongodb_was_away_is_republished() {
+    order_lost_its_items_while_mongodb_was_away("moved-items", false).await;
+}
+
+/// As above, and the commits that say so expired before MongoDB came back: every order is
+/// republished, order 1's documents with it, and a run killed halfway through that leaves it to
+/// the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_that_lost_its_items_is_republished_when_the_log_no_longer_reaches_mongodb() {
+    order_lost_its_items_while_mongodb_was_away("moved-items-expired", true).await;
+}
+
+async fn order_lost_its_items_while_mongodb_was_away(name: &str, expire: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut s, prefix) = cdc_settings(&dir, "moved-items");
+    let (mut s, prefix) = cdc_settings(&dir, name);
     (s.batch.max_records, s.catch_up_versions) = (1, 2);
     let first = [
         order(1, 7, "France", 20058, 1, "c"),
         order(2, 8, "Germany", 20059, 2, "c"),
-        item(11, 1, 2, 3),
-        item(12, 1, 1, 4),
-        item(13, 2, 4, 5),
+        order(3, 9, "Norway", 20059, 3, "c"),
+        item(11, 1, 2, 4),
+        item(12, 1, 1, 5),
+        item(13, 2, 4, 6),
+        item(19, 3, 1, 7),
     ];
     produce::publish_cdc(&s, &prefix, &first).await.unwrap();
     run_once(&s).await;
     assert_mongo_equals_the_lake(&s).await;
 
+    // Item 12 goes, item 11 moves to order 2, order 3 goes with its item.
     let mut without_mongo = s.clone();
     without_mongo.mongodb_uri = None;
     let mut rest = vec![
         change(Entity::OrderItems, json!({"item_id": 12}), 101, "d", None),
         CdcRecord { entity: Entity::OrderItems, key: json!({"item_id": 12}).to_string(), value: None },
         item(11, 2, 2, 102),
+        change(Entity::OrderItems, json!({"item_id": 19}), 103, "d", None),
+        change(Entity::Orders, json!({"order_id": 3}), 104, "d", None),
     ];
     rest.extend((14..18).map(|i| item(i, 2, 1, 90 + i)));
     produce::publish_cdc(&s, &prefix, &rest).await.unwrap();
     run_once(&without_mongo).await;
     let (orders, _, _) = lake_totals(&s).await;
     assert_eq!(orders, rows(&[("1", [0, 0, 0]), ("2", [6, 10, 2500])]), "the lake took the changes");
+    if expire {
+        expire_log(&s, dir.path(), "gold/order_totals").await;
+        // Killed after the orders went out, before the sweep: the rerun must start over.
+        run_failing_at(&s, "mid-whole-orders").await;
+    }
 
     run_once(&s).await;
     assert_mongo_equals_the_lake(&s).await;
+    let topic = format!("{prefix}.order_items");
+    let wholes = orderlake::metrics::global().whole_publishes(&topic, "orders");
+    assert_eq!(wholes > 0, expire, "{topic}: {wholes} whole publishes of the orders");
 }
