@@ -223,7 +223,7 @@ impl Metrics {
         for (t, behind) in self.mongo_behind.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_publish_lag_versions{{topic=\"{t}\"}} {behind}").ok();
         }
-        writeln!(o, "# HELP orderlake_mongodb_whole_publishes_total Publishes that sent a whole aggregate because the Delta log no longer reached MongoDB's position.").ok();
+        writeln!(o, "# HELP orderlake_mongodb_whole_publishes_total Publishes that sent a whole aggregate, or every order document, because the Delta log no longer reached MongoDB's position.").ok();
         writeln!(o, "# TYPE orderlake_mongodb_whole_publishes_total counter").ok();
         for ((t, c), n) in self.whole_publishes.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_whole_publishes_total{{topic=\"{t}\",collection=\"{c}\"}} {n}").ok();
