@@ -156,8 +156,7 @@ mod tests {
             let mut ids = ids.clone();
             ids.sort();
             assert_eq!(column(&f.order_totals, "order_id"), ids);
-            let items: Vec<String> = ids.iter().flat_map(|i| [format!("{i}-a"), format!("{i}-b")]).collect();
-            let mut items = items;
+            let mut items: Vec<String> = ids.iter().flat_map(|i| [format!("{i}-a"), format!("{i}-b")]).collect();
             items.sort();
             assert_eq!(column(&f.order_lines, "item_id"), items);
             assert_eq!((f.version, f.deleted_orders.len()), (3, 0));
