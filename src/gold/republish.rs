@@ -353,12 +353,6 @@ mod tests {
         customers(&rows, 1)
     }
 
-    fn local_lake(root: &std::path::Path) -> Lake {
-        use crate::config::{FileConfig, Overrides, Settings};
-        let o = Overrides { lake: Some(root.to_str().unwrap().into()), ..Default::default() };
-        Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap())
-    }
-
     /// Customers c1..c4 committed one by one (markers 10..40), checkpointed, and the commits before
     /// the checkpoint moved to `kept` as log cleanup would remove them.
     async fn four_then_expired(lake: &Lake, root: &std::path::Path, rel: &str, app: &str, kept: &std::path::Path) {
@@ -379,7 +373,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_later_walk_reads_only_the_commits_since_and_forgets_what_it_no_longer_needs() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = local_lake(dir.path());
+        let lake = Lake::local(dir.path());
         let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
         // Version i holds customers c1..ci and marks bronze version 10 * i.
         for i in 1..=6 {
@@ -422,7 +416,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_walk_off_the_logs_end_is_remembered_for_every_start_below_what_it_found() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = local_lake(dir.path());
+        let lake = Lake::local(dir.path());
         let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
         let kept = tempfile::tempdir().unwrap();
         four_then_expired(&lake, dir.path(), rel, app, kept.path()).await;
@@ -455,7 +449,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_a_whole_publish_is_heard_later_starts_walk_only_the_commits_since() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = local_lake(dir.path());
+        let lake = Lake::local(dir.path());
         let (rel, app, spec) = ("gold/customer_totals", "g/gold/t", &GOLD_CUSTOMER_TOTALS);
         let kept = tempfile::tempdir().unwrap();
         four_then_expired(&lake, dir.path(), rel, app, kept.path()).await;

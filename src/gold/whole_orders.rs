@@ -81,12 +81,6 @@ mod tests {
     use super::*;
     use crate::lake::schema::{GOLD_ORDER_LINES, GOLD_ORDER_TOTALS, TableSpec};
 
-    fn local_lake(root: &std::path::Path) -> Lake {
-        use crate::config::{FileConfig, Overrides, Settings};
-        let o = Overrides { lake: Some(root.to_str().unwrap().into()), ..Default::default() };
-        Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap())
-    }
-
     fn totals(ids: &[String]) -> DataFrame {
         let n = ids.len();
         df! {
@@ -130,7 +124,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_order_comes_once_in_slices_with_its_own_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = local_lake(dir.path());
+        let lake = Lake::local(dir.path());
         let batches: [Vec<String>; 3] = [
             (990..1010).map(|i| i.to_string()).collect(),
             (1..=6).map(|i| format!("C{i}")).collect(),

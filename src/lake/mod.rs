@@ -81,6 +81,14 @@ fn object_store_options(settings: &Settings) -> HashMap<String, String> {
 }
 
 impl Lake {
+    /// A lake in a local directory with default settings, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn local(root: &std::path::Path) -> Lake {
+        use crate::config::{FileConfig, Overrides};
+        let o = Overrides { lake: Some(root.to_str().expect("a UTF-8 path").into()), ..Default::default() };
+        Lake::new(&Settings::from_parts(FileConfig::default(), o).expect("default settings"))
+    }
+
     pub fn new(settings: &Settings) -> Self {
         REGISTER.call_once(|| {
             deltalake::azure::register_handlers(None);

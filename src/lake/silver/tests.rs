@@ -1,7 +1,6 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::config::{FileConfig, Overrides, Settings};
 use crate::model::OrderRow;
 
 fn pos(t: i64) -> SourcePos {
@@ -50,8 +49,7 @@ async fn order_ids(lake: &Lake) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_batch_sees_the_tombstones_the_batches_before_it_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
-    let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+    let lake = Lake::local(dir.path());
 
     let first = Changes { orders: vec![order("o1", 1), order("o2", 1)], ..Default::default() };
     apply(&lake, &first, 1).await;
@@ -94,8 +92,7 @@ async fn a_column_added_mid_stream_keeps_the_rows_the_batch_does_not_touch() {
     };
     for crashed_after_adding_the_column in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let o = Overrides { lake: Some(dir.path().to_str().unwrap().into()), ..Default::default() };
-        let lake = Lake::new(&Settings::from_parts(FileConfig::default(), o).unwrap());
+        let lake = Lake::local(dir.path());
         let first = Changes { orders: (1..=5).map(|i| order(&format!("o{i}"), 1)).collect(), ..Default::default() };
         apply(&lake, &first, 1).await;
         if crashed_after_adding_the_column {
