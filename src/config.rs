@@ -65,6 +65,9 @@ pub struct LakeFile {
 pub struct MongoFile {
     pub uri: Option<String>,
     pub database: Option<String>,
+    /// How long a batch's `customer_totals` and `daily_sales` documents may wait to go out with a
+    /// later batch's publish while MongoDB is the bottleneck (0: with every batch).
+    pub aggregates_lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +171,8 @@ pub struct Settings {
     pub read_back_bytes: usize,
     pub mongodb_uri: Option<String>,
     pub mongodb_database: String,
+    /// `mongodb.aggregates_lag_ms`: see `pipeline::publish`.
+    pub aggregates_lag: Duration,
     pub batch: BatchSettings,
     pub maintenance: MaintenanceSettings,
     pub bronze_prefix: String,
@@ -184,9 +189,10 @@ pub struct Settings {
     pub catch_up_versions: i64,
     /// Debezium CDC sources, when configured.
     pub cdc: Option<crate::cdc_config::CdcSettings>,
-    /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`);
-    /// `slow-aggregates` instead delays every batch's aggregates by 2 s, so the next batch's
-    /// silver write lands while they are pending.
+    /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`,
+    /// several comma-separated); `slow-aggregates` instead delays every batch's aggregates by 2 s,
+    /// so the next batch's silver write lands while they are pending, and `slow-order-publish`
+    /// holds each MongoDB publish 1.5 s after its order documents, so the next batch waits for it.
     pub fail_at: Option<String>,
     /// `run --bronze-only`: land events in bronze and stop there; the other layers catch up from
     /// bronze on the next run without it.
@@ -253,6 +259,13 @@ impl Settings {
             return Err(cfg("--mongodb-uri / ORDERLAKE_MONGODB_URI", "must start with mongodb:// or mongodb+srv://"));
         }
         let mongodb_database = o.mongodb_database.or(fc.mongodb.database).unwrap_or_else(|| "orderlake".into());
+        let lag_ms = fc.mongodb.aggregates_lag_ms.unwrap_or(2_000);
+        if lag_ms > 600_000 {
+            return Err(cfg(
+                "mongodb.aggregates_lag_ms",
+                format!("{lag_ms} is above 600000 (10 minutes); 0 publishes the aggregates with every batch"),
+            ));
+        }
 
         let batch = BatchSettings {
             max_records: fc.batch.max_records.unwrap_or(50_000),
@@ -332,6 +345,7 @@ impl Settings {
             read_back_bytes: fc.lake.read_back_mib.map_or(crate::lake::store::CACHE_BYTES, |m| m << 20),
             mongodb_uri,
             mongodb_database,
+            aggregates_lag: Duration::from_millis(lag_ms),
             batch,
             maintenance,
             bronze_prefix: prefix(fc.tables.bronze, "bronze", "tables.bronze")?,
@@ -369,10 +383,12 @@ impl Settings {
 
 /// [`Settings::checkpoint`] for work that runs apart from the settings (the MongoDB publish task).
 pub fn fault_point(fail_at: Option<&str>, stage: &str) -> Result<()> {
-    match fail_at {
-        Some(s) if s == stage => Err(Error::InjectedFault(stage.to_string())),
-        _ => Ok(()),
-    }
+    if fault_is(fail_at, stage) { Err(Error::InjectedFault(stage.to_string())) } else { Ok(()) }
+}
+
+/// Whether the test-only fault setting names `stage` (it may name several, comma-separated).
+pub fn fault_is(fail_at: Option<&str>, stage: &str) -> bool {
+    fail_at.is_some_and(|s| s.split(',').any(|f| f.trim() == stage))
 }
 
 /// Accepts `file:///abs`, a plain local path (made absolute), `az://container/path`,
@@ -488,6 +504,9 @@ mod tests {
         assert_eq!(s.lake.scheme(), "file");
         assert!(s.lake.path().ends_with("/lake/"));
         assert_eq!(s.read_back_bytes, 48 << 20);
+        assert_eq!(s.aggregates_lag, Duration::from_secs(2));
+        let fc: FileConfig = toml::from_str("[mongodb]\naggregates_lag_ms = 0\n").unwrap();
+        assert!(Settings::from_parts(fc, Overrides::default()).unwrap().aggregates_lag.is_zero());
         let fc: FileConfig = toml::from_str("[lake]\nread_back_mib = 0\n").unwrap();
         assert_eq!(Settings::from_parts(fc, Overrides::default()).unwrap().read_back_bytes, 0);
     }
@@ -525,6 +544,9 @@ mod tests {
             let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
             assert!(e.contains("run.catch_up_versions: ") && e.contains("1 to 100000"), "{e}");
         }
+        let fc: FileConfig = toml::from_str("[mongodb]\naggregates_lag_ms = 3600000\n").unwrap();
+        let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("mongodb.aggregates_lag_ms: ") && e.contains("0 publishes"), "{e}");
     }
 
     #[test]
@@ -535,6 +557,7 @@ mod tests {
         assert_eq!((s.brokers, s.group, s.batch.max_records), (d.brokers, d.group, d.batch.max_records));
         assert_eq!(s.batch.max_latency, d.batch.max_latency);
         assert_eq!(s.batch.max_in_flight_bytes, d.batch.max_in_flight_bytes);
+        assert_eq!(s.aggregates_lag, d.aggregates_lag);
         let (m, dm) = (&s.maintenance, &d.maintenance);
         assert_eq!(
             (m.every_batches, m.target_file_bytes, m.keyed_file_rows, m.vacuum_retention),

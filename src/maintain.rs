@@ -267,7 +267,7 @@ async fn step_table(
     let (mut table, m) = (table, &settings.maintenance);
     loop {
         if w.report.compacted > 0
-            && settings.fail_at.as_deref() == Some("mid-packing-once")
+            && crate::config::fault_is(settings.fail_at.as_deref(), "mid-packing-once")
             && !FAILED_ONCE.swap(true, Relaxed)
         {
             // As a storage error would between two groups: the groups packed so far stay.

@@ -34,6 +34,8 @@ pub struct Metrics {
     mongo_behind: Mutex<BTreeMap<String, i64>>,
     /// Whole-table publishes per topic and collection (see `gold::republish`).
     whole_publishes: Mutex<BTreeMap<(String, String), u64>>,
+    /// Batches per topic whose aggregate documents went out with a later publish.
+    carried: Mutex<BTreeMap<String, u64>>,
     ready: AtomicBool,
     /// Unix milliseconds of the consume loop's last turn.
     alive_at: AtomicI64,
@@ -137,6 +139,15 @@ impl Metrics {
         counts.get(&(topic.to_string(), collection.to_string())).copied().unwrap_or(0)
     }
 
+    /// A publish of `topic` left its aggregates to a later one (`pipeline::publish`).
+    pub fn aggregates_carried(&self, topic: &str) {
+        *self.carried.lock().expect("metrics lock").entry(topic.into()).or_default() += 1;
+    }
+
+    pub fn aggregates_carried_count(&self, topic: &str) -> u64 {
+        self.carried.lock().expect("metrics lock").get(topic).copied().unwrap_or(0)
+    }
+
     /// Alive unless the loop has not turned for `stuck_after_ms` (a batch plus its retries).
     pub fn healthy(&self, stuck_after_ms: i64) -> bool {
         let at = self.alive_at.load(Relaxed);
@@ -227,6 +238,11 @@ impl Metrics {
         writeln!(o, "# TYPE orderlake_mongodb_whole_publishes_total counter").ok();
         for ((t, c), n) in self.whole_publishes.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_whole_publishes_total{{topic=\"{t}\",collection=\"{c}\"}} {n}").ok();
+        }
+        writeln!(o, "# HELP orderlake_mongodb_aggregates_carried_total Publishes that left their customer_totals and daily_sales documents to the next one, because it was already waiting (mongodb.aggregates_lag_ms).").ok();
+        writeln!(o, "# TYPE orderlake_mongodb_aggregates_carried_total counter").ok();
+        for (t, n) in self.carried.lock().expect("metrics lock").iter() {
+            writeln!(o, "orderlake_mongodb_aggregates_carried_total{{topic=\"{t}\"}} {n}").ok();
         }
         writeln!(o, "# HELP orderlake_storage_kept_bytes Bytes of lake files kept in memory for reading back.").ok();
         writeln!(

@@ -7,6 +7,7 @@
 
 pub mod aggregates;
 pub mod bridge;
+pub mod carried;
 pub mod incremental;
 pub mod republish;
 pub mod rollup;

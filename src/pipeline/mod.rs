@@ -5,6 +5,7 @@
 
 mod eta;
 pub mod progress;
+pub mod publish;
 pub mod retry;
 pub mod shutdown;
 pub mod stages;
@@ -288,6 +289,9 @@ impl Pipeline {
             }
             match progress::load(&self.lake, &self.settings, topic, None).await {
                 Ok(mut p) => {
+                    if let Some((_, back_to)) = st.progress.carried.take() {
+                        st.progress.publish_lost(back_to);
+                    }
                     p.mongo = st.progress.mongo;
                     p.mongo_retry = st.progress.mongo_retry;
                     p.publishing = st.progress.publishing.take();
@@ -565,7 +569,7 @@ impl Pipeline {
                 }
                 other => other?,
             }
-            stages::settle(topic, &mut st.progress, self.settings.max_backoff, wait).await?;
+            publish::settle(topic, &mut st.progress, self.settings.max_backoff, wait).await?;
         }
         Ok(())
     }

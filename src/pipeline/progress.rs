@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::lake::{Lake, dead_letter};
-use crate::sink::mongo::{MongoSink, PublishStats};
+use crate::sink::mongo::MongoSink;
 use crate::{gold, lake::silver};
 
 /// `-1` means "nothing applied yet".
@@ -31,7 +31,13 @@ pub fn dead_letters_app_id(group: &str, topic: &str) -> String {
 pub struct InFlight {
     /// The bronze version MongoDB stands at once this publish (and its progress write) succeeds.
     pub upto: i64,
-    pub task: tokio::task::JoinHandle<Result<Option<PublishStats>>>,
+    pub task: tokio::task::JoinHandle<Result<super::publish::Published>>,
+    /// Set when the next batch is ready and waits for this publish: its aggregates may then ride
+    /// with the next publish (`super::publish`).
+    pub next_waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// MongoDB's stored position while this publish runs: where `Progress::mongo` goes back to
+    /// if it is lost (it may carry aggregates of batches before it).
+    pub back_to: i64,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -52,6 +58,9 @@ pub struct Progress {
     pub mongo_retry: Option<(std::time::Instant, std::time::Duration)>,
     /// The publish in flight, if any.
     pub publishing: Option<InFlight>,
+    /// Aggregates the last publish left for the next one, and MongoDB's stored position (which
+    /// is behind `mongo` until they are in).
+    pub carried: Option<(super::publish::Carried, i64)>,
     /// The aggregates and batch log of the last batch, if still being written.
     pub tail: Option<super::tail::InFlightTail>,
 }
@@ -69,6 +78,13 @@ impl Progress {
     /// Where MongoDB stands once the publish in flight succeeds (work after it can be planned).
     pub fn mongo_planned(&self) -> Option<i64> {
         self.publishing.as_ref().map(|f| f.upto).or(self.mongo)
+    }
+
+    /// A publish that will not complete (failed, or dropped with its batch), or aggregates left
+    /// for a publish that will not come: MongoDB is where its stored position says, so the next
+    /// catch-up republishes what was only in memory.
+    pub fn publish_lost(&mut self, back_to: i64) {
+        self.mongo = self.mongo.map(|m| m.min(back_to));
     }
 
     /// Whether MongoDB should be written now (not waiting out a backoff after a failure).

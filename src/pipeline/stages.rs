@@ -6,13 +6,14 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::progress::{self, InFlight, Progress};
+use super::progress::{self, Progress};
+use super::publish;
 use super::tail;
 use crate::config::Settings;
 use crate::decode::{Decoded, decode_topic};
@@ -20,7 +21,7 @@ use crate::error::Result;
 use crate::gold::{self, GoldCommit, Touched};
 use crate::lake::{Lake, bronze, dead_letter, schema, silver};
 use crate::model::{Changes, RawEvent};
-use crate::sink::mongo::{MongoSink, PublishStats};
+use crate::sink::mongo::MongoSink;
 
 pub struct Stages<'a> {
     pub settings: &'a Settings,
@@ -109,7 +110,7 @@ impl Stages<'_> {
             // Only commits without events (e.g. the table's creation): nothing to apply anywhere.
             // MongoDB may only move past them once what is in flight is confirmed.
             tail::settle(p, true).await?;
-            settle(topic, p, s.max_backoff, true).await?;
+            publish::settle(topic, p, s.max_backoff, true).await?;
             p.mark_lake_done(upto);
             p.mongo = p.mongo.map(|m| m.max(upto));
             return Ok(());
@@ -232,49 +233,34 @@ impl Stages<'_> {
         let mut published = None;
         if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
             let t0 = Instant::now();
-            published = settle(topic, p, s.max_backoff, true).await?;
+            if let Some(f) = p.publishing.as_ref().filter(|_| may_publish) {
+                f.next_waiting.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            published = publish::settle(topic, p, s.max_backoff, true).await?;
             tracing::debug!(waited_ms = t0.elapsed().as_millis() as u64, "previous MongoDB publish settled");
             let mv = p.mongo.unwrap_or(progress::NONE);
+            let carried = p.carried.take();
             // The frames cover (touched_after, upto]: publish them only if MongoDB stands there
             // (after a failed publish, a later catch-up from bronze covers the gap instead).
             if may_publish && mv < upto && mv >= touched_after && p.mongo_due() {
-                let (m, topic, fail_at, walks) =
-                    (Arc::clone(m), topic.to_string(), s.fail_at.clone(), Arc::clone(self.walks));
-                let mut turn = m.queue();
-                let task = tokio::spawn(async move {
-                    // After every publish queued before it, of any topic (see `Turn`).
-                    turn.wait().await;
-                    let (mut stats, t0) = (None, Instant::now());
-                    if let Some(o) = &orders {
-                        stats = Some(m.publish_orders(o, fail_at.as_deref()).await?);
-                    }
-                    if let Some(w) = &whole_orders {
-                        *stats.get_or_insert_default() +=
-                            publish_whole_orders(&m, w, &topic, fail_at.as_deref()).await?;
-                        walks.heard(&w.at, w.version());
-                    }
-                    let orders_ms = t0.elapsed().as_millis() as u64;
-                    // A tail that fails before handing its aggregates over drops this publish;
-                    // MongoDB stays behind and a later catch-up republishes from bronze.
-                    let aggregates = aggregates_for_mongo.await.map_err(|_| crate::error::Error::Abandoned)?;
-                    let waited_ms = t0.elapsed().as_millis() as u64 - orders_ms;
-                    if let Some(a) = &aggregates {
-                        *stats.get_or_insert_default() += m.publish_aggregates(a).await?;
-                        heard_whole(&walks, &topic, a);
-                    }
-                    crate::config::fault_point(fail_at.as_deref(), "before-mongo-progress")?;
-                    m.set_progress(&topic, upto).await?;
-                    tracing::debug!(
-                        bronze_version = upto,
-                        orders_ms,
-                        waited_ms,
-                        total_ms = t0.elapsed().as_millis() as u64,
-                        "MongoDB publish (ms)"
-                    );
-                    Ok(stats)
-                });
-                p.publishing = Some(InFlight { upto, task });
+                let back_to = carried.as_ref().map_or(mv, |(_, b)| *b);
+                let publish = publish::Publish {
+                    mongo: Arc::clone(m),
+                    walks: Arc::clone(self.walks),
+                    topic: topic.to_string(),
+                    fail_at: s.fail_at.clone(),
+                    upto,
+                    orders,
+                    whole_orders,
+                    aggregates: aggregates_for_mongo,
+                    carried: carried.map(|(c, _)| c),
+                    lag: s.aggregates_lag,
+                };
+                p.publishing = Some(publish.spawn(back_to));
             } else {
+                if let Some((_, back_to)) = carried {
+                    p.publish_lost(back_to);
+                }
                 tracing::debug!(topic, mongo = mv, touched_after, upto, "MongoDB publish of this batch skipped");
             }
         }
@@ -297,74 +283,5 @@ impl Stages<'_> {
             "batch committed"
         );
         Ok(())
-    }
-}
-
-/// Sends every order ([`gold::whole_orders`]) a slice at a time, then deletes the documents of
-/// orders it did not send. Killed halfway, MongoDB's position has not moved: the rerun's catch-up
-/// finds the log as short as before and starts again.
-async fn publish_whole_orders(
-    m: &MongoSink,
-    w: &gold::whole_orders::WholeOrders,
-    topic: &str,
-    fail_at: Option<&str>,
-) -> Result<PublishStats> {
-    let (slices, version) = (w.slices(gold::whole_orders::SLICE).await?, w.version());
-    let orders: usize = slices.iter().map(Vec::len).sum();
-    let mut st = PublishStats::default();
-    let mut sent = 0;
-    for ids in &slices {
-        st += m.publish_orders(&w.frames(ids).await?, None).await?;
-        sent += ids.len();
-        info!(topic, sent, orders, order_totals_version = version, "MongoDB: order documents republished");
-        crate::config::fault_point(fail_at, "mid-whole-orders")?;
-    }
-    let swept = m.sweep_orders(version).await?;
-    st += swept;
-    for coll in ["order_totals", "orders"] {
-        crate::metrics::global().whole_publish(topic, coll);
-    }
-    info!(topic, orders, deleted = swept.deleted, "MongoDB: every order document republished");
-    Ok(st)
-}
-
-/// Tells the walks of the whole tables MongoDB now holds, so the next publishes of the topic need
-/// not send them whole again.
-fn heard_whole(walks: &gold::republish::Walks, topic: &str, a: &gold::AggregateFrames) {
-    for (coll, whole, version) in
-        [("customer_totals", &a.customers_whole, a.customers_version), ("daily_sales", &a.days_whole, a.days_version)]
-    {
-        if let Some(w) = whole {
-            walks.heard(w, version);
-            crate::metrics::global().whole_publish(topic, coll);
-        }
-    }
-}
-
-/// Waits for (or, without `wait`, only collects a finished) MongoDB publish in flight and records
-/// its outcome: MongoDB's position moves on success; a transient failure puts publishing into
-/// backoff while the lake goes on (a later catch-up republishes from bronze); anything else fails
-/// the batch. Returns the publish's figures when one was settled.
-pub async fn settle(topic: &str, p: &mut Progress, max_backoff: Duration, wait: bool) -> Result<Option<PublishStats>> {
-    let Some(f) = p.publishing.take_if(|f| wait || f.task.is_finished()) else { return Ok(None) };
-    let outcome = f.task.await.map_err(|e| crate::error::Error::Other(format!("MongoDB publish task: {e}")))?;
-    match outcome {
-        Ok(stats) => {
-            if p.mongo_retry.take().is_some() {
-                info!(topic, bronze_version = f.upto, "MongoDB reachable again: publishing caught up");
-            }
-            p.mongo = Some(p.mongo.map_or(f.upto, |m| m.max(f.upto)));
-            Ok(stats)
-        }
-        // Its batch failed before the aggregates were in: MongoDB simply stays where it is.
-        Err(crate::error::Error::Abandoned) => Ok(None),
-        Err(e) if !e.is_transient() => Err(e),
-        Err(e) => {
-            let wait = p.mongo_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(max_backoff));
-            p.mongo_retry = Some((Instant::now() + wait, wait));
-            warn!(topic, error = %crate::redact::redact(&e.to_string()), retry_in_ms = wait.as_millis() as u64,
-                published_up_to = ?p.mongo, "MongoDB unavailable: the lake goes on, publishing will catch up (degraded)");
-            Ok(None)
-        }
     }
 }

@@ -101,7 +101,7 @@ impl Tail {
 
     async fn run(self) -> Result<()> {
         let started = Instant::now();
-        if self.fail_at.as_deref() == Some("slow-aggregates") {
+        if crate::config::fault_is(self.fail_at.as_deref(), "slow-aggregates") {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
         // A crash after the order tables, before the aggregates: the rerun must rebuild them.
@@ -130,7 +130,9 @@ impl Tail {
         };
         // The crash point sits before the hand-over, so a publish never outlives a failed batch.
         crate::config::fault_point(self.fail_at.as_deref(), "after-gold")?;
-        if self.fail_at.as_deref() == Some("aggregates-transient-once") && !FAILED_ONCE.swap(true, Relaxed) {
+        if crate::config::fault_is(self.fail_at.as_deref(), "aggregates-transient-once")
+            && !FAILED_ONCE.swap(true, Relaxed)
+        {
             // As a storage error would after the aggregates' commits: retried, never fatal.
             return Err(Error::Other("injected transient failure after the aggregates".into()));
         }
@@ -196,6 +198,7 @@ pub async fn settle(p: &mut Progress, wait: bool) -> Result<()> {
         // Its publish waits for aggregates that will never come.
         if let Some(f) = p.publishing.take_if(|f| f.upto == t.upto) {
             f.task.abort();
+            p.publish_lost(f.back_to);
         }
     }
     outcome

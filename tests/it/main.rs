@@ -5,6 +5,7 @@
 mod backpressure;
 mod bad_input;
 mod bench;
+mod carried;
 mod cdc;
 mod config_errors;
 mod crash;

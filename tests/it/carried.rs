@@ -1,0 +1,98 @@
+//! While MongoDB is the bottleneck, a batch's `customer_totals` and `daily_sales` documents may
+//! go out with a later batch's publish (`pipeline::publish`). MongoDB's stored position must not
+//! move past them meanwhile: a crash while they wait, or a failure of the publish that carries
+//! them, must still end with MongoDB equal to the lake.
+//!
+//! Every order here has a customer of its own, so the aggregates of a batch that never reached
+//! MongoDB show as missing customers instead of hiding behind a later batch's rewrite.
+
+use orderlake::Error;
+use orderlake::config::Settings;
+use orderlake::pipeline::Pipeline;
+use orderlake::produce::{self, SaleRecord};
+use orderlake::sink::mongo::MongoSink;
+
+use crate::e2e::{assert_lake_matches, assert_mongo_matches, lake_totals, mongo_totals, run_once};
+use crate::reference;
+use crate::support::*;
+
+/// Small batches from a backlog, each publish held after its order documents so the next batch
+/// is waiting when it reaches its aggregates: that is when they are carried.
+fn carrying(name: &str, dir: &std::path::Path, faults: &str) -> Settings {
+    let mut s =
+        settings_with(name, &LakeKind::Local(dir.to_path_buf()), true, "[mongodb]\naggregates_lag_ms = 60000\n");
+    s.batch.max_records = 100;
+    s.fail_at = Some(format!("slow-order-publish,{faults}"));
+    s
+}
+
+fn own_customers(records: Vec<SaleRecord>, prefix: &str) -> Vec<SaleRecord> {
+    renumbered(records, prefix)
+        .into_iter()
+        .map(|mut r| {
+            r.customer_no = format!("9{}", r.transaction_no.trim_start_matches('C'));
+            r
+        })
+        .collect()
+}
+
+async fn stored_position(s: &Settings) -> Option<i64> {
+    let m = MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap();
+    m.progress(&s.sales_topic).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_waiting_for_the_next_publish_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("carried-crash");
+    let s = carrying(&name, dir.path(), "after-aggregates-carried");
+    let records = own_customers(produce::synthetic(500, 41), "41");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+
+    let mut p = Pipeline::start(s.clone()).await.unwrap();
+    match p.run(true).await {
+        Err(Error::InjectedFault(at)) => assert_eq!(at, "after-aggregates-carried"),
+        other => panic!("expected the run to stop with aggregates carried, got {other:?}"),
+    }
+    drop(p);
+    assert!(orderlake::metrics::global().aggregates_carried_count(&s.sales_topic) >= 1);
+    // The order documents of the carrying batch are in; its customers are not, and MongoDB's
+    // stored position is still before it.
+    let (lake_orders, lake_customers, _) = lake_totals(&s).await;
+    let (mongo_orders, mongo_customers, _) = mongo_totals(&s).await;
+    assert!(!mongo_orders.is_empty(), "the order documents went out before the aggregates were carried");
+    let missing = lake_customers.keys().filter(|c| !mongo_customers.contains_key(*c)).count();
+    assert!(missing > 0, "the carried customers are not in MongoDB yet ({} in the lake)", lake_customers.len());
+    let stored = stored_position(&s).await.unwrap_or(-1);
+    assert!(mongo_orders.keys().all(|o| lake_orders.contains_key(o)));
+    assert!(
+        stored < table_version(&s, &format!("bronze/{}", s.sales_topic)).await.unwrap() as i64,
+        "MongoDB's stored position ({stored}) did not move past the carried aggregates"
+    );
+
+    let mut healed = s.clone();
+    healed.fail_at = None;
+    run_once(&healed).await;
+    let r = reference::compute(&records);
+    assert_lake_matches(&s, &r).await;
+    assert_mongo_matches(&s, &r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_that_carried_aggregates_leaves_them_to_the_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("carried-fail");
+    let s = carrying(&name, dir.path(), "carrying-publish-transient-once");
+    let records = own_customers(produce::synthetic(500, 43), "43");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+
+    // The publish that carries the first batch's aggregates fails once (as MongoDB going away
+    // would); publishing backs off, then catches up from MongoDB's stored position.
+    run_once(&s).await;
+    assert!(orderlake::metrics::global().aggregates_carried_count(&s.sales_topic) >= 1);
+    let r = reference::compute(&records);
+    assert_lake_matches(&s, &r).await;
+    assert_mongo_matches(&s, &r).await;
+    let bronze = table_version(&s, &format!("bronze/{}", s.sales_topic)).await.unwrap() as i64;
+    assert_eq!(stored_position(&s).await, Some(bronze), "MongoDB's position reaches the lake's");
+}
