@@ -192,7 +192,8 @@ pub struct Settings {
     /// Test-only: fail with [`Error::InjectedFault`] when this stage is reached (`ORDERLAKE_TEST_FAIL_AT`,
     /// several comma-separated); `slow-aggregates` instead delays every batch's aggregates by 2 s,
     /// so the next batch's silver write lands while they are pending, and `slow-order-publish`
-    /// holds each MongoDB publish 1.5 s after its order documents, so the next batch waits for it.
+    /// holds each MongoDB publish after its order documents until the next batch waits for it
+    /// (at most 10 s).
     pub fail_at: Option<String>,
     /// `run --bronze-only`: land events in bronze and stop there; the other layers catch up from
     /// bronze on the next run without it.

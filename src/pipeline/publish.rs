@@ -92,7 +92,11 @@ impl Publish {
         }
         let orders_ms = t0.elapsed().as_millis() as u64;
         if crate::config::fault_is(fail_at, "slow-order-publish") {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            // Test-only: as a slow MongoDB would, keep the next batch waiting (within reason).
+            let until = Instant::now() + Duration::from_secs(10);
+            while !next_waiting.load(Relaxed) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         if carried.is_some()
             && crate::config::fault_is(fail_at, "carrying-publish-transient-once")
