@@ -16,14 +16,17 @@ use crate::e2e::{assert_lake_matches, assert_mongo_matches, lake_totals, mongo_t
 use crate::reference;
 use crate::support::*;
 
-/// Small batches from a backlog, each publish held after its order documents so the next batch
-/// is waiting when it reaches its aggregates: that is when they are carried.
-fn carrying(name: &str, dir: &std::path::Path, faults: &str) -> Settings {
-    let mut s =
-        settings_with(name, &LakeKind::Local(dir.to_path_buf()), true, "[mongodb]\naggregates_lag_ms = 60000\n");
+/// A backlog of orders, each with a customer of its own, read in small batches, with each publish
+/// held after its order documents until the next batch waits: that is when aggregates are carried.
+async fn carrying(prefix: &str, seed: u64, faults: &str) -> (tempfile::TempDir, Settings, Vec<SaleRecord>) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeKind::Local(dir.path().to_path_buf());
+    let mut s = settings_with(&unique(prefix), &lake, true, "[mongodb]\naggregates_lag_ms = 60000\n");
     s.batch.max_records = 100;
     s.fail_at = Some(format!("slow-order-publish,{faults}"));
-    s
+    let records = own_customers(produce::synthetic(500, seed), &seed.to_string());
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    (dir, s, records)
 }
 
 fn own_customers(records: Vec<SaleRecord>, prefix: &str) -> Vec<SaleRecord> {
@@ -43,11 +46,7 @@ async fn stored_position(s: &Settings) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_waiting_for_the_next_publish_survive_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("carried-crash");
-    let s = carrying(&name, dir.path(), "after-aggregates-carried");
-    let records = own_customers(produce::synthetic(500, 41), "41");
-    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    let (_dir, s, records) = carrying("carried-crash", 41, "after-aggregates-carried").await;
 
     let mut p = Pipeline::start(s.clone()).await.unwrap();
     match p.run(true).await {
@@ -80,11 +79,7 @@ async fn aggregates_waiting_for_the_next_publish_survive_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_publish_that_carried_aggregates_leaves_them_to_the_catch_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("carried-fail");
-    let s = carrying(&name, dir.path(), "carrying-publish-transient-once");
-    let records = own_customers(produce::synthetic(500, 43), "43");
-    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    let (_dir, s, records) = carrying("carried-fail", 43, "carrying-publish-transient-once").await;
 
     // The publish that carries the first batch's aggregates fails once (as MongoDB going away
     // would); publishing backs off, then catches up from MongoDB's stored position.
