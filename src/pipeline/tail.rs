@@ -203,3 +203,30 @@ pub async fn settle(p: &mut Progress, wait: bool) -> Result<()> {
     }
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::pipeline::progress::InFlight;
+
+    #[tokio::test]
+    async fn a_failed_tail_drops_its_publish_and_mongodb_goes_back_to_its_stored_position() {
+        // MongoDB stores 3; in memory it stands at 5, whose aggregates the publish of 6 carries.
+        let mut p = Progress { mongo: Some(5), lake_done: 6, ..Default::default() };
+        p.lake.insert("gold/customer_totals".into(), 6);
+        let publish = tokio::spawn(std::future::pending());
+        p.publishing =
+            Some(InFlight { upto: 6, task: publish, next_waiting: Arc::new(AtomicBool::new(true)), back_to: 3 });
+        let failed = tokio::spawn(async { Err(Error::Other("storage went away".into())) });
+        let before = vec![("gold/customer_totals".to_string(), 5)];
+        p.tail = Some(InFlightTail { upto: 6, task: failed, before, lake_done_before: 5 });
+
+        assert!(settle(&mut p, true).await.is_err());
+        assert!(p.publishing.is_none(), "the publish waiting for the failed aggregates is dropped");
+        assert_eq!(p.mongo, Some(3), "the carried aggregates of 5 went with it: the catch-up starts at 3");
+        assert_eq!((p.lake_done, p.get("gold/customer_totals")), (5, 5), "the tail's markers go back");
+    }
+}
