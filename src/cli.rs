@@ -173,6 +173,10 @@ pub enum Command {
         /// batch.max_latency_ms of the benchmarked runs
         #[arg(long, default_value_t = 500)]
         max_latency_ms: u64,
+        /// mongodb.hold_batches_ms of the benchmarked runs (0: cut every batch at its deadline)
+        /// [default: orderlake's]
+        #[arg(long)]
+        hold_batches_ms: Option<u64>,
         /// batch.max_records of the benchmarked runs, and the Python peer's batch size
         #[arg(long, default_value_t = 50_000)]
         max_records: usize,
@@ -325,6 +329,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             rate,
             freshness_secs,
             max_latency_ms,
+            hold_batches_ms,
             max_records,
             no_peer,
             peer_events,
@@ -346,6 +351,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 rate,
                 freshness_secs,
                 max_latency_ms,
+                hold_batches_ms,
                 max_records,
                 peer: !no_peer,
                 peer_events,

@@ -68,6 +68,9 @@ pub struct MongoFile {
     /// How long a batch's `customer_totals` and `daily_sales` documents may wait to go out with a
     /// later batch's publish while MongoDB is the bottleneck (0: with every batch).
     pub aggregates_lag_ms: Option<u64>,
+    /// How long a due batch may wait for the previous batch's publish to be nearly done, so that
+    /// it takes in the events arriving meanwhile (0: cut at `batch.max_latency_ms`).
+    pub hold_batches_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +176,8 @@ pub struct Settings {
     pub mongodb_database: String,
     /// `mongodb.aggregates_lag_ms`: see `pipeline::publish`.
     pub aggregates_lag: Duration,
+    /// `mongodb.hold_batches_ms`: see `pipeline::pace`.
+    pub hold_batches: Duration,
     pub batch: BatchSettings,
     pub maintenance: MaintenanceSettings,
     pub bronze_prefix: String,
@@ -267,6 +272,13 @@ impl Settings {
                 format!("{lag_ms} is above 600000 (10 minutes); 0 publishes the aggregates with every batch"),
             ));
         }
+        let hold_ms = fc.mongodb.hold_batches_ms.unwrap_or(2_000);
+        if hold_ms > 60_000 {
+            return Err(cfg(
+                "mongodb.hold_batches_ms",
+                format!("{hold_ms} is above 60000 (1 minute); 0 cuts every batch at batch.max_latency_ms"),
+            ));
+        }
 
         let batch = BatchSettings {
             max_records: fc.batch.max_records.unwrap_or(50_000),
@@ -347,6 +359,7 @@ impl Settings {
             mongodb_uri,
             mongodb_database,
             aggregates_lag: Duration::from_millis(lag_ms),
+            hold_batches: Duration::from_millis(hold_ms),
             batch,
             maintenance,
             bronze_prefix: prefix(fc.tables.bronze, "bronze", "tables.bronze")?,
@@ -508,6 +521,9 @@ mod tests {
         assert_eq!(s.aggregates_lag, Duration::from_secs(2));
         let fc: FileConfig = toml::from_str("[mongodb]\naggregates_lag_ms = 0\n").unwrap();
         assert!(Settings::from_parts(fc, Overrides::default()).unwrap().aggregates_lag.is_zero());
+        assert_eq!(s.hold_batches, Duration::from_secs(2));
+        let fc: FileConfig = toml::from_str("[mongodb]\nhold_batches_ms = 0\n").unwrap();
+        assert!(Settings::from_parts(fc, Overrides::default()).unwrap().hold_batches.is_zero());
         let fc: FileConfig = toml::from_str("[lake]\nread_back_mib = 0\n").unwrap();
         assert_eq!(Settings::from_parts(fc, Overrides::default()).unwrap().read_back_bytes, 0);
     }
@@ -548,6 +564,9 @@ mod tests {
         let fc: FileConfig = toml::from_str("[mongodb]\naggregates_lag_ms = 3600000\n").unwrap();
         let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("mongodb.aggregates_lag_ms: ") && e.contains("0 publishes"), "{e}");
+        let fc: FileConfig = toml::from_str("[mongodb]\nhold_batches_ms = 120000\n").unwrap();
+        let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("mongodb.hold_batches_ms: ") && e.contains("0 cuts every batch"), "{e}");
     }
 
     #[test]
@@ -559,6 +578,7 @@ mod tests {
         assert_eq!(s.batch.max_latency, d.batch.max_latency);
         assert_eq!(s.batch.max_in_flight_bytes, d.batch.max_in_flight_bytes);
         assert_eq!(s.aggregates_lag, d.aggregates_lag);
+        assert_eq!(s.hold_batches, d.hold_batches);
         let (m, dm) = (&s.maintenance, &d.maintenance);
         assert_eq!(
             (m.every_batches, m.target_file_bytes, m.keyed_file_rows, m.vacuum_retention),

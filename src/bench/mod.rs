@@ -31,6 +31,8 @@ pub struct BenchArgs {
     pub rate: u32,
     pub freshness_secs: u64,
     pub max_latency_ms: u64,
+    /// `mongodb.hold_batches_ms` of the benchmarked runs (`None`: orderlake's default).
+    pub hold_batches_ms: Option<u64>,
     pub max_records: usize,
     pub peer: bool,
     pub peer_events: Option<usize>,
@@ -121,10 +123,11 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     let dir = args.out.join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Config(format!("--out {}: {e}", args.out.display())))?;
     let config = dir.join("orderlake.toml");
-    std::fs::write(
-        &config,
-        format!("[batch]\nmax_latency_ms = {}\nmax_records = {}\n", args.max_latency_ms, args.max_records),
-    )
+    let mut toml = format!("[batch]\nmax_latency_ms = {}\nmax_records = {}\n", args.max_latency_ms, args.max_records);
+    if let Some(ms) = args.hold_batches_ms {
+        toml.push_str(&format!("[mongodb]\nhold_batches_ms = {ms}\n"));
+    }
+    std::fs::write(&config, toml)
     .map_err(|e| Error::Other(e.to_string()))?;
     let ctx = Ctx { settings, args, id: id.clone(), dir: dir.clone(), config };
     let mut s = settings.clone();

@@ -103,6 +103,7 @@ impl Report {
             "ceiling_scaling_time_ratio": ceiling_scaling,
             "scaling_vs_ceiling": scaling_vs_ceiling,
             "freshness": {"rate": ctx.args.rate, "seconds": ctx.args.freshness_secs, "max_latency_ms": ctx.args.max_latency_ms,
+                          "hold_batches_ms": ctx.args.hold_batches_ms.unwrap_or(ctx.settings.hold_batches.as_millis() as u64),
                           "produced_per_s": lat.produced_per_s, "tracked_orders": lat.tracked, "seen_orders": lat.seen,
                           "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms, "max_ms": lat.max_ms,
                           "peak_rss_mib": fresh_m.peak_rss_mib, "peak_anon_mib": fresh_m.peak_anon_mib},
@@ -178,10 +179,11 @@ impl Report {
         let _ = fmt::Write::write_fmt(
             w,
             format_args!(
-                "\nfreshness at {}/s (batch max latency {} ms): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms \
+                "\nfreshness at {}/s (batch max latency {} ms, held for MongoDB up to {} ms): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms \
                  ({} of {} tracked orders seen), peak RSS {:.0} MiB ({:.0} anon)\n",
                 ctx.args.rate,
                 ctx.args.max_latency_ms,
+                ctx.args.hold_batches_ms.unwrap_or(ctx.settings.hold_batches.as_millis() as u64),
                 lat.p50_ms,
                 lat.p95_ms,
                 lat.p99_ms,

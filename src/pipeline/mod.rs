@@ -4,6 +4,7 @@
 //! all in the lake.
 
 mod eta;
+mod pace;
 pub mod progress;
 pub mod publish;
 pub mod retry;
@@ -176,6 +177,7 @@ impl Pipeline {
                 self.stages().advance(&topic, &st.bronze, &mut st.progress, v, fresh).await
             }
             .await;
+            st.progress.cut_at = None;
             self.topics.insert(topic.clone(), st);
             res?;
             for e in &pending[&topic] {
@@ -390,6 +392,8 @@ impl Pipeline {
         let mut pending: HashMap<String, Vec<RawEvent>> = HashMap::new();
         let (mut pending_n, mut pending_bytes) = (0usize, 0usize);
         let mut deadline: Option<Instant> = None;
+        // The batch in hand waited past its deadline for MongoDB (`pace`).
+        let mut held = false;
         let idle = Duration::from_millis(200).min(b.max_latency);
         let mut eta = match targets {
             Some(t) => Some(eta::Eta::new(self.events_to_do(t).await?)),
@@ -403,7 +407,8 @@ impl Pipeline {
         let once = targets.is_some();
         crate::metrics::global().set_ready(true);
         loop {
-            let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
+            let cut_at = deadline.map(|d| self.cut_time(&pending, d));
+            let wait = cut_at.map_or(idle, |d| d.saturating_duration_since(Instant::now()).min(idle));
             let fed = tokio::select! {
                 m = feed.next(wait) => m,
                 signal = &mut stop => {
@@ -461,8 +466,16 @@ impl Pipeline {
                     }
                 }
             }
-            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            let now = Instant::now();
+            let due = deadline.is_some_and(|d| now >= self.cut_time(&pending, d));
+            held |= deadline.is_some_and(|d| now >= d) && !due;
             if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || (due && drained)) {
+                for (_, st) in self.topics.iter_mut().filter(|(t, _)| pending.contains_key(*t)) {
+                    st.progress.cut_at = Some(now.into_std());
+                    if held {
+                        pace::next_on_its_way(&st.progress);
+                    }
+                }
                 summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;
                 summary.batches += 1;
                 crate::metrics::global().tick();
@@ -473,7 +486,7 @@ impl Pipeline {
                     self.maintenance.step(&self.lake, &self.settings, once).await;
                 }
                 feed.release(pending_bytes);
-                (pending_n, pending_bytes, deadline) = (0, 0, None);
+                (pending_n, pending_bytes, deadline, held) = (0, 0, None, false);
             }
             if let Some(targets) = targets {
                 if pending_n == 0 && self.caught_up(feed.consumer(), &mut pos, targets).await? {
@@ -490,6 +503,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// When the batch in hand, due at `deadline`, is cut (see [`pace`]).
+    fn cut_time(&self, pending: &HashMap<String, Vec<RawEvent>>, deadline: Instant) -> Instant {
+        let topics = pending.keys().filter_map(|t| self.topics.get(t)).map(|st| &st.progress);
+        pace::cut_time(deadline.into_std(), self.settings.hold_batches, topics).into()
     }
 
     /// Decides what to do with an event read from Kafka: keep it for the batch, or drop it because

@@ -38,6 +38,10 @@ pub struct InFlight {
     /// MongoDB's stored position while this publish runs: where `Progress::mongo` goes back to
     /// if it is lost (it may carry aggregates of batches before it).
     pub back_to: i64,
+    /// When it was handed over (it starts once the publishes queued before it are done).
+    pub handed_over: std::time::Instant,
+    /// How far it has got, for the batch loop (`super::pace`).
+    pub watch: std::sync::Arc<super::pace::Watch>,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -63,6 +67,10 @@ pub struct Progress {
     pub carried: Option<(super::publish::Carried, i64)>,
     /// The aggregates and batch log of the last batch, if still being written.
     pub tail: Option<super::tail::InFlightTail>,
+    /// When the batch being worked on was cut (for [`super::pace::Pace`]).
+    pub cut_at: Option<std::time::Instant>,
+    /// This topic's recent lake and publish timings.
+    pub pace: super::pace::Pace,
 }
 
 impl Progress {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::pace::Watch;
 use super::progress::{InFlight, Progress};
 use crate::error::{Error, Result};
 use crate::gold::{self, AggregateFrames, OrderFrames, republish::Walks, whole_orders::WholeOrders};
@@ -45,6 +46,9 @@ pub struct Published {
     pub stats: Option<PublishStats>,
     /// Aggregates left for the next publish; MongoDB's stored position has not moved.
     pub carried: Option<Carried>,
+    /// Its orders, and the time from its handover (its turn included) until their documents
+    /// were in.
+    pub orders_took: (usize, Duration),
 }
 
 /// One batch's publish, ready to run.
@@ -73,19 +77,23 @@ impl Publish {
         let upto = self.upto;
         // Its place in line is taken now, in the order batches hand their publishes over.
         let turn = self.mongo.queue();
-        let task = tokio::spawn(self.run(turn, Arc::clone(&next_waiting)));
-        InFlight { upto, task, next_waiting, back_to }
+        let orders = self.orders.as_ref().map_or(0, |o| o.order_totals.height() + o.deleted_orders.len());
+        let watch = Watch::new(orders);
+        let task = tokio::spawn(self.run(turn, Arc::clone(&next_waiting), Arc::clone(&watch)));
+        InFlight { upto, task, next_waiting, back_to, handed_over: Instant::now(), watch }
     }
 
-    async fn run(self, mut turn: Turn, next_waiting: Arc<AtomicBool>) -> Result<Published> {
+    async fn run(self, mut turn: Turn, next_waiting: Arc<AtomicBool>, watch: Arc<Watch>) -> Result<Published> {
         let Publish { mongo: m, walks, topic, fail_at, upto, orders, whole_orders, aggregates, carried, lag } = self;
-        let fail_at = fail_at.as_deref();
+        let (fail_at, handed_over) = (fail_at.as_deref(), Instant::now());
         // After every publish queued before it, of any topic (see `Turn`).
         turn.wait().await;
         let (mut stats, t0) = (None, Instant::now());
         if let Some(o) = &orders {
             stats = Some(m.publish_orders(o, fail_at).await?);
         }
+        watch.orders_sent.store(true, Relaxed);
+        let orders_took = (watch.orders, handed_over.elapsed());
         if let Some(w) = &whole_orders {
             *stats.get_or_insert_default() += publish_whole_orders(&m, w, &topic, fail_at).await?;
             walks.heard(&w.at, w.version());
@@ -127,7 +135,7 @@ impl Publish {
                 "aggregates carried to the next publish"
             );
             crate::config::fault_point(fail_at, "after-aggregates-carried")?;
-            return Ok(Published { stats, carried: Some(c) });
+            return Ok(Published { stats, carried: Some(c), orders_took });
         }
         if let Some(c) = pending {
             for a in &c.frames {
@@ -144,7 +152,7 @@ impl Publish {
             total_ms = t0.elapsed().as_millis() as u64,
             "MongoDB publish (ms)"
         );
-        Ok(Published { stats, carried: None })
+        Ok(Published { stats, carried: None, orders_took })
     }
 }
 
@@ -229,6 +237,7 @@ pub async fn settle(topic: &str, p: &mut Progress, max_backoff: Duration, wait: 
             }
             p.mongo = Some(p.mongo.map_or(f.upto, |m| m.max(f.upto)));
             p.carried = published.carried.map(|c| (c, f.back_to));
+            p.pace.orders_took(published.orders_took.0, published.orders_took.1);
             Ok(published.stats)
         }
         Err(e) => {

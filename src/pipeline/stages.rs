@@ -232,6 +232,9 @@ impl Stages<'_> {
         // as the tail hands them over.
         let mut published = None;
         if let (Some(m), Some(_)) = (self.mongo, p.mongo) {
+            if let Some(cut) = p.cut_at.take() {
+                p.pace.lake_took(cut.elapsed());
+            }
             let t0 = Instant::now();
             if let Some(f) = p.publishing.as_ref().filter(|_| may_publish) {
                 f.next_waiting.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -219,7 +219,7 @@ mod tests {
         p.lake.insert("gold/customer_totals".into(), 6);
         let publish = tokio::spawn(std::future::pending());
         p.publishing =
-            Some(InFlight { upto: 6, task: publish, next_waiting: Arc::new(AtomicBool::new(true)), back_to: 3 });
+            Some(InFlight { upto: 6, task: publish, next_waiting: Arc::new(AtomicBool::new(true)), back_to: 3, handed_over: std::time::Instant::now(), watch: Default::default() });
         let failed = tokio::spawn(async { Err(Error::Other("storage went away".into())) });
         let before = vec![("gold/customer_totals".to_string(), 5)];
         p.tail = Some(InFlightTail { upto: 6, task: failed, before, lake_done_before: 5 });
