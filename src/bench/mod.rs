@@ -127,8 +127,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     if let Some(ms) = args.hold_batches_ms {
         toml.push_str(&format!("[mongodb]\nhold_batches_ms = {ms}\n"));
     }
-    std::fs::write(&config, toml)
-    .map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(&config, toml).map_err(|e| Error::Other(e.to_string()))?;
     let ctx = Ctx { settings, args, id: id.clone(), dir: dir.clone(), config };
     let mut s = settings.clone();
     s.partitions = args.partitions;

@@ -218,8 +218,14 @@ mod tests {
         let mut p = Progress { mongo: Some(5), lake_done: 6, ..Default::default() };
         p.lake.insert("gold/customer_totals".into(), 6);
         let publish = tokio::spawn(std::future::pending());
-        p.publishing =
-            Some(InFlight { upto: 6, task: publish, next_waiting: Arc::new(AtomicBool::new(true)), back_to: 3, handed_over: std::time::Instant::now(), watch: Default::default() });
+        p.publishing = Some(InFlight {
+            upto: 6,
+            task: publish,
+            next_waiting: Arc::new(AtomicBool::new(true)),
+            back_to: 3,
+            handed_over: std::time::Instant::now(),
+            watch: Default::default(),
+        });
         let failed = tokio::spawn(async { Err(Error::Other("storage went away".into())) });
         let before = vec![("gold/customer_totals".to_string(), 5)];
         p.tail = Some(InFlightTail { upto: 6, task: failed, before, lake_done_before: 5 });
