@@ -36,6 +36,8 @@ pub struct Metrics {
     whole_publishes: Mutex<BTreeMap<(String, String), u64>>,
     /// Batches per topic whose aggregate documents went out with a later publish.
     carried: Mutex<BTreeMap<String, u64>>,
+    /// Batches per topic cut after their deadline, to meet MongoDB (`pipeline::pace`).
+    held: Mutex<BTreeMap<String, u64>>,
     ready: AtomicBool,
     /// Unix milliseconds of the consume loop's last turn.
     alive_at: AtomicI64,
@@ -148,6 +150,11 @@ impl Metrics {
         self.carried.lock().expect("metrics lock").get(topic).copied().unwrap_or(0)
     }
 
+    /// A batch of `topic` was held past its deadline for the publish in flight (`pipeline::pace`).
+    pub fn batch_held(&self, topic: &str) {
+        *self.held.lock().expect("metrics lock").entry(topic.into()).or_default() += 1;
+    }
+
     /// Alive unless the loop has not turned for `stuck_after_ms` (a batch plus its retries).
     pub fn healthy(&self, stuck_after_ms: i64) -> bool {
         let at = self.alive_at.load(Relaxed);
@@ -243,6 +250,11 @@ impl Metrics {
         writeln!(o, "# TYPE orderlake_mongodb_aggregates_carried_total counter").ok();
         for (t, n) in self.carried.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_aggregates_carried_total{{topic=\"{t}\"}} {n}").ok();
+        }
+        writeln!(o, "# HELP orderlake_batches_held_total Batches cut after batch.max_latency_ms because MongoDB was still writing the previous one: they took in the events that arrived meanwhile (mongodb.hold_batches_ms).").ok();
+        writeln!(o, "# TYPE orderlake_batches_held_total counter").ok();
+        for (t, n) in self.held.lock().expect("metrics lock").iter() {
+            writeln!(o, "orderlake_batches_held_total{{topic=\"{t}\"}} {n}").ok();
         }
         writeln!(o, "# HELP orderlake_storage_kept_bytes Bytes of lake files kept in memory for reading back.").ok();
         writeln!(

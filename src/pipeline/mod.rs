@@ -470,10 +470,11 @@ impl Pipeline {
             let due = deadline.is_some_and(|d| now >= self.cut_time(&pending, d));
             held |= deadline.is_some_and(|d| now >= d) && !due;
             if pending_n > 0 && (pending_n >= b.max_records || pending_bytes >= b.max_bytes || (due && drained)) {
-                for (_, st) in self.topics.iter_mut().filter(|(t, _)| pending.contains_key(*t)) {
+                for (t, st) in self.topics.iter_mut().filter(|(t, _)| pending.contains_key(*t)) {
                     st.progress.cut_at = Some(now.into_std());
                     if held {
                         pace::next_on_its_way(&st.progress);
+                        crate::metrics::global().batch_held(t);
                     }
                 }
                 summary.events += self.flush_retrying(feed.consumer(), &mut pending, once).await? as u64;

@@ -25,7 +25,7 @@ const MARGIN: Duration = Duration::from_millis(100);
 /// A timing longer than this (a retry, a stall) says nothing about the next batch.
 const LONGEST: Duration = Duration::from_secs(10);
 /// Publishes of fewer orders than this are too short to time the cost per order by.
-const FEWEST_ORDERS: usize = 100;
+const FEWEST_ORDERS: usize = 50;
 
 /// What the batch loop sees of a publish in flight.
 #[derive(Debug, Default)]

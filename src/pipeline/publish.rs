@@ -92,6 +92,10 @@ impl Publish {
         if let Some(o) = &orders {
             stats = Some(m.publish_orders(o, fail_at).await?);
         }
+        if crate::config::fault_is(fail_at, "slow-order-docs") {
+            // Test-only: every publish's order documents take half a second, as on a busy MongoDB.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         watch.orders_sent.store(true, Relaxed);
         let orders_took = (watch.orders, handed_over.elapsed());
         if let Some(w) = &whole_orders {

@@ -12,6 +12,7 @@ mod crash;
 mod deploy;
 mod e2e;
 mod gold_window;
+mod held;
 mod lake_format;
 mod maintain;
 mod metrics;

@@ -9,7 +9,7 @@ use orderlake::produce;
 use crate::support::*;
 
 /// `GET path` → (status code, body); `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
     let mut text = String::new();
@@ -18,7 +18,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
 }
 
-fn value(metrics: &str, series: &str) -> Option<f64> {
+pub fn value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
