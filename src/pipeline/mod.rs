@@ -5,6 +5,7 @@
 
 mod eta;
 mod pace;
+mod positions;
 pub mod progress;
 pub mod publish;
 pub mod retry;
@@ -24,8 +25,9 @@ use crate::error::Result;
 use crate::lake::{Lake, bronze, schema, version_of};
 use crate::model::RawEvent;
 use crate::sink::mongo::MongoSink;
-use crate::source::feed::{Fed, Feed};
+use crate::source::feed::Feed;
 use crate::source::kafka::{self, OrderConsumer, TopicPartition};
+use positions::Positions;
 use progress::Progress;
 use retry::Retry;
 use stages::Stages;
@@ -41,20 +43,6 @@ struct TopicState {
     bronze: DeltaTable,
     progress: Progress,
 }
-
-/// Where one partition stands for this consumer.
-struct Part {
-    /// The generation of the events accepted from it (see [`kafka::Epochs`]).
-    epoch: u64,
-    /// The next offset the lake expects; `None`: bronze has nothing, read from the beginning.
-    expected: Option<i64>,
-    /// Reading is known to continue from `expected`.
-    positioned: bool,
-    /// The generation a requested seek will produce; events until then are stale.
-    seeking: Option<u64>,
-}
-
-type Positions = HashMap<TopicPartition, Part>;
 
 pub struct Pipeline {
     settings: Settings,
@@ -297,6 +285,7 @@ impl Pipeline {
                     p.mongo = st.progress.mongo;
                     p.mongo_retry = st.progress.mongo_retry;
                     p.publishing = st.progress.publishing.take();
+                    p.pace = st.progress.pace;
                     st.progress = p;
                 }
                 Err(e) => {
@@ -304,24 +293,6 @@ impl Pipeline {
                 }
             }
         }
-    }
-
-    /// [`Self::expected_for`], retried while the lake is unreachable.
-    async fn expected_for_retrying(&self, tp: &TopicPartition, once: bool) -> Result<Option<i64>> {
-        let mut retry = Retry::new(&self.settings, once);
-        loop {
-            match self.expected_for(tp).await {
-                Err(e) => retry.after(e, "cannot read the partition's position from bronze", &self.shutdown).await?,
-                ok => return ok,
-            }
-        }
-    }
-
-    /// Loads the lake's position for a newly seen partition.
-    async fn expected_for(&self, tp: &TopicPartition) -> Result<Option<i64>> {
-        let st = &self.topics[&tp.0];
-        let stored = bronze::stored_offsets(&self.lake, &st.bronze, &self.settings.group, &tp.0, [tp.1]).await?;
-        Ok(stored.get(&tp.1).map(|o| o + 1))
     }
 
     /// Events between bronze's stored position and the end offsets of a `--once` run.
@@ -512,45 +483,6 @@ impl Pipeline {
         pace::cut_time(deadline.into_std(), self.settings.hold_batches, topics).into()
     }
 
-    /// Decides what to do with an event read from Kafka: keep it for the batch, or drop it because
-    /// bronze already holds it, it is stale (read before a revoke or seek), or its partition first
-    /// has to be repositioned to where the lake says it stands. The group's committed offsets are
-    /// not trusted for that; they are written for lag tools only.
-    async fn accept(&self, feed: &Feed, pos: &mut Positions, fed: Fed, once: bool) -> Result<Option<RawEvent>> {
-        let Fed { event, epoch, .. } = fed;
-        let tp = (event.topic.clone(), event.partition);
-        let known = pos.get(&tp).map(|p| (p.epoch, p.seeking));
-        if known.is_some_and(|(k, _)| epoch < k) {
-            return Ok(None);
-        }
-        if known.map(|(k, _)| k) != Some(epoch) {
-            // A new generation: the partition came back after a revoke, or a seek took effect.
-            let expected = self.expected_for_retrying(&tp, once).await?;
-            let positioned = known.is_some_and(|(_, seeking)| seeking == Some(epoch));
-            pos.insert(tp.clone(), Part { epoch, expected, positioned, seeking: None });
-        }
-        let part = pos.get_mut(&tp).expect("partition known");
-        if part.seeking.is_some() {
-            return Ok(None);
-        }
-        let off = event.offset;
-        if part.expected.is_some_and(|e| off < e) {
-            debug!(topic = %tp.0, partition = tp.1, offset = off, "skipping an offset already in bronze");
-            return Ok(None);
-        }
-        if !part.positioned {
-            // Offset 0 is where a partition with nothing in bronze starts anyway (unless retention
-            // has removed it: then the seek goes to what the broker still has).
-            if part.expected.unwrap_or(0) != off {
-                part.seeking = Some(feed.seek(tp, part.expected));
-                return Ok(None);
-            }
-            part.positioned = true;
-        }
-        part.expected = Some(off + 1);
-        Ok(Some(event))
-    }
-
     /// `--once` ends with MongoDB caught up, or fails saying so: a scheduled job must not report
     /// success while the documents lag the lake.
     async fn finish_mongo(&mut self) -> Result<()> {
@@ -592,29 +524,5 @@ impl Pipeline {
             publish::settle(topic, &mut st.progress, self.settings.max_backoff, wait).await?;
         }
         Ok(())
-    }
-
-    /// True when every assigned partition has reached its end offset from the start of the run.
-    async fn caught_up(
-        &self,
-        consumer: &OrderConsumer,
-        pos: &mut Positions,
-        targets: &HashMap<TopicPartition, i64>,
-    ) -> Result<bool> {
-        let assigned = kafka::assignment(consumer)?;
-        if assigned.is_empty() {
-            return Ok(false);
-        }
-        for tp in assigned {
-            if !pos.contains_key(&tp) {
-                let expected = self.expected_for_retrying(&tp, true).await?;
-                pos.insert(tp.clone(), Part { epoch: 0, expected, positioned: false, seeking: None });
-            }
-            let target = targets.get(&tp).copied().unwrap_or(0);
-            if pos[&tp].expected.unwrap_or(0) < target {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use orderlake::produce;
 
 use crate::e2e::{assert_lake_matches, assert_mongo_matches};
-use crate::metrics::{get, value};
+use crate::metrics::{get, value, wait_ready};
 use crate::reference;
 use crate::support::*;
 
@@ -25,11 +25,7 @@ async fn batches_due_during_a_slow_publish_are_held_and_land_once() {
     cmd.env("ORDERLAKE_METRICS_ADDR", format!("127.0.0.1:{port}")).env("ORDERLAKE_TEST_FAIL_AT", "slow-order-docs");
     let mut guard = spawn_run(cmd, &config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while get(port, "/readyz").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "never ready:\n{}", log());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_ready(port, log).await;
 
     // ≈ 1,000 events/s for 6 s: a 100 ms batch window against publishes of over 0.5 s.
     let records = renumbered(produce::synthetic(6_000, 77), "8");

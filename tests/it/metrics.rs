@@ -18,6 +18,15 @@ pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
 }
 
+/// Waits (at most 90 s) for a run's `/readyz` to answer 200; `log` is its log, for the failure.
+pub async fn wait_ready(port: u16, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while get(port, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 pub fn value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
@@ -43,11 +52,7 @@ async fn metrics_and_probes_follow_a_running_pipeline() {
     let mut guard = spawn_run(cmd, &config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while get(port, "/readyz").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "never ready:\n{}", log());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_ready(port, log).await;
     assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(get(port, "/nothing").map(|r| r.0), Some(404));
 
