@@ -198,7 +198,7 @@ pub struct Settings {
     /// several comma-separated); `slow-aggregates` instead delays every batch's aggregates by 2 s,
     /// so the next batch's silver write lands while they are pending, and `slow-order-publish`
     /// holds each MongoDB publish after its order documents until the next batch waits for it
-    /// (at most 10 s); `slow-order-docs` makes every publish's order documents take 0.5 s longer.
+    /// (at most 10 s); `slow-order-docs` makes every publish's order documents take 1.5 s longer.
     pub fail_at: Option<String>,
     /// `run --bronze-only`: land events in bronze and stop there; the other layers catch up from
     /// bronze on the next run without it.

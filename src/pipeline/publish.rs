@@ -93,8 +93,8 @@ impl Publish {
             stats = Some(m.publish_orders(o, fail_at).await?);
         }
         if crate::config::fault_is(fail_at, "slow-order-docs") {
-            // Test-only: every publish's order documents take half a second, as on a busy MongoDB.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Test-only: every publish's order documents take 1.5 s longer, as on a busy MongoDB.
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
         }
         watch.orders_sent.store(true, Relaxed);
         let orders_took = (watch.orders, handed_over.elapsed());
