@@ -62,8 +62,14 @@ impl Running {
         }
     }
 
-    /// Waits for the exit, sampling memory meanwhile; a non-zero exit is an error quoting the log.
-    pub async fn wait(mut self, limit: Duration) -> Result<Measured> {
+    /// Waits for the exit, at most `limit` from the start, sampling memory meanwhile; a non-zero
+    /// exit is an error quoting the log.
+    pub async fn wait(self, limit: Duration) -> Result<Measured> {
+        let deadline = self.started + limit;
+        self.wait_until(deadline, format!("still running after {limit:?}")).await
+    }
+
+    async fn wait_until(mut self, deadline: Instant, late: String) -> Result<Measured> {
         loop {
             self.sample();
             if let Some(status) = self.child.try_wait().map_err(|e| Error::Other(e.to_string()))? {
@@ -84,17 +90,18 @@ impl Running {
                     peak_anon_mib: mib(self.peak_anon_kib),
                 });
             }
-            if self.started.elapsed() > limit {
+            if Instant::now() > deadline {
                 let _ = self.child.kill();
-                return Err(Error::Other(format!("benchmarked process still running after {limit:?}; killed")));
+                return Err(Error::Other(format!("benchmarked process {late}; killed")));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// SIGTERM (a clean stop), then waits.
+    /// SIGTERM (a clean stop), then waits at most `limit` from now: a long freshness phase may
+    /// have run for longer than that already.
     pub async fn stop(self, limit: Duration) -> Result<Measured> {
         let _ = Command::new("kill").arg("-15").arg(self.child.id().to_string()).status();
-        self.wait(limit).await
+        self.wait_until(Instant::now() + limit, format!("still running {limit:?} after SIGTERM")).await
     }
 }
