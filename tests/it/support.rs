@@ -315,7 +315,9 @@ impl PrivateServer {
                 "--silent",
                 "--location",
             ])
-            .arg(&data);
+            .arg(&data)
+            // The shared stack's fixes for Azurite's own stalls (infra/local/azurite-preload.js).
+            .env("NODE_OPTIONS", format!("--require {}/infra/local/azurite-preload.js", env!("CARGO_MANIFEST_DIR")));
             c
         } else {
             let mut c = Command::new(python().parent().unwrap().join("secantusd-py"));
