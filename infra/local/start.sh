@@ -71,8 +71,10 @@ start_azurite() {
   local store=(--inMemoryPersistence)
   [ "${ORDERLAKE_KEEP_DATA:-0}" = 1 ] && store=(--location "$dir")
   # Deletes and garbage collection that do not stall every request for seconds at a time
-  # (azurite-preload.js says why).
-  NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }--require $here/azurite-preload.js" \
+  # (azurite-preload.js says why); ORDERLAKE_AZURITE_PRELOAD=0 runs Azurite as it comes.
+  local node_options="${NODE_OPTIONS:-}"
+  [ "${ORDERLAKE_AZURITE_PRELOAD:-1}" = 0 ] || node_options="${node_options:+$node_options }--require $here/azurite-preload.js"
+  NODE_OPTIONS="$node_options" \
   setsid "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" "${store[@]}" \
     --skipApiVersionCheck --loose --disableTelemetry $quiet >"$logf" 2>&1 < /dev/null &
   echo $! >"$pidf"
