@@ -27,5 +27,6 @@ mod rebuild;
 mod reference;
 mod restart;
 mod secure;
+mod stack;
 mod support;
 mod terraform;
