@@ -109,6 +109,7 @@ patch("gc schedule", () => {
 // The checks: each fix applied, and doing what it is for on the installed Azurite's own classes.
 async function check() {
   const loki = require(require.resolve("lokijs", { paths: [blobDir] }));
+  if (!loki.Collection.prototype.findAndRemove[PATCHED]) failed.push("deletes");
   const coll = new loki("check", { persistenceMethod: "memory" }).addCollection("c", { indices: ["id", "g"] });
   for (let i = 0; i < 40; i++) coll.insert({ id: `e${i}`, g: i % 2 });
   coll.findAndRemove({ id: "e3" });
@@ -129,8 +130,9 @@ async function check() {
 
   const { default: Gc } = require(path.join(blobDir, "gc", "BlobGCManager.js"));
   if (!Gc.prototype.markSweep[PATCHED]) failed.push("gc schedule");
+  if (!Extents.prototype.updateExtent[PATCHED]) failed.push("extent ages");
   if (failed.length) {
-    console.error(`azurite-preload: ${failed.join("; ")}`);
+    console.error(`azurite-preload: ${[...new Set(failed)].join("; ")}`);
     process.exit(1);
   }
   console.log("azurite-preload: deletes, extent ages and gc schedule patched");
