@@ -4,8 +4,8 @@
 //! Cut at its deadline, a batch would write the lake and then wait for MongoDB, while the events
 //! arriving meanwhile wait for the batch after it, a whole publish later. Held instead until its
 //! lake work (bronze, silver, order gold) would end as the publish in flight's order documents
-//! are in, the batch takes
-//! those events in and MongoDB gets every event sooner, at the same cadence and the same work.
+//! are in, the batch takes those events in and MongoDB gets every event sooner, at the same
+//! cadence and the same work.
 //! The lake commits later by as much: that is the trade, bounded by `mongodb.hold_batches_ms`.
 //!
 //! The estimate is the publish's order documents (what it starts with, and what the next publish
