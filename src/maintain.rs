@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::config::{MaintenanceSettings, Settings};
 use crate::error::{Error, Result};
 use crate::lake::compact::{self, FileStat};
+use crate::lake::tiered::{self, DayFile};
 use crate::lake::schema::TableSpec;
 use crate::lake::{Lake, bronze, dead_letter, version_of};
 use crate::pipeline::progress;
@@ -104,17 +105,62 @@ pub enum Vacuum {
 /// Maintains one table; `None` when it does not exist (yet).
 pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
     let Some((table, mut w)) = begin(lake, t, m).await? else { return Ok(None) };
-    let table = pack(lake, t, table, m, w.groups.drain(..).collect(), &mut w.report).await?;
+    let now = w.plan.take(usize::MAX);
+    let table = pack(lake, t, table, m, now, &mut w.report).await?;
     settle(table, m, vacuum, &mut w.report).await?;
     Ok(Some(w.report))
 }
 
-/// A table under maintenance: its report so far and, for a keyed table, the groups of files
-/// planned at its start and not packed yet. Planned once: planning again at every step would
-/// take in the files the batches in between wrote, and a busy table would never be done.
+/// A table under maintenance: its report so far and the packing planned at its start and not
+/// done yet. Planned once: planning again at every step would take in the files the batches in
+/// between wrote, and a busy table would never be done.
 struct Work {
     report: TableReport,
-    groups: VecDeque<Vec<FileStat>>,
+    plan: Plan,
+}
+
+/// What is left to pack of one table.
+enum Plan {
+    /// A keyed table's groups of files, by key range (`lake::compact`).
+    Keyed(VecDeque<Vec<FileStat>>),
+    /// An append-only table: the OPTIMIZE of its closed days (of all of it when it has no
+    /// `ingest_date`) unless done, then its groups of today's files by size (`lake::tiered`).
+    Appended { optimized: bool, today: VecDeque<Vec<DayFile>> },
+}
+
+impl Plan {
+    /// The next step's share: at most `max_groups` groups, and the OPTIMIZE with the first.
+    fn take(&mut self, max_groups: usize) -> Plan {
+        fn some<T>(g: &mut VecDeque<T>, max: usize) -> VecDeque<T> {
+            g.drain(..max.min(g.len())).collect()
+        }
+        match self {
+            Plan::Keyed(groups) => Plan::Keyed(some(groups, max_groups)),
+            Plan::Appended { optimized, today } => {
+                Plan::Appended { optimized: std::mem::replace(optimized, true), today: some(today, max_groups) }
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Plan::Keyed(groups) => groups.is_empty(),
+            Plan::Appended { optimized, today } => *optimized && today.is_empty(),
+        }
+    }
+
+    fn groups_left(&self) -> usize {
+        match self {
+            Plan::Keyed(groups) => groups.len(),
+            Plan::Appended { today, .. } => today.len(),
+        }
+    }
+}
+
+/// The cap of today's packed bronze files (`lake::tiered`): an eighth of the target size, so a
+/// step's rewrite stays under a second; the closed day's OPTIMIZE makes full-size files of them.
+fn today_cap(m: &MaintenanceSettings) -> u64 {
+    (m.target_file_bytes / 8).max(1)
 }
 
 /// Opens a table for maintenance, notes its size before and plans its packing; `None` when it
@@ -123,37 +169,43 @@ async fn begin(lake: &Lake, t: &TableRef, m: &MaintenanceSettings) -> Result<Opt
     let Some(table) = lake.open(&t.rel).await? else { return Ok(None) };
     let (files_before, bytes_before) = files_and_bytes(&table)?;
     let report = TableReport { table: t.rel.clone(), files_before, bytes_before, ..Default::default() };
-    let groups = match t.cluster {
-        Some(cluster) => compact::plan_table(&table, cluster, m.keyed_file_rows)?.into(),
-        None => VecDeque::new(),
+    let plan = match t.cluster {
+        Some(cluster) => Plan::Keyed(compact::plan_table(&table, cluster, m.keyed_file_rows)?.into()),
+        None if by_day(&table)? => {
+            let files = tiered::partition_files(&table, "ingest_date", &today())?;
+            Plan::Appended { optimized: false, today: tiered::plan(files, today_cap(m)).into() }
+        }
+        None => Plan::Appended { optimized: false, today: VecDeque::new() },
     };
-    Ok(Some((table, Work { report, groups })))
+    Ok(Some((table, Work { report, plan })))
 }
 
-/// Packs small files: a keyed table's `groups` by key range (see `compact`), an append-only
-/// table's all at once by OPTIMIZE.
+fn today() -> String {
+    chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string()
+}
+
+/// Whether the table is partitioned by day (bronze).
+fn by_day(table: &DeltaTable) -> Result<bool> {
+    Ok(table.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date"))
+}
+
+/// Packs small files: a keyed table's groups by key range (see `compact`); an append-only
+/// table's by OPTIMIZE (only the closed days of bronze), then today's bronze by size tier (see
+/// `tiered`).
 async fn pack(
     lake: &Lake,
     t: &TableRef,
     table: DeltaTable,
     m: &MaintenanceSettings,
-    groups: Vec<Vec<FileStat>>,
+    now: Plan,
     r: &mut TableReport,
 ) -> Result<DeltaTable> {
-    let packed = match t.cluster {
-        Some(cluster) => compact::compact(table.clone(), cluster, m.keyed_file_rows, groups)
+    let packed = match (t.cluster, now) {
+        (Some(cluster), Plan::Keyed(groups)) => compact::compact(table.clone(), cluster, m.keyed_file_rows, groups.into())
             .await
             .map(|(t, done)| (t, done.files_removed)),
-        None => {
-            let target = NonZeroU64::new(m.target_file_bytes).unwrap_or(NonZeroU64::MIN);
-            let mut optimize = table.clone().optimize().with_target_size(target);
-            let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
-            let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(today.as_str()))];
-            if table.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date") {
-                optimize = optimize.with_filters(&closed_days);
-            }
-            optimize.await.map(|(t, metrics)| (t, metrics.num_files_removed)).map_err(Error::from)
-        }
+        (_, Plan::Appended { optimized, today }) => pack_appended(table.clone(), m, !optimized, today.into()).await,
+        (_, Plan::Keyed(_)) => return Ok(table),
     };
     match packed {
         Ok((table, removed)) => {
@@ -169,6 +221,33 @@ async fn pack(
             Ok(lake.open(&t.rel).await?.unwrap_or(table))
         }
     }
+}
+
+/// An append-only table's OPTIMIZE when `optimize` (closed days only when partitioned by day),
+/// then its groups of today's files; the files removed.
+async fn pack_appended(
+    table: DeltaTable,
+    m: &MaintenanceSettings,
+    optimize: bool,
+    today: Vec<Vec<DayFile>>,
+) -> Result<(DeltaTable, u64)> {
+    let (mut table, mut removed) = (table, 0);
+    if optimize {
+        let target = NonZeroU64::new(m.target_file_bytes).unwrap_or(NonZeroU64::MIN);
+        let mut optimize = table.clone().optimize().with_target_size(target);
+        let day = self::today();
+        let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(day.as_str()))];
+        if by_day(&table)? {
+            optimize = optimize.with_filters(&closed_days);
+        }
+        let (t, metrics) = optimize.await?;
+        (table, removed) = (t, metrics.num_files_removed);
+    }
+    if !today.is_empty() {
+        let (t, done) = tiered::pack(table, today).await?;
+        (table, removed) = (t, removed + done.files_removed);
+    }
+    Ok((table, removed))
 }
 
 /// After packing: a checkpoint, expired-log cleanup and VACUUM, then the report line.
@@ -273,16 +352,16 @@ async fn step_table(
             // As a storage error would between two groups: the groups packed so far stay.
             return Err(Error::Other("injected failure between two packing steps".into()));
         }
-        let now = w.groups.drain(..max_groups.min(w.groups.len())).collect();
+        let now = w.plan.take(max_groups);
         let before = w.report.compacted;
         table = pack(lake, t, table, m, now, &mut w.report).await?;
         // A group whose files the batches since rewrote packs nothing: not worth a step.
-        if w.report.compacted > before || w.groups.is_empty() {
+        if w.report.compacted > before || w.plan.is_done() {
             break;
         }
     }
-    if !w.groups.is_empty() {
-        let (packed, left) = (w.report.compacted, w.groups.len());
+    if !w.plan.is_done() {
+        let (packed, left) = (w.report.compacted, w.plan.groups_left());
         info!(table = t.rel, files_packed = packed, groups_left = left, "table packing under way");
         return Ok(Step::Packing(w));
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::Result;
-use crate::lake::{Lake, bronze, read, version_of};
+use crate::lake::{Lake, bronze, commits, read, version_of};
 use crate::sink::mongo::MongoSink;
 use crate::source::kafka;
 
@@ -88,12 +88,14 @@ pub async fn gather(settings: &Settings) -> Result<Status> {
             let m = MongoSink::connect(uri, &settings.mongodb_database, &settings.group).await?;
             let mut topics = Vec::new();
             for topic in settings.topics() {
-                let bronze_version = match lake.open(&bronze::table_name(&settings.bronze_prefix, &topic)).await? {
-                    Some(t) => version_of(&t) as i64,
-                    None => -1,
-                };
                 let published = m.progress(&topic).await?;
-                let behind = (bronze_version - published.unwrap_or(-1)).max(0);
+                let floor = published.unwrap_or(-1);
+                let (bronze_version, changed) = match lake.open(&bronze::table_name(&settings.bronze_prefix, &topic)).await? {
+                    // Compactions since the last publish hold nothing MongoDB lacks.
+                    Some(t) => (version_of(&t) as i64, commits::last_changed(&t, floor).await?),
+                    None => (-1, -1),
+                };
+                let behind = (changed - floor).max(0);
                 topics.push(PublishStatus { topic, bronze_version, published, behind });
             }
             m.close().await;

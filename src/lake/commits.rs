@@ -39,6 +39,19 @@ pub async fn only_rearranged(table: &DeltaTable, after: i64, upto: i64) -> Resul
     Ok(true)
 }
 
+/// The newest version of `table` that did more than rearrange files, looking back to `floor` at
+/// most (and no more than 32 commits): a reader at `floor` lacks nothing when it is `floor`.
+/// Bronze's compactions of the current day follow its batches, and a status that counted them
+/// would report an idle, caught-up pipeline as behind.
+pub async fn last_changed(table: &DeltaTable, floor: i64) -> Result<i64> {
+    let mut v = super::version_of(table) as i64;
+    let stop = floor.max(v - MAX_COMMITS);
+    while v > stop && only_rearranged(table, v - 1, v).await? {
+        v -= 1;
+    }
+    Ok(v)
+}
+
 /// A table at one version and the files it holds (paths relative to the table root, as the log
 /// names them).
 pub struct AtVersion {

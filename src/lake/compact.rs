@@ -108,7 +108,6 @@ pub async fn compact(
     let schema = writer.arrow_schema();
     let mut actions: Vec<Action> = Vec::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
-    let mut done = Compacted::default();
     // One group in memory at a time: at most `max_rows` rows.
     for group in groups {
         let paths: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
@@ -119,12 +118,24 @@ pub async fn compact(
         for a in write_clustered(&mut writer, rows, cluster).await? {
             if let Action::Add(mut add) = a {
                 add.data_change = false;
-                done.files_added += 1;
                 actions.push(Action::Add(add));
             }
         }
         gone.extend(paths);
     }
+    commit_rewrite(table, actions, &gone, max_rows as i64).await
+}
+
+/// Commits a rewrite that changes no data: `adds` (already `dataChange = false`) in place of the
+/// live files among `gone`, as an OPTIMIZE. `target_size` is what the log records the rewrite
+/// aimed at.
+pub(super) async fn commit_rewrite(
+    table: DeltaTable,
+    mut actions: Vec<Action>,
+    gone: &BTreeSet<String>,
+    target_size: i64,
+) -> Result<(DeltaTable, Compacted)> {
+    let mut done = Compacted { files_added: actions.len() as u64, ..Compacted::default() };
     for f in table.snapshot()?.log_data().iter() {
         if gone.contains(f.path().as_ref()) {
             actions.push(Action::Remove(f.remove_action(false)));
@@ -132,7 +143,7 @@ pub async fn compact(
         }
     }
     let props = CommitProperties::default().with_create_checkpoint(false).with_cleanup_expired_logs(Some(false));
-    let op = DeltaOperation::Optimize { predicate: None, target_size: max_rows as i64 };
+    let op = DeltaOperation::Optimize { predicate: None, target_size };
     let finalized =
         CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op).await?;
     let mut table = table;

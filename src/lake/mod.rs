@@ -16,6 +16,7 @@ pub mod rows;
 pub mod schema;
 pub mod silver;
 pub mod store;
+pub mod tiered;
 
 use std::collections::HashMap;
 

@@ -82,7 +82,10 @@ impl Stages<'_> {
                 for (v, recs) in bronze::read_commits(bronze_table, from, log_end as u64).await? {
                     raw.push((v as i64, Cow::Owned(recs)));
                 }
-                info!(topic, from = after + 1, to = log_end, of = upto, "catching up from bronze");
+                // Bronze's compactions between two batches hold no events: nothing to report.
+                if raw.iter().any(|(_, r)| !r.is_empty()) {
+                    info!(topic, from = after + 1, to = log_end, of = upto, "catching up from bronze");
+                }
             }
             if let (Some(f), true) = (fresh, end == upto) {
                 raw.push((upto, Cow::Borrowed(f)));
