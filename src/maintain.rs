@@ -4,8 +4,8 @@
 //! consumer slows down by the hour. Per
 //! table: small files are packed, the keyed tables' (silver, gold) by key range into files of at
 //! most `maintenance.keyed_file_rows` rows (`lake::compact`), the append-only tables' by OPTIMIZE
-//! into files of about `maintenance.target_file_mb` (bronze only for days that are over, so
-//! today's appends never race it), then a checkpoint, expired-log
+//! into files of about `maintenance.target_file_mb` (bronze's days once they are over; today's
+//! by size tier as it fills, `lake::tiered`), then a checkpoint, expired-log
 //! cleanup, and VACUUM of unreferenced files older than the retention (never below 7 days unless
 //! overridden; see `config`). The exactly-once markers (`txn`) are table state, so maintenance
 //! keeps them; it commits no data change.
@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use crate::config::{MaintenanceSettings, Settings};
 use crate::error::{Error, Result};
 use crate::lake::compact::{self, FileStat};
-use crate::lake::tiered::{self, DayFile};
 use crate::lake::schema::TableSpec;
+use crate::lake::tiered::{self, DayFile};
 use crate::lake::{Lake, bronze, dead_letter, version_of};
 use crate::pipeline::progress;
 use crate::{gold, lake::silver};
@@ -201,9 +201,11 @@ async fn pack(
     r: &mut TableReport,
 ) -> Result<DeltaTable> {
     let packed = match (t.cluster, now) {
-        (Some(cluster), Plan::Keyed(groups)) => compact::compact(table.clone(), cluster, m.keyed_file_rows, groups.into())
-            .await
-            .map(|(t, done)| (t, done.files_removed)),
+        (Some(cluster), Plan::Keyed(groups)) => {
+            compact::compact(table.clone(), cluster, m.keyed_file_rows, groups.into())
+                .await
+                .map(|(t, done)| (t, done.files_removed))
+        }
         (_, Plan::Appended { optimized, today }) => pack_appended(table.clone(), m, !optimized, today.into()).await,
         (_, Plan::Keyed(_)) => return Ok(table),
     };

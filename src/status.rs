@@ -90,11 +90,12 @@ pub async fn gather(settings: &Settings) -> Result<Status> {
             for topic in settings.topics() {
                 let published = m.progress(&topic).await?;
                 let floor = published.unwrap_or(-1);
-                let (bronze_version, changed) = match lake.open(&bronze::table_name(&settings.bronze_prefix, &topic)).await? {
-                    // Compactions since the last publish hold nothing MongoDB lacks.
-                    Some(t) => (version_of(&t) as i64, commits::last_changed(&t, floor).await?),
-                    None => (-1, -1),
-                };
+                let (bronze_version, changed) =
+                    match lake.open(&bronze::table_name(&settings.bronze_prefix, &topic)).await? {
+                        // Compactions since the last publish hold nothing MongoDB lacks.
+                        Some(t) => (version_of(&t) as i64, commits::last_changed(&t, floor).await?),
+                        None => (-1, -1),
+                    };
                 let behind = (changed - floor).max(0);
                 topics.push(PublishStatus { topic, bronze_version, published, behind });
             }
