@@ -65,7 +65,7 @@ async fn mongodb_outage_degrades_then_catches_up_and_sigterm_exits_cleanly() {
     // MongoDB comes back: publishing catches up without a restart.
     mongo.resume();
     let deadline = Instant::now() + Duration::from_secs(180);
-    let bronze_version = table_version(&s, &format!("bronze/{}", s.sales_topic)).await.unwrap() as i64;
+    let bronze_version = bronze_events_version(&s).await;
     loop {
         let progress = mongo_docs(&s, orderlake::sink::mongo::PROGRESS).await;
         let published = progress.first().and_then(|d| d.get_i64("bronze_version").ok());

@@ -442,6 +442,13 @@ pub fn orderlake_cmd(s: &Settings) -> Command {
 /// Every event is in bronze and the batch log says every lake layer has applied bronze's last version.
 /// Read in this order on purpose: once all events are counted, the version read next is at least
 /// the one holding them, so the batch log matching it means every layer has them.
+/// The newest version of bronze of `s`'s sales topic that holds events: the versions after it, if
+/// any, are maintenance's compactions of today's files.
+pub async fn bronze_events_version(s: &orderlake::config::Settings) -> i64 {
+    let t = Lake::new(s).open(&format!("bronze/{}", s.sales_topic)).await.unwrap().expect("bronze exists");
+    orderlake::lake::commits::last_changed(&t, -1).await.unwrap()
+}
+
 pub async fn lake_complete(s: &orderlake::config::Settings, events: usize) -> bool {
     // Polled while a run writes: a storage request that fails (Azurite under load has let one hang
     // for 30 s) means "not yet", the next poll asks again.
@@ -461,8 +468,11 @@ async fn try_lake_complete(s: &orderlake::config::Settings, events: usize) -> or
     if strs(&read::scan(&bronze, None).await?, "value").len() != events {
         return Ok(false);
     }
-    let bv = lake.open(&bronze_rel).await?.map_or(-1, |t| orderlake::lake::version_of(&t) as i64);
     let Some(log) = lake.open("_orderlake/batches").await? else { return Ok(false) };
-    let done = ints(&read::scan(&log, None).await?, "bronze_version").into_iter().flatten().max();
-    Ok(done == Some(bv))
+    let Some(done) = ints(&read::scan(&log, None).await?, "bronze_version").into_iter().flatten().max() else {
+        return Ok(false);
+    };
+    // Bronze's versions after the last batch may be its compactions, which hold no events.
+    let Some(bronze) = lake.open(&bronze_rel).await? else { return Ok(false) };
+    Ok(orderlake::lake::commits::last_changed(&bronze, done).await? == done)
 }
