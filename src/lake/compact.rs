@@ -93,12 +93,7 @@ pub async fn compact(
     max_rows: u64,
     groups: Vec<Vec<FileStat>>,
 ) -> Result<(DeltaTable, Compacted)> {
-    let live: BTreeSet<String> = table.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect();
-    let groups: Vec<Vec<FileStat>> = groups
-        .into_iter()
-        .map(|g| g.into_iter().filter(|f| live.contains(&f.path)).collect::<Vec<_>>())
-        .filter(|g| g.len() > 1)
-        .collect();
+    let groups = live_groups(&table, groups.into_iter().map(|g| g.into_iter().map(|f| f.path).collect()).collect())?;
     if groups.is_empty() {
         return Ok((table, Compacted::default()));
     }
@@ -109,8 +104,7 @@ pub async fn compact(
     let mut actions: Vec<Action> = Vec::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
     // One group in memory at a time: at most `max_rows` rows.
-    for group in groups {
-        let paths: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
+    for paths in groups {
         let provider = table.table_provider().with_file_paths(paths.iter().cloned()).await?;
         let parts = ctx.read_table(provider)?.collect().await?;
         let parts = parts.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>>>()?;
@@ -124,6 +118,17 @@ pub async fn compact(
         gone.extend(paths);
     }
     commit_rewrite(table, actions, &gone, max_rows as i64).await
+}
+
+/// The planned `groups` of file paths without the files a writer has removed since the plan, and
+/// without the groups that leaves with one file (nothing to pack).
+pub(super) fn live_groups(table: &DeltaTable, groups: Vec<Vec<String>>) -> Result<Vec<Vec<String>>> {
+    let live: BTreeSet<String> = table.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect();
+    Ok(groups
+        .into_iter()
+        .map(|g| g.into_iter().filter(|p| live.contains(p)).collect::<Vec<_>>())
+        .filter(|g| g.len() > 1)
+        .collect())
 }
 
 /// Commits a rewrite that changes no data: `adds` (already `dataChange = false`) in place of the

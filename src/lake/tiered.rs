@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::compact::{Compacted, commit_rewrite};
+use super::compact::{Compacted, commit_rewrite, live_groups};
 use super::rewrite::conform;
 use crate::error::Result;
 
@@ -92,12 +92,7 @@ pub fn partition_files(table: &DeltaTable, column: &str, value: &str) -> Result<
 /// batch at a time, into one new file. A file another writer removed since the plan is left
 /// out, and so is a group left with one file.
 pub async fn pack(table: DeltaTable, groups: Vec<Vec<DayFile>>) -> Result<(DeltaTable, Compacted)> {
-    let live: BTreeSet<String> = table.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect();
-    let groups: Vec<Vec<String>> = groups
-        .into_iter()
-        .map(|g| g.into_iter().map(|f| f.path).filter(|p| live.contains(p)).collect::<Vec<_>>())
-        .filter(|g| g.len() > 1)
-        .collect();
+    let groups = live_groups(&table, groups.into_iter().map(|g| g.into_iter().map(|f| f.path).collect()).collect())?;
     if groups.is_empty() {
         return Ok((table, Compacted::default()));
     }
