@@ -142,7 +142,8 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Compact small files (OPTIMIZE; bronze once its day is over), checkpoint, clean up expired
+    /// Compact small files (OPTIMIZE; bronze's finished days, and today's eight files of one size
+    /// at a time), checkpoint, clean up expired
     /// log entries and VACUUM unreferenced files (also orphans of writers that died mid-write)
     /// older than maintenance.vacuum_retention_hours, in every table; prints files and MiB before
     /// and after. Safe while `run` is going: a compaction that loses a commit race is skipped.

@@ -246,7 +246,7 @@ async fn pack_appended(
         (table, removed) = (t, metrics.num_files_removed);
     }
     if !today.is_empty() {
-        let (t, done) = tiered::pack(table, today).await?;
+        let (t, done) = tiered::pack(table, today, today_cap(m)).await?;
         (table, removed) = (t, removed + done.files_removed);
     }
     Ok((table, removed))

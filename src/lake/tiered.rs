@@ -91,7 +91,8 @@ pub fn partition_files(table: &DeltaTable, column: &str, value: &str) -> Result<
 /// Packs `groups` (from [`plan`]) in one commit that changes no data: each group's rows, read a
 /// batch at a time, into one new file. A file another writer removed since the plan is left
 /// out, and so is a group left with one file.
-pub async fn pack(table: DeltaTable, groups: Vec<Vec<DayFile>>) -> Result<(DeltaTable, Compacted)> {
+/// `cap` is what the log records the rewrite aimed at.
+pub async fn pack(table: DeltaTable, groups: Vec<Vec<DayFile>>, cap: u64) -> Result<(DeltaTable, Compacted)> {
     let groups = live_groups(&table, groups.into_iter().map(|g| g.into_iter().map(|f| f.path).collect()).collect())?;
     if groups.is_empty() {
         return Ok((table, Compacted::default()));
@@ -127,7 +128,7 @@ pub async fn pack(table: DeltaTable, groups: Vec<Vec<DayFile>>) -> Result<(Delta
             Action::Add(add)
         })
         .collect();
-    commit_rewrite(table, adds, &gone, 0).await
+    commit_rewrite(table, adds, &gone, cap as i64).await
 }
 
 #[cfg(test)]
