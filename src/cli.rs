@@ -142,13 +142,14 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Compact small files (OPTIMIZE; bronze's finished days, and today's eight files of one size
-    /// at a time), checkpoint, clean up expired
+    /// Compact small files (silver and gold by key range; bronze's finished days into files of
+    /// maintenance.target_file_mb, and today's, past maintenance.today_small_files, eight files of
+    /// one size at a time; the other tables by OPTIMIZE), checkpoint, clean up expired
     /// log entries and VACUUM unreferenced files (also orphans of writers that died mid-write)
     /// older than maintenance.vacuum_retention_hours, in every table; prints files and MiB before
     /// and after. Safe while `run` is going: a compaction that loses a commit race is skipped.
     /// `run` also does this (without the orphan scan): a round every maintenance.every_batches
-    /// batches, a step per batch boundary (a table, or a group of a big table's files)
+    /// batches, a step per batch boundary (a table, or a group of a big table's or a day's files)
     Maintain {
         /// Only compact, checkpoint and clean up the log; delete no files
         #[arg(long)]

@@ -101,6 +101,7 @@ pub struct MaintenanceFile {
     pub every_batches: Option<u64>,
     pub target_file_mb: Option<u64>,
     pub keyed_file_rows: Option<u64>,
+    pub today_small_files: Option<u64>,
     pub vacuum_retention_hours: Option<u64>,
     pub allow_short_retention: Option<bool>,
 }
@@ -155,6 +156,9 @@ pub struct MaintenanceSettings {
     /// Compaction of the keyed tables (silver, gold) packs files up to this many rows: a batch
     /// that changes one row of a file copies the whole file.
     pub keyed_file_rows: u64,
+    /// Today's bronze partition is packed once it holds more than this many small files (each
+    /// commit to bronze replays its live files; a few dozen cost about a millisecond).
+    pub today_small_files: usize,
     /// VACUUM deletes unreferenced files older than this.
     pub vacuum_retention: Duration,
 }
@@ -325,10 +329,18 @@ impl Settings {
                 format!("{keyed_rows} must be between 1000 and 100000000 (default 250000)"),
             ));
         }
+        let today_small = m.today_small_files.unwrap_or(64);
+        if today_small > 10_000 {
+            return Err(cfg(
+                "maintenance.today_small_files",
+                format!("{today_small} must be at most 10000 (default 64): every bronze commit replays them"),
+            ));
+        }
         let maintenance = MaintenanceSettings {
             every_batches: m.every_batches.unwrap_or(20),
             target_file_bytes: target_mb * 1024 * 1024,
             keyed_file_rows: keyed_rows,
+            today_small_files: today_small as usize,
             vacuum_retention: Duration::from_secs(retention_hours * 3600),
         };
         let prefix = |v: Option<String>, d: &str, key: &str| -> Result<String> {

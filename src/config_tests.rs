@@ -83,6 +83,9 @@ fn bad_settings_name_the_key() {
     let fc: FileConfig = toml::from_str("[mongodb]\naggregates_lag_ms = 3600000\n").unwrap();
     let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
     assert!(e.contains("mongodb.aggregates_lag_ms: ") && e.contains("0 publishes"), "{e}");
+    let fc: FileConfig = toml::from_str("[maintenance]\ntoday_small_files = 100000\n").unwrap();
+    let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+    assert!(e.contains("maintenance.today_small_files: ") && e.contains("at most 10000"), "{e}");
     let fc: FileConfig = toml::from_str("[mongodb]\nhold_batches_ms = 120000\n").unwrap();
     let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
     assert!(e.contains("mongodb.hold_batches_ms: ") && e.contains("0 cuts every batch"), "{e}");
@@ -100,8 +103,8 @@ fn the_example_config_is_valid_and_shows_the_defaults() {
     assert_eq!(s.hold_batches, d.hold_batches);
     let (m, dm) = (&s.maintenance, &d.maintenance);
     assert_eq!(
-        (m.every_batches, m.target_file_bytes, m.keyed_file_rows, m.vacuum_retention),
-        (dm.every_batches, dm.target_file_bytes, dm.keyed_file_rows, dm.vacuum_retention)
+        (m.every_batches, m.target_file_bytes, m.keyed_file_rows, m.today_small_files, m.vacuum_retention),
+        (dm.every_batches, dm.target_file_bytes, dm.keyed_file_rows, dm.today_small_files, dm.vacuum_retention)
     );
 }
 

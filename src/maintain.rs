@@ -4,8 +4,8 @@
 //! consumer slows down by the hour. Per
 //! table: small files are packed, the keyed tables' (silver, gold) by key range into files of at
 //! most `maintenance.keyed_file_rows` rows (`lake::compact`), the append-only tables' by OPTIMIZE
-//! into files of about `maintenance.target_file_mb` (bronze's days once they are over; today's
-//! by size tier as it fills, `lake::tiered`), then a checkpoint, expired-log
+//! into files of about `maintenance.target_file_mb` (bronze's by day, `lake::tiered`: a day once
+//! it is over, a group of files per step; today's by size tier as it fills), then a checkpoint, expired-log
 //! cleanup, and VACUUM of unreferenced files older than the retention (never below 7 days unless
 //! overridden; see `config`). The exactly-once markers (`txn`) are table state, so maintenance
 //! keeps them; it commits no data change.
@@ -15,8 +15,8 @@ use std::fmt::Write;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use deltalake::DeltaTable;
 use deltalake::operations::vacuum::VacuumMode;
-use deltalake::{DeltaTable, FilterOp, FilterValue};
 use tracing::{info, warn};
 
 use crate::config::{MaintenanceSettings, Settings};
@@ -123,9 +123,10 @@ struct Work {
 enum Plan {
     /// A keyed table's groups of files, by key range (`lake::compact`).
     Keyed(VecDeque<Vec<FileStat>>),
-    /// An append-only table: the OPTIMIZE of its closed days (of all of it when it has no
-    /// `ingest_date`) unless done, then its groups of today's files by size (`lake::tiered`).
-    Appended { optimized: bool, today: VecDeque<Vec<DayFile>> },
+    /// An append-only table: by day (bronze), groups of today's files by size, then groups of
+    /// its closed days' files, each with the size it aims at (`lake::tiered`); without days, an
+    /// OPTIMIZE of all of it when `optimize`.
+    Appended { optimize: bool, groups: VecDeque<(u64, Vec<DayFile>)> },
 }
 
 impl Plan {
@@ -136,8 +137,8 @@ impl Plan {
         }
         match self {
             Plan::Keyed(groups) => Plan::Keyed(some(groups, max_groups)),
-            Plan::Appended { optimized, today } => {
-                Plan::Appended { optimized: std::mem::replace(optimized, true), today: some(today, max_groups) }
+            Plan::Appended { optimize, groups } => {
+                Plan::Appended { optimize: std::mem::replace(optimize, false), groups: some(groups, max_groups) }
             }
         }
     }
@@ -145,14 +146,14 @@ impl Plan {
     fn is_done(&self) -> bool {
         match self {
             Plan::Keyed(groups) => groups.is_empty(),
-            Plan::Appended { optimized, today } => *optimized && today.is_empty(),
+            Plan::Appended { optimize, groups } => !*optimize && groups.is_empty(),
         }
     }
 
     fn groups_left(&self) -> usize {
         match self {
             Plan::Keyed(groups) => groups.len(),
-            Plan::Appended { today, .. } => today.len(),
+            Plan::Appended { groups, .. } => groups.len(),
         }
     }
 }
@@ -171,13 +172,25 @@ async fn begin(lake: &Lake, t: &TableRef, m: &MaintenanceSettings) -> Result<Opt
     let report = TableReport { table: t.rel.clone(), files_before, bytes_before, ..Default::default() };
     let plan = match t.cluster {
         Some(cluster) => Plan::Keyed(compact::plan_table(&table, cluster, m.keyed_file_rows)?.into()),
-        None if by_day(&table)? => {
-            let files = tiered::partition_files(&table, "ingest_date", &today())?;
-            Plan::Appended { optimized: false, today: tiered::plan(files, today_cap(m)).into() }
-        }
-        None => Plan::Appended { optimized: false, today: VecDeque::new() },
+        None if by_day(&table)? => Plan::Appended { optimize: false, groups: day_groups(&table, m)? },
+        None => Plan::Appended { optimize: true, groups: VecDeque::new() },
     };
     Ok(Some((table, Work { report, plan })))
+}
+
+/// A by-day table's groups of files to pack, each with the size it aims at: today's small files
+/// by tier, then each closed day's, oldest day first, up to the target size. Today's come first:
+/// they are what every commit replays. A day after today (a clock set back) is left open.
+fn day_groups(table: &DeltaTable, m: &MaintenanceSettings) -> Result<VecDeque<(u64, Vec<DayFile>)>> {
+    let mut days = tiered::files_by_partition(table, "ingest_date")?;
+    let today = today();
+    let cap = today_cap(m);
+    let files = days.remove(&today).unwrap_or_default();
+    let mut groups: VecDeque<_> = tiered::plan(files, cap, m.today_small_files).into_iter().map(|g| (cap, g)).collect();
+    for (_, files) in days.into_iter().filter(|(day, _)| *day < today) {
+        groups.extend(tiered::plan_closed(files, m.target_file_bytes).into_iter().map(|g| (m.target_file_bytes, g)));
+    }
+    Ok(groups)
 }
 
 fn today() -> String {
@@ -189,9 +202,8 @@ fn by_day(table: &DeltaTable) -> Result<bool> {
     Ok(table.snapshot()?.metadata().partition_columns().iter().any(|c| c == "ingest_date"))
 }
 
-/// Packs small files: a keyed table's groups by key range (see `compact`); an append-only
-/// table's by OPTIMIZE (only the closed days of bronze), then today's bronze by size tier (see
-/// `tiered`).
+/// Packs small files: a keyed table's groups by key range (see `compact`); bronze's by day (see
+/// `tiered`); the other append-only tables' by OPTIMIZE.
 async fn pack(
     lake: &Lake,
     t: &TableRef,
@@ -206,7 +218,7 @@ async fn pack(
                 .await
                 .map(|(t, done)| (t, done.files_removed))
         }
-        (_, Plan::Appended { optimized, today }) => pack_appended(table.clone(), m, !optimized, today.into()).await,
+        (_, Plan::Appended { optimize, groups }) => pack_appended(table.clone(), m, optimize, groups.into()).await,
         (_, Plan::Keyed(_)) => return Ok(table),
     };
     match packed {
@@ -225,28 +237,22 @@ async fn pack(
     }
 }
 
-/// An append-only table's OPTIMIZE when `optimize` (closed days only when partitioned by day),
-/// then its groups of today's files; the files removed.
+/// An append-only table's OPTIMIZE when `optimize`, then its groups of files by day; the files
+/// removed.
 async fn pack_appended(
     table: DeltaTable,
     m: &MaintenanceSettings,
     optimize: bool,
-    today: Vec<Vec<DayFile>>,
+    groups: Vec<(u64, Vec<DayFile>)>,
 ) -> Result<(DeltaTable, u64)> {
     let (mut table, mut removed) = (table, 0);
     if optimize {
         let target = NonZeroU64::new(m.target_file_bytes).unwrap_or(NonZeroU64::MIN);
-        let mut optimize = table.clone().optimize().with_target_size(target);
-        let day = self::today();
-        let closed_days = [("ingest_date", FilterOp::Lt, FilterValue::Scalar(day.as_str()))];
-        if by_day(&table)? {
-            optimize = optimize.with_filters(&closed_days);
-        }
-        let (t, metrics) = optimize.await?;
+        let (t, metrics) = table.clone().optimize().with_target_size(target).await?;
         (table, removed) = (t, metrics.num_files_removed);
     }
-    if !today.is_empty() {
-        let (t, done) = tiered::pack(table, today, today_cap(m)).await?;
+    if let Some(cap) = groups.iter().map(|(cap, _)| *cap).max() {
+        let (t, done) = tiered::pack(table, groups.into_iter().map(|(_, g)| g).collect(), cap).await?;
         (table, removed) = (t, removed + done.files_removed);
     }
     Ok((table, removed))
