@@ -6,7 +6,7 @@
 //! took 0.3–0.5 s longer, the events waiting meanwhile made the next batch bigger, and those
 //! batches were what the freshness p99 measured. orderlake's commits therefore skip both
 //! (`lake::commit_with`), and [`Checkpoints`] writes the checkpoint of each table version this
-//! process committed at the interval (at most one per table per [`MIN_SPACING`]), then cleans up
+//! process committed at the interval (at most one per table per [`spacing`]), then cleans up
 //! the commits it covers, off the batch's path.
 //!
 //! A checkpoint only shortens reading the log: one lost to a crash costs readers ten more small
@@ -14,7 +14,7 @@
 //! ([`Checkpoints::settle`]), so a scheduled `--once` job leaves its checkpoints behind.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
@@ -33,9 +33,9 @@ pub struct Checkpoints {
     queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Jobs queued and not yet done.
     pending: watch::Sender<usize>,
-    /// The last version queued per table and when: a table kept twice at one version is written
-    /// once, and a table is checkpointed at most once per [`MIN_SPACING`].
-    queued: Mutex<HashMap<String, (u64, Instant)>>,
+    /// The last version queued per table and the time before which none is queued again: a table
+    /// kept twice at one version is written once, and its checkpoints are [`spacing`] apart.
+    queued: Queued,
 }
 
 /// The least time between two checkpoints of one table. A stream cutting a batch every second
@@ -45,9 +45,27 @@ pub struct Checkpoints {
 /// a reader replays at most this long's worth of small JSON commits.
 pub const MIN_SPACING: Duration = Duration::from_secs(30);
 
+/// The most time between two checkpoints of one table: a reader opening it replays at most this
+/// long's worth of commits.
+pub const MAX_SPACING: Duration = Duration::from_secs(600);
+
+/// The time from the start of a table's checkpoint to its next, for one that took `cost`: at
+/// least [`MIN_SPACING`], and [`COST_SHARE`] times its cost, up to [`MAX_SPACING`]. A
+/// checkpoint is the table's whole state, and that state grows over days even when its live
+/// files do not: every copy-on-write MERGE and compaction leaves a `remove` that checkpoints
+/// carry for the tombstone retention (7 days), so a silver table's checkpoint held 1,548
+/// actions for 7 live files after 5 minutes. Spaced by their own cost, checkpoints take a
+/// bounded share of the machine however long a run goes.
+pub fn spacing(cost: Duration) -> Duration {
+    cost.saturating_mul(COST_SHARE).clamp(MIN_SPACING, MAX_SPACING)
+}
+
+/// A table's checkpoints take at most one part in this of the time (until [`MAX_SPACING`]).
+const COST_SHARE: u32 = 50;
+
 impl Default for Checkpoints {
     fn default() -> Self {
-        Checkpoints { queue: Mutex::new(None), pending: watch::channel(0).0, queued: Mutex::default() }
+        Checkpoints { queue: Mutex::new(None), pending: watch::channel(0).0, queued: Arc::default() }
     }
 }
 
@@ -70,16 +88,17 @@ impl Checkpoints {
         let Some(version) = table.version().filter(|_| due(table)) else { return };
         {
             let mut queued = self.queued.lock().expect("checkpoint queue");
-            if queued.get(rel).is_some_and(|(v, at)| *v >= version || at.elapsed() < MIN_SPACING) {
+            if queued.get(rel).is_some_and(|(v, not_before)| *v >= version || Instant::now() < *not_before) {
                 return;
             }
-            queued.insert(rel.to_string(), (version, Instant::now()));
+            // Until the job says what it cost.
+            queued.insert(rel.to_string(), (version, Instant::now() + MIN_SPACING));
         }
         let job = Job { rel: rel.to_string(), table: table.clone() };
         let mut queue = self.queue.lock().expect("checkpoint queue");
         let tx = queue.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(work(rx, self.pending.clone()));
+            tokio::spawn(work(rx, self.pending.clone(), self.queued.clone()));
             tx
         });
         self.pending.send_modify(|n| *n += 1);
@@ -95,10 +114,16 @@ impl Checkpoints {
     }
 }
 
-async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize>) {
+type Queued = Arc<Mutex<HashMap<String, (u64, Instant)>>>;
+
+async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize>, queued: Queued) {
     while let Some(job) = rx.recv().await {
         let started = Instant::now();
-        match write(&job.table).await {
+        let written = write(&job.table).await;
+        if let Some((_, not_before)) = queued.lock().expect("checkpoint queue").get_mut(&job.rel) {
+            *not_before = started + spacing(started.elapsed());
+        }
+        match written {
             Ok(cleaned) => debug!(
                 table = job.rel,
                 version = job.table.version(),
@@ -122,4 +147,17 @@ async fn write(table: &DeltaTable) -> deltalake::DeltaResult<usize> {
         return deltalake::checkpoints::cleanup_metadata(table, None).await;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_are_spaced_by_their_own_cost_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(spacing(ms(100)), MIN_SPACING, "a cheap checkpoint: at most one per 30 s");
+        assert_eq!(spacing(ms(2_000)), Duration::from_secs(100), "a 2 s checkpoint takes 2 % of the time");
+        assert_eq!(spacing(Duration::from_secs(60)), MAX_SPACING, "readers replay at most 10 minutes");
+    }
 }
