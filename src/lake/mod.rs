@@ -95,6 +95,7 @@ impl Lake {
             deltalake::azure::register_handlers(None);
             store::register_azure();
             log_store::register_azure();
+            store::local::register();
         });
         if settings.lake.scheme() != "file" {
             store::set_capacity(settings.read_back_bytes);

@@ -400,5 +400,6 @@ pub fn register_azure() {
     }
 }
 
+pub mod local;
 #[cfg(test)]
 pub(crate) mod tests;
