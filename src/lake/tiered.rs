@@ -66,21 +66,29 @@ pub fn plan(mut files: Vec<DayFile>, cap: u64, keep: usize) -> Vec<Vec<DayFile>>
     }
     let mut groups = Vec::new();
     // The smallest files first: they are the most, and the cheapest to pack.
-    for (_, mut files) in tiers.into_iter().rev() {
-        files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
-        let (mut current, mut bytes): (Vec<DayFile>, u64) = (Vec::new(), 0);
-        for f in files {
-            if !current.is_empty() && bytes + f.bytes > cap {
-                groups.push(std::mem::take(&mut current));
-                bytes = 0;
-            }
-            bytes += f.bytes;
-            current.push(f);
-            if current.len() == FAN_IN {
-                groups.push(std::mem::take(&mut current));
-                bytes = 0;
-            }
+    for (_, files) in tiers.into_iter().rev() {
+        let mut tier = oldest_first_in_groups(files, cap, FAN_IN);
+        tier.pop_if(|last| last.len() < FAN_IN);
+        groups.extend(tier);
+    }
+    groups
+}
+
+/// `files`, oldest first, cut into groups of at most `most` files and `cap` bytes (two files
+/// under half the cap always fit); the last group is what is left, maybe short.
+fn oldest_first_in_groups(mut files: Vec<DayFile>, cap: u64, most: usize) -> Vec<Vec<DayFile>> {
+    files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+    let (mut groups, mut current, mut bytes) = (Vec::new(), Vec::<DayFile>::new(), 0u64);
+    for f in files {
+        if current.len() == most || (!current.is_empty() && bytes + f.bytes > cap) {
+            groups.push(std::mem::take(&mut current));
+            bytes = 0;
         }
+        bytes += f.bytes;
+        current.push(f);
+    }
+    if !current.is_empty() {
+        groups.push(current);
     }
     groups
 }
@@ -91,17 +99,7 @@ pub fn plan(mut files: Vec<DayFile>, cap: u64, keep: usize) -> Vec<Vec<DayFile>>
 /// `cap`, so it is past half the cap, and at most one small file of the day is left over.
 pub fn plan_closed(mut files: Vec<DayFile>, cap: u64) -> Vec<Vec<DayFile>> {
     files.retain(|f| f.bytes < cap / 2);
-    files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
-    let (mut groups, mut current, mut bytes) = (Vec::new(), Vec::<DayFile>::new(), 0u64);
-    for f in files {
-        if !current.is_empty() && bytes + f.bytes > cap {
-            groups.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += f.bytes;
-        current.push(f);
-    }
-    groups.push(current);
+    let mut groups = oldest_first_in_groups(files, cap, usize::MAX);
     groups.retain(|g| g.len() > 1);
     groups
 }
