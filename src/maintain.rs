@@ -261,7 +261,7 @@ async fn pack_appended(
 /// After packing: a checkpoint, expired-log cleanup and VACUUM, then the report line.
 async fn settle(t: DeltaTable, m: &MaintenanceSettings, vacuum: Vacuum, r: &mut TableReport) -> Result<()> {
     deltalake::checkpoints::create_checkpoint(&t, None).await?;
-    deltalake::checkpoints::cleanup_metadata(&t, None).await?;
+    crate::lake::log_cleanup::cleanup(&t).await?;
     let mode = match vacuum {
         Vacuum::Off => None,
         Vacuum::Removed => Some(VacuumMode::Lite),

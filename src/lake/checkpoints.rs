@@ -141,12 +141,9 @@ async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize
 
 /// The checkpoint at `table`'s version, then (unless the table turned it off) the removal of the
 /// commit files it covers that are past the log retention. Returns how many files went.
-async fn write(table: &DeltaTable) -> deltalake::DeltaResult<usize> {
+async fn write(table: &DeltaTable) -> crate::error::Result<usize> {
     deltalake::checkpoints::create_checkpoint(table, None).await?;
-    if table.snapshot()?.table_config().enable_expired_log_cleanup() {
-        return deltalake::checkpoints::cleanup_metadata(table, None).await;
-    }
-    Ok(0)
+    super::log_cleanup::cleanup(table).await
 }
 
 #[cfg(test)]

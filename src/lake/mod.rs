@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod commits;
 pub mod compact;
 pub mod dead_letter;
+pub mod log_cleanup;
 mod log_store;
 mod markers;
 pub use markers::{Walked, commits_of};

@@ -1,5 +1,5 @@
 //! The object store of a local lake: object_store's local file system, except for listing a
-//! table's `_delta_log/` from an offset.
+//! table's `_delta_log/` (from an offset, or whole).
 //!
 //! After every commit, and at every refresh of a table, delta-rs' kernel lists the table's log
 //! from the version it holds to find the newer commits. object_store answers that on a local
@@ -8,8 +8,8 @@
 //! days), so the log gains two files a second per table at two batches a second: that walk was
 //! the fastest-growing cost of a continuous run on a local lake (a third of it by the hour). Here
 //! the directory is read once with the names compared as bytes, and only the few newer entries
-//! are looked up, so a listing costs tens of nanoseconds per older entry. Azure lists from the
-//! offset on its side; it needs none of this.
+//! are looked up, so a listing costs tens of nanoseconds per older entry; a whole listing (log
+//! cleanup) comes sorted the same way. Azure lists from the offset on its side; it needs none of this.
 //!
 //! Where the byte comparison might not order entries as the walk would (a subdirectory, a name
 //! that needs escaping, a path that needs decoding), the walk answers as before.
@@ -47,16 +47,13 @@ impl fmt::Display for LocalStore {
 }
 
 /// The names in the directory of `prefix` (a store path from the file system's root) that sort
-/// after `offset`, sorted; `None` when a byte comparison of names cannot be trusted to order them
-/// as the walk does, or the directory cannot be read (the walk then answers, or fails, itself).
-fn newer_names(prefix: &Path, offset: &Path) -> Option<Vec<String>> {
+/// after `after` (a name in it; empty for all), sorted; `None` when a byte comparison of names
+/// cannot be trusted to order them as the walk does, or the directory cannot be read (the walk
+/// then answers, or fails, itself).
+fn names_after(prefix: &Path, after: &str) -> Option<Vec<String>> {
     let dir = prefix.as_ref();
     // Only a log directory, and only a path that needs no decoding.
-    if !dir.ends_with("_delta_log") || dir.contains('%') {
-        return None;
-    }
-    let after = offset.as_ref().strip_prefix(dir)?.strip_prefix('/')?;
-    if after.contains('/') {
+    if !dir.ends_with("_delta_log") || dir.contains('%') || after.contains('/') {
         return None;
     }
     let mut names = Vec::new();
@@ -79,6 +76,46 @@ fn newer_names(prefix: &Path, offset: &Path) -> Option<Vec<String>> {
     }
     names.sort_unstable();
     Some(names)
+}
+
+/// The name in `prefix`'s directory that `offset` stands for.
+fn offset_name<'a>(prefix: &Path, offset: &'a Path) -> Option<&'a str> {
+    offset.as_ref().strip_prefix(prefix.as_ref())?.strip_prefix('/')
+}
+
+impl LocalStore {
+    /// The entries of the log directory `prefix` after the name `after`, in name order, as the
+    /// walk (`fallback`) would list them; the walk answers when [`names_after`] cannot.
+    fn listed(
+        &self,
+        prefix: Path,
+        after: String,
+        fallback: impl FnOnce(&ObjectStoreRef) -> BoxStream<'static, object_store::Result<ObjectMeta>> + Send + 'static,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let inner = self.inner.clone();
+        let listed = async move {
+            let read = {
+                let prefix = prefix.clone();
+                tokio::task::spawn_blocking(move || names_after(&prefix, &after)).await.ok().flatten()
+            };
+            let Some(names) = read else { return fallback(&inner) };
+            // The newer entries' sizes and times, as the walk reports them; one removed
+            // meanwhile is left out, as the walk leaves it out.
+            futures::stream::iter(names)
+                .then(move |name| {
+                    let (inner, location) = (inner.clone(), prefix.clone().join(name.as_str()));
+                    async move {
+                        match inner.head(&location).await {
+                            Err(object_store::Error::NotFound { .. }) => Ok(None),
+                            other => other.map(Some),
+                        }
+                    }
+                })
+                .try_filter_map(|meta| futures::future::ready(Ok(meta)))
+                .boxed()
+        };
+        futures::stream::once(listed).flatten().boxed()
+    }
 }
 
 #[async_trait::async_trait]
@@ -116,7 +153,11 @@ impl ObjectStore for LocalStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        let Some(prefix) = prefix.filter(|p| p.as_ref().ends_with("_delta_log")) else {
+            return self.inner.list(prefix);
+        };
+        let p = prefix.clone();
+        self.listed(prefix.clone(), String::new(), move |inner| inner.list(Some(&p)))
     }
 
     fn list_with_offset(
@@ -124,30 +165,11 @@ impl ObjectStore for LocalStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let Some(prefix) = prefix else { return self.inner.list_with_offset(None, offset) };
-        let (inner, prefix, offset) = (self.inner.clone(), prefix.clone(), offset.clone());
-        let listed = async move {
-            let read = {
-                let (prefix, offset) = (prefix.clone(), offset.clone());
-                tokio::task::spawn_blocking(move || newer_names(&prefix, &offset)).await.ok().flatten()
-            };
-            let Some(names) = read else { return inner.list_with_offset(Some(&prefix), &offset) };
-            // The newer entries' sizes and times, as the walk reports them; one removed
-            // meanwhile is left out, as the walk leaves it out.
-            futures::stream::iter(names)
-                .then(move |name| {
-                    let (inner, location) = (inner.clone(), prefix.clone().join(name.as_str()));
-                    async move {
-                        match inner.head(&location).await {
-                            Err(object_store::Error::NotFound { .. }) => Ok(None),
-                            other => other.map(Some),
-                        }
-                    }
-                })
-                .try_filter_map(|meta| futures::future::ready(Ok(meta)))
-                .boxed()
+        let Some((prefix, after)) = prefix.and_then(|p| Some((p, offset_name(p, offset)?))) else {
+            return self.inner.list_with_offset(prefix, offset);
         };
-        futures::stream::once(listed).flatten().boxed()
+        let (p, o) = (prefix.clone(), offset.clone());
+        self.listed(prefix.clone(), after.to_string(), move |inner| inner.list_with_offset(Some(&p), &o))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
@@ -223,6 +245,9 @@ mod tests {
             assert_eq!(ours, sorted(listed(walk.as_ref(), &prefix, &offset).await), "from {v}");
             assert!(ours.windows(2).all(|w| w[0].location < w[1].location), "in order");
         }
+        let all: Vec<ObjectMeta> = local.list(Some(&prefix)).try_collect().await.unwrap();
+        assert_eq!(all, sorted(walk.list(Some(&prefix)).try_collect().await.unwrap()), "the whole log");
+        assert_eq!(all.len(), 7);
         let newer: Vec<String> = listed(&local, &prefix, &prefix.clone().join("00000000000000000001.json"))
             .await
             .into_iter()
@@ -239,7 +264,7 @@ mod tests {
             ]
         );
 
-        let names = newer_names(&prefix, &prefix.clone().join("00000000000000000002.json")).expect("read as bytes");
+        let names = names_after(&prefix, "00000000000000000002.json").expect("read as bytes");
         assert_eq!(names.len(), 3, "{names:?}");
 
         // A subdirectory: the walk answers, entries below it included.
@@ -249,10 +274,10 @@ mod tests {
         let ours = listed(&local, &prefix, &offset).await;
         assert!(ours.iter().any(|m| m.location.as_ref().ends_with("_commits/x.json")));
         assert_eq!(sorted(ours), sorted(listed(walk.as_ref(), &prefix, &offset).await));
-        assert!(newer_names(&prefix, &offset).is_none());
+        assert!(names_after(&prefix, "00000000000000000002.json").is_none());
 
         // Not a log directory, or a missing one: the walk answers.
-        assert!(newer_names(&Path::from_absolute_path(dir.path()).unwrap(), &offset).is_none());
+        assert!(names_after(&Path::from_absolute_path(dir.path()).unwrap(), "").is_none());
         let gone = Path::from_absolute_path(dir.path().join("u").join("_delta_log")).unwrap();
         assert!(listed(&local, &gone, &gone.clone().join("0.json")).await.is_empty());
     }
