@@ -7,7 +7,8 @@
 //! few hundred. Object stores list names in order and a log's versions are written in order, so
 //! the expired files come first: the listing here stops at the first commit that is inside the
 //! retention (or the table's current version), and on Azure only reads the pages it deletes from.
-//! A local directory lists in no order; it is read whole and sorted (cheap, see `store::local`).
+//! A local directory lists in no order: its names are read and sorted, and only the files up to
+//! that commit are looked at.
 //!
 //! The rule is delta-rs': a file goes when its version is below the newest checkpoint that is not
 //! past the first commit inside the retention, and it was written before the retention's start.
@@ -101,15 +102,48 @@ pub async fn cleanup(table: &DeltaTable) -> Result<usize> {
     let cutoff_ms = chrono::Utc::now().timestamp_millis() - config.log_retention_duration().as_millis() as i64;
     let store = table.log_store().object_store(None);
     let log = Path::from("_delta_log");
-    let listing = if table.log_store().root_url().scheme() == "file" {
-        let mut all: Vec<ObjectMeta> = store.list(Some(&log)).try_collect().await?;
-        all.sort_by(|a, b| a.location.cmp(&b.location));
-        futures::stream::iter(all.into_iter().map(Ok)).boxed()
-    } else {
-        store.list(Some(&log))
+    let local =
+        table.log_store().root_url().to_file_path().ok().filter(|_| table.log_store().root_url().scheme() == "file");
+    let listing = match local {
+        Some(root) => local_log(root.join("_delta_log")).await,
+        None => store.list(Some(&log)),
     };
     let gone = expired(listing, snapshot.version(), cutoff_ms).await?;
     delete(store.as_ref(), gone).await
+}
+
+/// A local log directory in name order, each file looked at (its time) only when the cleanup
+/// reads that far: a directory lists in no order, and looking at every file of a 30-day log at
+/// every cleanup was a third of a continuous run's maintenance after 20 minutes.
+async fn local_log(
+    dir: std::path::PathBuf,
+) -> BoxStream<'static, deltalake::logstore::object_store::Result<ObjectMeta>> {
+    let read = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let mut names: Vec<String> =
+                std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+            names.sort_unstable();
+            Ok(names)
+        })
+        .await
+    };
+    let names = match read {
+        Ok(Ok(names)) => names,
+        // No log directory: nothing to clean up.
+        _ => Vec::new(),
+    };
+    let files = names.into_iter().filter_map(move |name| {
+        let meta = std::fs::metadata(dir.join(&name)).ok().filter(|m| m.is_file())?;
+        Some(Ok(ObjectMeta {
+            location: Path::from(format!("_delta_log/{name}")),
+            last_modified: meta.modified().ok()?.into(),
+            size: meta.len(),
+            e_tag: None,
+            version: None,
+        }))
+    });
+    futures::stream::iter(files).boxed()
 }
 
 async fn delete(store: &dyn ObjectStore, paths: Vec<Path>) -> Result<usize> {
