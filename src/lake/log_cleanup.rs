@@ -7,8 +7,8 @@
 //! few hundred. Object stores list names in order and a log's versions are written in order, so
 //! the expired files come first: the listing here stops at the first commit that is inside the
 //! retention (or the table's current version), and on Azure only reads the pages it deletes from.
-//! A local directory lists in no order: its names are read and sorted, and only the files up to
-//! that commit are looked at.
+//! A local directory lists in no order: its oldest names are kept and sorted, and only the files
+//! up to that commit are looked at.
 //!
 //! The rule is delta-rs': a file goes when its version is below the newest checkpoint that is not
 //! past the first commit inside the retention, and it was written before the retention's start.
@@ -112,20 +112,21 @@ pub async fn cleanup(table: &DeltaTable) -> Result<usize> {
     delete(store.as_ref(), gone).await
 }
 
-/// A local log directory in name order, each file looked at (its time) only when the cleanup
-/// reads that far: a directory lists in no order, and looking at every file of a 30-day log at
-/// every cleanup was a third of a continuous run's maintenance after 20 minutes.
+/// Names a local cleanup looks at, at most: the oldest of the log. More expired files than this
+/// (a log whose cleanup was off for a while) go over the following cleanups.
+const LOCAL_OLDEST: usize = 10_000;
+
+/// The oldest [`LOCAL_OLDEST`] names of a local log directory in name order, each file looked
+/// at (its time) only when the cleanup reads that far: a directory lists in no order, and
+/// looking at every file of a 30-day log at every cleanup was a third of a continuous run's
+/// maintenance after 20 minutes. Holding only the oldest names keeps a 5-million-file log from
+/// costing hundreds of MiB for a moment at every cleanup.
 async fn local_log(
     dir: std::path::PathBuf,
 ) -> BoxStream<'static, deltalake::logstore::object_store::Result<ObjectMeta>> {
     let read = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
-            let mut names: Vec<String> =
-                std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
-            names.sort_unstable();
-            Ok(names)
-        })
+        tokio::task::spawn_blocking(move || oldest_names(&dir, LOCAL_OLDEST))
         .await
     };
     let names = match read {
@@ -144,6 +145,22 @@ async fn local_log(
         }))
     });
     futures::stream::iter(files).boxed()
+}
+
+/// The `keep` smallest names in `dir`, sorted.
+fn oldest_names(dir: &std::path::Path, keep: usize) -> std::io::Result<Vec<String>> {
+    let mut oldest = std::collections::BinaryHeap::with_capacity(keep + 1);
+    for entry in std::fs::read_dir(dir)? {
+        let Some(name) = entry.ok().and_then(|e| e.file_name().into_string().ok()) else { continue };
+        if oldest.len() == keep && oldest.peek().is_some_and(|newest: &String| *newest <= name) {
+            continue;
+        }
+        oldest.push(name);
+        if oldest.len() > keep {
+            oldest.pop();
+        }
+    }
+    Ok(oldest.into_sorted_vec())
 }
 
 async fn delete(store: &dyn ObjectStore, paths: Vec<Path>) -> Result<usize> {
@@ -235,5 +252,18 @@ mod tests {
         assert_eq!(kind("00000000000000000012.crc"), None);
         assert_eq!(kind("_last_checkpoint"), None);
         assert_eq!(kind("0000000000000000001x.json"), None);
+    }
+
+    #[test]
+    fn a_local_cleanup_holds_only_the_oldest_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in [7, 3, 9, 1, 5, 0, 8] {
+            std::fs::write(dir.path().join(format!("{v:020}.json")), "x").unwrap();
+        }
+        std::fs::write(dir.path().join("_last_checkpoint"), "x").unwrap();
+        let oldest = oldest_names(dir.path(), 4).unwrap();
+        assert_eq!(oldest, [0, 1, 3, 5].map(|v| format!("{v:020}.json")));
+        assert_eq!(oldest_names(dir.path(), 100).unwrap().len(), 8);
+        assert!(oldest_names(&dir.path().join("missing"), 4).is_err());
     }
 }

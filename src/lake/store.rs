@@ -401,5 +401,6 @@ pub fn register_azure() {
 }
 
 pub mod local;
+mod log_index;
 #[cfg(test)]
 pub(crate) mod tests;

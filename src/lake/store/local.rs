@@ -7,9 +7,9 @@
 //! comparing it with the offset (≈ 1–3 µs an entry). Commit files stay for the log retention (30
 //! days), so the log gains two files a second per table at two batches a second: that walk was
 //! the fastest-growing cost of a continuous run on a local lake (a third of it by the hour). Here
-//! the directory is read once with the names compared as bytes, and only the few newer entries
-//! are looked up, so a listing costs tens of nanoseconds per older entry. Azure lists from the
-//! offset on its side; it needs none of this.
+//! the names come from [`super::log_index`], which reads a log directory once and then follows
+//! its changes, with names compared as bytes, and only the few newer entries are looked up.
+//! Azure lists from the offset on its side; it needs none of this.
 //!
 //! Where the byte comparison might not order entries as the walk would (a subdirectory, a name
 //! that needs escaping, a path that needs decoding), the walk answers as before.
@@ -56,26 +56,7 @@ fn names_after(prefix: &Path, after: &str) -> Option<Vec<String>> {
     if !dir.ends_with("_delta_log") || dir.contains('%') || after.contains('/') {
         return None;
     }
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(std::path::Path::new("/").join(dir)).ok()? {
-        let entry = entry.ok()?;
-        let name = entry.file_name();
-        let name = name.to_str()?;
-        // A file being written (`<name>#<digits>`, renamed into place when complete), as the walk skips them.
-        if name.split_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
-            continue;
-        }
-        let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        // A directory is walked into, with its entries ordered by their whole paths.
-        if !plain || !entry.file_type().ok()?.is_file() {
-            return None;
-        }
-        if name > after {
-            names.push(name.to_string());
-        }
-    }
-    names.sort_unstable();
-    Some(names)
+    super::log_index::names_after(&std::path::Path::new("/").join(dir), after)
 }
 
 /// The name in `prefix`'s directory that `offset` stands for.
