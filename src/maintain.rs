@@ -104,7 +104,7 @@ pub enum Vacuum {
 
 /// Maintains one table; `None` when it does not exist (yet).
 pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
-    let Some((table, mut w)) = begin(lake, t, m).await? else { return Ok(None) };
+    let Some((table, mut w)) = begin(lake, t, m, false).await? else { return Ok(None) };
     let now = w.plan.take(usize::MAX);
     let table = pack(lake, t, table, m, now, &mut w.report).await?;
     settle(table, m, vacuum, &mut w.report).await?;
@@ -165,13 +165,13 @@ fn today_cap(m: &MaintenanceSettings) -> u64 {
 }
 
 /// Opens a table for maintenance, notes its size before and plans its packing; `None` when it
-/// does not exist.
-async fn begin(lake: &Lake, t: &TableRef, m: &MaintenanceSettings) -> Result<Option<(DeltaTable, Work)>> {
+/// does not exist. A keyed table is packed by size tier inside `run` (`tiered`), wholly on demand.
+async fn begin(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, tiered: bool) -> Result<Option<(DeltaTable, Work)>> {
     let Some(table) = lake.open(&t.rel).await? else { return Ok(None) };
     let (files_before, bytes_before) = files_and_bytes(&table)?;
     let report = TableReport { table: t.rel.clone(), files_before, bytes_before, ..Default::default() };
     let plan = match t.cluster {
-        Some(cluster) => Plan::Keyed(compact::plan_table(&table, cluster, m.keyed_file_rows)?.into()),
+        Some(cluster) => Plan::Keyed(compact::plan_table(&table, cluster, m.keyed_file_rows, tiered)?.into()),
         None if by_day(&table)? => Plan::Appended { optimize: false, groups: day_groups(&table, m)? },
         None => Plan::Appended { optimize: true, groups: VecDeque::new() },
     };
@@ -447,7 +447,7 @@ impl Rounds {
                 }
                 None => match round.tables.next() {
                     Some(t) => {
-                        let opened = begin(lake, &t, &settings.maintenance).await;
+                        let opened = begin(lake, &t, &settings.maintenance, true).await;
                         (t, opened)
                     }
                     None => break,

@@ -126,8 +126,7 @@ async fn local_log(
 ) -> BoxStream<'static, deltalake::logstore::object_store::Result<ObjectMeta>> {
     let read = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || oldest_names(&dir, LOCAL_OLDEST))
-        .await
+        tokio::task::spawn_blocking(move || oldest_names(&dir, LOCAL_OLDEST)).await
     };
     let names = match read {
         Ok(Ok(names)) => names,

@@ -33,7 +33,7 @@ const MAX_WATCHED: usize = 512;
 
 /// File systems whose every change is made by this host's kernel, and so reported to inotify.
 const LOCAL_FILE_SYSTEMS: [i64; 7] = [
-    0xEF53,     // ext2/3/4
+    0xEF53,      // ext2/3/4
     0x5846_5342, // xfs
     0x9123_683E, // btrfs
     0x0102_1994, // tmpfs
@@ -219,7 +219,8 @@ impl Index {
         };
         tracing::debug!(dir = %dir.display(), names = names.len(), "log directory watched");
         self.wd_of.insert(dir.to_path_buf(), wd);
-        let watched = Watched { names: names.iter().cloned().collect(), floor: after.to_string(), recent: VecDeque::new() };
+        let watched =
+            Watched { names: names.iter().cloned().collect(), floor: after.to_string(), recent: VecDeque::new() };
         self.watched.insert(wd, watched);
         Some(names)
     }
