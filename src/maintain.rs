@@ -105,7 +105,7 @@ pub enum Vacuum {
 /// Maintains one table; `None` when it does not exist (yet).
 pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: Vacuum) -> Result<Option<TableReport>> {
     let Some((table, mut w)) = begin(lake, t, m, false).await? else { return Ok(None) };
-    let now = w.plan.take(usize::MAX);
+    let now = w.plan.take(usize::MAX, u64::MAX);
     let table = pack(lake, t, table, m, now, &mut w.report).await?;
     settle(table, m, vacuum, &mut w.report).await?;
     Ok(Some(w.report))
@@ -130,13 +130,27 @@ enum Plan {
 }
 
 impl Plan {
-    /// The next step's share: at most `max_groups` groups, and the OPTIMIZE with the first.
-    fn take(&mut self, max_groups: usize) -> Plan {
+    /// The next step's share: at most `max_groups` groups, and the OPTIMIZE with the first. A
+    /// keyed table's step also takes the groups after its first while their rows stay within
+    /// `max_rows` in all: tiered groups are eight small files, and a step (a commit and a reopen)
+    /// per such group made a round last so long that small files piled up between rounds.
+    fn take(&mut self, max_groups: usize, max_rows: u64) -> Plan {
         fn some<T>(g: &mut VecDeque<T>, max: usize) -> VecDeque<T> {
             g.drain(..max.min(g.len())).collect()
         }
         match self {
-            Plan::Keyed(groups) => Plan::Keyed(some(groups, max_groups)),
+            Plan::Keyed(groups) => {
+                let (mut n, mut rows) = (0, 0u64);
+                while n < groups.len() {
+                    let r: u64 = groups[n].iter().map(|f| f.rows).sum();
+                    if n >= max_groups && rows.saturating_add(r) > max_rows {
+                        break;
+                    }
+                    rows = rows.saturating_add(r);
+                    n += 1;
+                }
+                Plan::Keyed(some(groups, n))
+            }
             Plan::Appended { optimize, groups } => {
                 Plan::Appended { optimize: std::mem::replace(optimize, false), groups: some(groups, max_groups) }
             }
@@ -360,7 +374,7 @@ async fn step_table(
             // As a storage error would between two groups: the groups packed so far stay.
             return Err(Error::Other("injected failure between two packing steps".into()));
         }
-        let now = w.plan.take(max_groups);
+        let now = w.plan.take(max_groups, m.keyed_file_rows);
         let before = w.report.compacted;
         table = pack(lake, t, table, m, now, &mut w.report).await?;
         // A group whose files the batches since rewrote packs nothing: not worth a step.
@@ -507,4 +521,30 @@ pub fn render(reports: &[TableReport]) -> String {
         writeln!(out, "(no tables yet)").ok();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(rows: &[u64]) -> Vec<FileStat> {
+        rows.iter().map(|&r| FileStat { path: format!("f{r}"), rows: r, min_key: None }).collect()
+    }
+
+    #[test]
+    fn a_keyed_step_takes_groups_up_to_the_row_budget() {
+        let groups =
+            || Plan::Keyed(vec![group(&[600, 500]), group(&[100, 100]), group(&[50, 50]), group(&[900])].into());
+        let sizes = |p: Plan| match p {
+            Plan::Keyed(g) => g.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            Plan::Appended { .. } => unreachable!(),
+        };
+        let mut plan = groups();
+        // The first group always (even over the budget), then while the rows fit.
+        assert_eq!(sizes(plan.take(1, 1000)), [2]);
+        assert_eq!(sizes(plan.take(1, 1000)), [2, 2]);
+        assert_eq!(sizes(plan.take(1, 1000)), [1]);
+        assert!(plan.is_done());
+        assert_eq!(sizes(groups().take(usize::MAX, u64::MAX)), [2, 2, 2, 1]);
+    }
 }

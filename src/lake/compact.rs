@@ -5,8 +5,10 @@
 //! the next batch copied all of it (3 million rows, 1.5 GiB of memory at 5 million events), and
 //! every later round packed that file again with the new ones. Here only small files are packed,
 //! in key order, into files of at most `maintenance.keyed_file_rows` rows, sorted by the cluster
-//! column, and a packed file is not packed again: the cost of a round is the files written since
-//! the last one, whatever the size of the table.
+//! column, and a file past half that size is not packed again: the cost of a round follows the
+//! files written since the last one, whatever the size of the table. Inside `run` files are
+//! packed by size tier ([`plan_tiered`]), so each row is rewritten a few times at most and the
+//! newest keys stay in small files.
 
 use std::collections::BTreeSet;
 
