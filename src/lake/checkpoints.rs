@@ -39,11 +39,13 @@ pub struct Checkpoints {
 }
 
 /// The least time between two checkpoints of one table. A stream cutting a batch every second
-/// reaches ten commits every ten seconds in each of a dozen tables; a checkpoint costs 0.1–0.5 s
-/// of work (the kernel reads the log from the last checkpoint, then writes the whole state as
-/// Parquet), which was a quarter of this two-core machine in the freshness benchmark. Spaced out,
-/// a reader replays at most this long's worth of small JSON commits.
-pub const MIN_SPACING: Duration = Duration::from_secs(30);
+/// reaches ten commits every ten seconds in each of a dozen tables; written at every interval,
+/// checkpoints were a quarter of this two-core machine when they cost 0.1–0.5 s each. Too far
+/// apart costs too: every refresh of a table (after each commit to it) lists and replays the
+/// commits since its last checkpoint, and checkpoints 30 s apart instead of the ~10 s that
+/// maintenance rounds used to write cost the freshness benchmark a fifth more CPU per batch.
+/// Past this floor, a checkpoint's own cost spaces them ([`spacing`]).
+pub const MIN_SPACING: Duration = Duration::from_secs(10);
 
 /// The most time between two checkpoints of one table: a reader opening it replays at most this
 /// long's worth of commits.
@@ -53,7 +55,7 @@ pub const MAX_SPACING: Duration = Duration::from_secs(600);
 /// least [`MIN_SPACING`], and [`COST_SHARE`] times its cost, up to [`MAX_SPACING`]. A
 /// checkpoint is the table's whole state, and that state grows over days even when its live
 /// files do not: every copy-on-write MERGE and compaction leaves a `remove` that checkpoints
-/// carry for the tombstone retention (7 days), so a silver table's checkpoint held 1,548
+/// carry for the tombstone retention (8 days, `super::retention`), so a silver table's checkpoint held 1,548
 /// actions for 7 live files after 5 minutes. Spaced by their own cost, checkpoints take a
 /// bounded share of the machine however long a run goes.
 pub fn spacing(cost: Duration) -> Duration {
@@ -86,13 +88,8 @@ impl Checkpoints {
     /// Queues the checkpoint of `table`'s version if one is due there.
     pub fn after_commit(&self, rel: &str, table: &DeltaTable) {
         let Some(version) = table.version().filter(|_| due(table)) else { return };
-        {
-            let mut queued = self.queued.lock().expect("checkpoint queue");
-            if queued.get(rel).is_some_and(|(v, not_before)| *v >= version || Instant::now() < *not_before) {
-                return;
-            }
-            // Until the job says what it cost.
-            queued.insert(rel.to_string(), (version, Instant::now() + MIN_SPACING));
+        if !self.claim(rel, version) {
+            return;
         }
         let job = Job { rel: rel.to_string(), table: table.clone() };
         let mut queue = self.queue.lock().expect("checkpoint queue");
@@ -105,6 +102,34 @@ impl Checkpoints {
         if tx.send(job).is_err() {
             self.pending.send_modify(|n| *n -= 1);
         }
+    }
+
+    /// Writes the checkpoint of `table`'s version now, unless the table's last one is within its
+    /// [`spacing`]; true if written. Maintenance calls it right after packing a table: the
+    /// checkpoint then starts the log where every reader, this process's own table handles
+    /// included, lists and replays from (runs with it at every round used a fifth less CPU per
+    /// batch than with the interval's alone), and the spacing bounds it once checkpoints cost.
+    pub async fn now(&self, rel: &str, table: &DeltaTable) -> crate::error::Result<bool> {
+        let Some(version) = table.version() else { return Ok(false) };
+        if !self.claim(rel, version) {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let written = write(table).await;
+        spaced(&self.queued, rel, started);
+        written.map(|_| true)
+    }
+
+    /// Takes the table's next checkpoint slot for `version`: false when a checkpoint of it (or
+    /// a later version) was taken already, or the last one is within its spacing.
+    fn claim(&self, rel: &str, version: u64) -> bool {
+        let mut queued = self.queued.lock().expect("checkpoint queue");
+        if queued.get(rel).is_some_and(|(v, not_before)| *v >= version || Instant::now() < *not_before) {
+            return false;
+        }
+        // Until the checkpoint's cost is known.
+        queued.insert(rel.to_string(), (version, Instant::now() + MIN_SPACING));
+        true
     }
 
     /// Waits until every queued checkpoint is written, at most `limit`; false if some were not.
@@ -120,9 +145,7 @@ async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize
     while let Some(job) = rx.recv().await {
         let started = Instant::now();
         let written = write(&job.table).await;
-        if let Some((_, not_before)) = queued.lock().expect("checkpoint queue").get_mut(&job.rel) {
-            *not_before = started + spacing(started.elapsed());
-        }
+        spaced(&queued, &job.rel, started);
         match written {
             Ok(cleaned) => debug!(
                 table = job.rel,
@@ -136,6 +159,13 @@ async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize
                 error = %crate::redact::redact(&e.to_string()), "could not write a checkpoint (readers replay more of the log until the next)"),
         }
         pending.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Spaces the table's next checkpoint by what the one started at `started` cost.
+fn spaced(queued: &Queued, rel: &str, started: Instant) {
+    if let Some((_, not_before)) = queued.lock().expect("checkpoint queue").get_mut(rel) {
+        *not_before = started + spacing(started.elapsed());
     }
 }
 
@@ -153,7 +183,7 @@ mod tests {
     #[test]
     fn checkpoints_are_spaced_by_their_own_cost_within_bounds() {
         let ms = Duration::from_millis;
-        assert_eq!(spacing(ms(100)), MIN_SPACING, "a cheap checkpoint: at most one per 30 s");
+        assert_eq!(spacing(ms(100)), MIN_SPACING, "a cheap checkpoint: at most one per 10 s");
         assert_eq!(spacing(ms(2_000)), Duration::from_secs(100), "a 2 s checkpoint takes 2 % of the time");
         assert_eq!(spacing(Duration::from_secs(60)), MAX_SPACING, "readers replay at most 10 minutes");
     }

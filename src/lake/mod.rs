@@ -12,6 +12,7 @@ mod markers;
 pub use markers::{Walked, commits_of};
 pub mod merge;
 pub mod read;
+pub mod retention;
 pub mod rewrite;
 pub mod rows;
 pub mod schema;
@@ -61,6 +62,8 @@ pub struct Lake {
     markers: std::sync::Arc<markers::Markers>,
     /// Checkpoints of the tables this process commits to, written in the background.
     checkpoints: std::sync::Arc<checkpoints::Checkpoints>,
+    /// The tombstone retention a created table gets ([`retention`]).
+    tombstone_retention: std::time::Duration,
 }
 
 static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -113,6 +116,7 @@ impl Lake {
             absent: Default::default(),
             markers: Default::default(),
             checkpoints: Default::default(),
+            tombstone_retention: settings.maintenance.vacuum_retention,
         }
     }
 
@@ -272,6 +276,12 @@ impl Lake {
     /// it instead of reading the commit back, and queues its checkpoint when one is due (every
     /// commit made with [`commit_with`] must come through here). An older state never replaces
     /// a newer one.
+    /// Writes `table`'s checkpoint now unless its last one is too recent (see
+    /// [`checkpoints::Checkpoints::now`]); true if written.
+    pub async fn checkpoint_now(&self, rel: &str, table: &DeltaTable) -> Result<bool> {
+        self.checkpoints.now(rel, table).await
+    }
+
     pub fn keep(&self, rel: &str, table: &DeltaTable) {
         self.checkpoints.after_commit(rel, table);
         let mut tables = self.tables.lock().expect("table cache");
@@ -304,6 +314,10 @@ impl Lake {
             .with_columns(spec.delta_fields())
             .with_partition_columns(spec.partition_by.iter().map(|s| s.to_string()))
             .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
+            .with_configuration_property(
+                deltalake::TableProperty::DeletedFileRetentionDuration,
+                Some(retention::value(self.tombstone_retention)),
+            )
             .await;
         match created {
             Ok(t) => {

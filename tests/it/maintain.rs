@@ -3,6 +3,7 @@
 //! markers and an independent reader all see the same tables. A VACUUM retention below the safe
 //! minimum is refused at start unless explicitly allowed.
 
+use deltalake::table::config::TablePropertiesExt;
 use object_store::ObjectStoreExt;
 use orderlake::lake::{Lake, bronze, schema, tiered, version_of};
 use orderlake::model::RawEvent;
@@ -145,6 +146,9 @@ async fn maintain_compacts_and_vacuums_without_changing_data_or_markers() {
         let store = table.log_store().object_store(None);
         let head = store.head(&object_store::path::Path::from("_delta_log/_last_checkpoint")).await;
         assert!(head.is_ok(), "{t}: maintenance leaves a checkpoint for readers to start from");
+        // Tombstones stay for VACUUM's retention (0 here) and a day: what checkpoints carry.
+        let kept = table.snapshot().unwrap().table_config().deleted_file_retention_duration();
+        assert_eq!(kept, std::time::Duration::from_secs(24 * 3600), "{t}: delta.deletedFileRetentionDuration");
     }
 
     // An independent reader opens the compacted, vacuumed table from its checkpoint.

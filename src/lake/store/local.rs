@@ -8,7 +8,8 @@
 //! days), so the log gains two files a second per table at two batches a second: that walk was
 //! the fastest-growing cost of a continuous run on a local lake (a third of it by the hour). Here
 //! the names come from [`super::log_index`], which reads a log directory once and then follows
-//! its changes, with names compared as bytes, and only the few newer entries are looked up.
+//! its changes, with names compared as bytes, and only the newer entries are looked up, all in
+//! one blocking task.
 //! Azure lists from the offset on its side; it needs none of this.
 //!
 //! Where the byte comparison might not order entries as the walk would (a subdirectory, a name
@@ -20,12 +21,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use deltalake::logstore::object_store::{
-    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, path::Path,
 };
 use deltalake::logstore::{ObjectStoreFactory, ObjectStoreRef, StorageConfig};
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use url::Url;
 
 /// A local file system store with a cheap listing of `_delta_log/` from an offset.
@@ -59,6 +60,26 @@ fn names_after(prefix: &Path, after: &str) -> Option<Vec<String>> {
     super::log_index::names_after(&std::path::Path::new("/").join(dir), after)
 }
 
+/// An entry's size and times as object_store's local store reports them (its ETag included);
+/// `None` for one removed since it was listed, which the walk leaves out as well.
+fn meta(dir: &std::path::Path, prefix: &Path, name: &str) -> Option<object_store::Result<ObjectMeta>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match std::fs::metadata(dir.join(name)) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) })),
+    };
+    let modified = md.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let micros = modified.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default().as_micros();
+    Some(Ok(ObjectMeta {
+        location: prefix.clone().join(name),
+        last_modified: modified.into(),
+        size: md.len(),
+        e_tag: Some(format!("{:x}-{micros:x}-{:x}", md.ino(), md.len())),
+        version: None,
+    }))
+}
+
 /// The name in `prefix`'s directory that `offset` stands for.
 fn offset_name<'a>(prefix: &Path, offset: &'a Path) -> Option<&'a str> {
     offset.as_ref().strip_prefix(prefix.as_ref())?.strip_prefix('/')
@@ -75,25 +96,18 @@ impl LocalStore {
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let inner = self.inner.clone();
         let listed = async move {
-            let read = {
-                let prefix = prefix.clone();
-                tokio::task::spawn_blocking(move || names_after(&prefix, &after)).await.ok().flatten()
-            };
-            let Some(names) = read else { return fallback(&inner) };
-            // The newer entries' sizes and times, as the walk reports them; one removed
-            // meanwhile is left out, as the walk leaves it out.
-            futures::stream::iter(names)
-                .then(move |name| {
-                    let (inner, location) = (inner.clone(), prefix.clone().join(name.as_str()));
-                    async move {
-                        match inner.head(&location).await {
-                            Err(object_store::Error::NotFound { .. }) => Ok(None),
-                            other => other.map(Some),
-                        }
-                    }
-                })
-                .try_filter_map(|meta| futures::future::ready(Ok(meta)))
-                .boxed()
+            // The names and their sizes and times in one blocking task: a `head` per entry was a
+            // blocking task each, and the kernel lists every commit since the last checkpoint
+            // at every refresh of every table.
+            let read = tokio::task::spawn_blocking(move || {
+                let names = names_after(&prefix, &after)?;
+                let dir = std::path::Path::new("/").join(prefix.as_ref());
+                Some(names.iter().filter_map(|n| meta(&dir, &prefix, n)).collect::<Vec<_>>())
+            });
+            match read.await.ok().flatten() {
+                Some(metas) => futures::stream::iter(metas).boxed(),
+                None => fallback(&inner),
+            }
         };
         futures::stream::once(listed).flatten().boxed()
     }
@@ -186,6 +200,7 @@ pub fn register() {
 mod tests {
     use super::*;
     use deltalake::logstore::object_store::local::LocalFileSystem;
+    use futures::TryStreamExt;
 
     async fn listed(store: &dyn ObjectStore, prefix: &Path, offset: &Path) -> Vec<ObjectMeta> {
         store.list_with_offset(Some(prefix), offset).try_collect().await.unwrap()

@@ -5,19 +5,21 @@
 //! table: small files are packed, the keyed tables' (silver, gold) by key range into files of at
 //! most `maintenance.keyed_file_rows` rows (`lake::compact`), the append-only tables' by OPTIMIZE
 //! into files of about `maintenance.target_file_mb` (bronze's by day, `lake::tiered`: a day once
-//! it is over, a group of files per step; today's by size tier as it fills), then a checkpoint, expired-log
-//! cleanup, and VACUUM of unreferenced files older than the retention (never below 7 days unless
-//! overridden; see `config`). The exactly-once markers (`txn`) are table state, so maintenance
+//! it is over, a group of files per step; today's by size tier as it fills), then a checkpoint,
+//! expired-log cleanup, and VACUUM of unreferenced files older than the retention (never below 7
+//! days unless overridden; see `config`). Inside `run` the checkpoint goes through the lake's
+//! writer, which spaces a table's checkpoints by their cost (`lake::checkpoints`), and a table is
+//! vacuumed at most hourly: both read every tombstone of the retention. The exactly-once markers (`txn`) are table state, so maintenance
 //! keeps them; it commits no data change.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Instant;
 
 use deltalake::DeltaTable;
 use deltalake::operations::vacuum::VacuumMode;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::{MaintenanceSettings, Settings};
 use crate::error::{Error, Result};
@@ -27,6 +29,9 @@ use crate::lake::tiered::{self, DayFile};
 use crate::lake::{Lake, bronze, dead_letter, version_of};
 use crate::pipeline::progress;
 use crate::{gold, lake::silver};
+
+mod rounds;
+pub use rounds::{Rounds, VACUUM_EVERY};
 
 /// A table orderlake writes: its layer and name as SQL sees them (`gold.order_totals`), and its
 /// path under the lake root. One list for `maintain`, `status` and `query`.
@@ -107,7 +112,7 @@ pub async fn table(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, vacuum: V
     let Some((table, mut w)) = begin(lake, t, m, false).await? else { return Ok(None) };
     let now = w.plan.take(usize::MAX, u64::MAX);
     let table = pack(lake, t, table, m, now, &mut w.report).await?;
-    settle(table, m, vacuum, &mut w.report).await?;
+    settle(table, m, Settle { checkpoint: true, vacuum }, &mut w.report).await?;
     Ok(Some(w.report))
 }
 
@@ -272,10 +277,27 @@ async fn pack_appended(
     Ok((table, removed))
 }
 
-/// After packing: a checkpoint, expired-log cleanup and VACUUM, then the report line.
-async fn settle(t: DeltaTable, m: &MaintenanceSettings, vacuum: Vacuum, r: &mut TableReport) -> Result<()> {
-    deltalake::checkpoints::create_checkpoint(&t, None).await?;
-    crate::lake::log_cleanup::cleanup(&t).await?;
+/// What settling a packed table does besides the report line.
+#[derive(Debug, Clone, Copy)]
+struct Settle {
+    /// A checkpoint and expired-log cleanup, unconditionally (`orderlake maintain`). Inside `run`
+    /// the lake's writer (`lake::checkpoints`) does both, spaced by their cost: a checkpoint
+    /// holds every tombstone of the retention (8 days of copy-on-write removes), so one per
+    /// table per round, between two batches, would cost more each hour of a run.
+    checkpoint: bool,
+    vacuum: Vacuum,
+}
+
+/// After packing: a checkpoint, expired-log cleanup and VACUUM as `how` says, then the report line.
+async fn settle(t: DeltaTable, m: &MaintenanceSettings, how: Settle, r: &mut TableReport) -> Result<DeltaTable> {
+    let started = Instant::now();
+    if how.checkpoint {
+        deltalake::checkpoints::create_checkpoint(&t, None).await?;
+        crate::lake::log_cleanup::cleanup(&t).await?;
+    }
+    // Before VACUUM, which reads what it keeps.
+    let t = crate::lake::retention::align(t, m.vacuum_retention).await?;
+    let vacuum = how.vacuum;
     let mode = match vacuum {
         Vacuum::Off => None,
         Vacuum::Removed => Some(VacuumMode::Lite),
@@ -306,9 +328,10 @@ async fn settle(t: DeltaTable, m: &MaintenanceSettings, vacuum: Vacuum, r: &mut 
         bytes_before = r.bytes_before,
         bytes_after = r.bytes_after,
         vacuumed = r.vacuumed,
+        settle_ms = started.elapsed().as_millis() as u64,
         "table maintained"
     );
-    Ok(())
+    Ok(t)
 }
 
 /// Maintains every table of the pipeline, one after the other.
@@ -320,185 +343,6 @@ pub async fn all(lake: &Lake, settings: &Settings, vacuum: Vacuum) -> Result<Vec
         }
     }
     Ok(out)
-}
-
-/// Maintenance inside `run`: a round every `maintenance.every_batches` batches, one step per
-/// batch boundary, so that ingestion pauses for a fraction of the round at a time. A step is one
-/// group of a keyed table's files (at most `maintenance.keyed_file_rows` rows, 0.3–1 s at 3M
-/// events) or a whole small or append-only table; a whole round at once paused ingestion 12 s at
-/// 3M events, and a whole order table 2–3 s. A failure is logged and the table left for the next
-/// round, never fatal: ingestion matters more than compaction.
-#[derive(Default)]
-pub struct Rounds {
-    current: Option<Round>,
-    /// Batches committed since the last round began, across runs (see [`Rounds::resume`]).
-    since: u64,
-}
-
-/// The round under way: the tables left and what was done so far.
-struct Round {
-    tables: std::vec::IntoIter<TableRef>,
-    /// A keyed table with groups of files left to pack.
-    packing: Option<(TableRef, Work)>,
-    maintained: usize,
-    files_before: usize,
-    files_after: usize,
-    spent: std::time::Duration,
-}
-
-/// Where one step left a table.
-enum Step {
-    /// Groups of files are left to pack at the next step.
-    Packing(Work),
-    /// Maintained.
-    Done(TableReport),
-}
-
-/// Set once the test-only fault `mid-packing-once` fired.
-static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
-
-/// Packs `max_groups` groups of the table's files, and settles the table once none is left.
-async fn step_table(
-    lake: &Lake,
-    t: &TableRef,
-    (table, mut w): (DeltaTable, Work),
-    settings: &Settings,
-    max_groups: usize,
-) -> Result<Step> {
-    let (mut table, m) = (table, &settings.maintenance);
-    loop {
-        if w.report.compacted > 0
-            && crate::config::fault_is(settings.fail_at.as_deref(), "mid-packing-once")
-            && !FAILED_ONCE.swap(true, Relaxed)
-        {
-            // As a storage error would between two groups: the groups packed so far stay.
-            return Err(Error::Other("injected failure between two packing steps".into()));
-        }
-        let now = w.plan.take(max_groups, m.keyed_file_rows);
-        let before = w.report.compacted;
-        table = pack(lake, t, table, m, now, &mut w.report).await?;
-        // A group whose files the batches since rewrote packs nothing: not worth a step.
-        if w.report.compacted > before || w.plan.is_done() {
-            break;
-        }
-    }
-    if !w.plan.is_done() {
-        let (packed, left) = (w.report.compacted, w.plan.groups_left());
-        info!(table = t.rel, files_packed = packed, groups_left = left, "table packing under way");
-        return Ok(Step::Packing(w));
-    }
-    settle(table, m, Vacuum::Removed, &mut w.report).await?;
-    Ok(Step::Done(w.report))
-}
-
-impl Rounds {
-    /// Takes up the count of batches since the last round from the lake, so that the count goes
-    /// on across runs: a scheduled `run --once` of a few batches each time would otherwise never
-    /// reach `every_batches`, and its small files would pile up for good. Each batch appends a
-    /// one-row file per topic to the batch log, and a round packs them into one.
-    pub async fn resume(&mut self, lake: &Lake) {
-        let one_row = |t: &DeltaTable| {
-            t.snapshot().map(|s| s.log_data().iter().filter(|f| f.num_records() == Some(1)).count()).unwrap_or(0)
-        };
-        self.since = match lake.open(progress::batches_table()).await {
-            Ok(Some(t)) => one_row(&t) as u64,
-            _ => 0, // no batch yet, or unreadable: counting from zero only delays a round
-        };
-    }
-
-    /// Counts a committed batch, and starts a round once `every_batches` were committed since the
-    /// last one began (and it is over).
-    pub fn batch_committed(&mut self, settings: &Settings) {
-        self.since += 1;
-        let every = settings.maintenance.every_batches;
-        if every > 0 && self.since >= every {
-            self.start(settings);
-        }
-    }
-
-    /// Starts a round unless one is still under way.
-    fn start(&mut self, settings: &Settings) {
-        if self.current.is_none() {
-            self.since = 0;
-            let tables = catalog(settings).into_iter();
-            let spent = std::time::Duration::ZERO;
-            self.current = Some(Round { tables, packing: None, maintained: 0, files_before: 0, files_after: 0, spent });
-        }
-    }
-
-    /// Whether a round has work left.
-    pub fn busy(&self) -> bool {
-        self.current.is_some()
-    }
-
-    /// Does the rest of the round: `run --once` has no freshness to protect, and a scheduled job
-    /// that stopped mid-round every time would only ever reach the first tables.
-    /// A table's groups are then packed in one commit.
-    pub async fn finish(&mut self, lake: &Lake, settings: &Settings) {
-        while self.busy() {
-            self.advance(lake, settings, usize::MAX).await;
-        }
-    }
-
-    /// The round's next step (a table that does not exist yet is passed over, nothing to wait a
-    /// batch for); the last one ends the round with a summary line. With `whole_tables` a step
-    /// packs all of a table's groups in one commit: `run --once` has no freshness to protect, and
-    /// one group per step cost it 75 % more maintenance time (a commit and a reopen per group).
-    pub async fn step(&mut self, lake: &Lake, settings: &Settings, whole_tables: bool) {
-        self.advance(lake, settings, if whole_tables { usize::MAX } else { 1 }).await;
-    }
-
-    /// The next table of the round, packing at most `max_groups` groups of its files.
-    async fn advance(&mut self, lake: &Lake, settings: &Settings, max_groups: usize) {
-        let Some(round) = &mut self.current else { return };
-        let started = std::time::Instant::now();
-        loop {
-            // The table is opened afresh at every step: the batches in between moved it on.
-            let (t, opened) = match round.packing.take() {
-                Some((t, w)) => {
-                    let opened = lake.open(&t.rel).await.map(|o| o.map(|table| (table, w)));
-                    (t, opened)
-                }
-                None => match round.tables.next() {
-                    Some(t) => {
-                        let opened = begin(lake, &t, &settings.maintenance, true).await;
-                        (t, opened)
-                    }
-                    None => break,
-                },
-            };
-            let done = match opened {
-                Ok(None) => continue,
-                Ok(Some(opened)) => step_table(lake, &t, opened, settings, max_groups).await,
-                Err(e) => Err(e),
-            };
-            match done {
-                Ok(Step::Packing(w)) => round.packing = Some((t, w)),
-                Ok(Step::Done(r)) => {
-                    round.maintained += 1;
-                    round.files_before += r.files_before;
-                    round.files_after += r.files_after;
-                }
-                Err(e) => warn!(
-                    table = t.rel,
-                    error = %crate::redact::redact(&e.to_string()),
-                    "maintenance failed; retried in the next round"
-                ),
-            }
-            break;
-        }
-        round.spent += started.elapsed();
-        if round.packing.is_none() && round.tables.len() == 0 {
-            info!(
-                tables = round.maintained,
-                files_before = round.files_before,
-                files_after = round.files_after,
-                ms = round.spent.as_millis() as u64,
-                "maintenance done"
-            );
-            self.current = None;
-        }
-    }
 }
 
 fn mib(bytes: i64) -> String {
