@@ -19,8 +19,8 @@ use crate::error::Result;
 const MAX_COMMITS: i64 = 32;
 
 /// Whether the commits after version `after` up to `upto` (inclusive) are all compactions: each
-/// holds only `add`/`remove` actions flagged `dataChange: false` (OPTIMIZE) besides `commitInfo`.
-/// Anything else answers `false`, and the caller falls back to what it does without the proof: a
+/// holds only `add`/`remove` actions flagged `dataChange: false` (OPTIMIZE) besides `commitInfo`,
+/// or table properties set with the schema unchanged. Anything else answers `false`, and the caller falls back to what it does without the proof: a
 /// data change, a schema or protocol change, a change-data file, an action this code does not
 /// know, a commit cleaned up by log retention, and a `txn` (a commit recording progress is a step
 /// of a pipeline, not maintenance: `orderlake rebuild` lowers the order tables' markers with one
@@ -30,13 +30,20 @@ pub async fn only_rearranged(table: &DeltaTable, after: i64, upto: i64) -> Resul
         return Ok(false);
     }
     let store = table.log_store();
+    let schema = schema_of(table)?;
     for v in after + 1..=upto {
         let Some(bytes) = store.read_commit_entry(v as u64).await? else { return Ok(false) };
-        if !bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).all(changes_no_row) {
+        if !bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).all(|l| changes_no_row(l, &schema)) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The table's schema as a `metaData` action spells it, parsed.
+fn schema_of(table: &DeltaTable) -> Result<serde_json::Value> {
+    let schema = table.snapshot()?.schema();
+    serde_json::to_value(schema.as_ref()).map_err(|e| crate::error::Error::Other(format!("schema as JSON: {e}")))
 }
 
 /// The newest version of `table` that did more than rearrange files, looking back to `floor` at
@@ -107,12 +114,19 @@ pub async fn touched(before: Option<&AtVersion>, after: &AtVersion) -> Result<(V
     Ok((out, after.rows(added).await?))
 }
 
-/// Whether one log line leaves every row as it was.
-fn changes_no_row(line: &[u8]) -> bool {
+/// Whether one log line leaves every row as it was, in a table whose schema is `schema`. A
+/// `metaData` action with that schema changed only table properties (maintenance sets the
+/// tombstone retention, `super::retention`).
+fn changes_no_row(line: &[u8], schema: &serde_json::Value) -> bool {
     let Ok(serde_json::Value::Object(actions)) = serde_json::from_slice(line) else { return false };
     actions.iter().all(|(kind, action)| match kind.as_str() {
         "commitInfo" => true,
         "add" | "remove" => action.get("dataChange").and_then(|d| d.as_bool()) == Some(false),
+        "metaData" => action
+            .get("schemaString")
+            .and_then(|s| s.as_str())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .is_some_and(|s| s == *schema),
         _ => false,
     })
 }
@@ -123,15 +137,21 @@ mod tests {
 
     #[test]
     fn only_rearranging_lines_keep_the_rows() {
-        assert!(changes_no_row(br#"{"commitInfo":{"operation":"OPTIMIZE"}}"#));
-        assert!(!changes_no_row(br#"{"txn":{"appId":"a","version":1}}"#), "progress is not maintenance");
-        assert!(changes_no_row(br#"{"add":{"path":"a.parquet","dataChange":false,"stats":"{}"}}"#));
-        assert!(changes_no_row(br#"{"remove":{"path":"b.parquet","dataChange":false}}"#));
-        assert!(!changes_no_row(br#"{"add":{"path":"a.parquet","dataChange":true}}"#));
-        assert!(!changes_no_row(br#"{"remove":{"path":"b.parquet"}}"#), "no flag is not a promise");
-        assert!(!changes_no_row(br#"{"metaData":{"id":"x"}}"#));
-        assert!(!changes_no_row(br#"{"cdc":{"path":"c.parquet","dataChange":false}}"#));
-        assert!(!changes_no_row(br#"{"protocol":{"minReaderVersion":3}}"#));
-        assert!(!changes_no_row(b"not json"));
+        let schema = serde_json::json!({"type": "struct", "fields": []});
+        let keeps = |line: &[u8]| changes_no_row(line, &schema);
+        assert!(keeps(br#"{"commitInfo":{"operation":"OPTIMIZE"}}"#));
+        assert!(!keeps(br#"{"txn":{"appId":"a","version":1}}"#), "progress is not maintenance");
+        assert!(keeps(br#"{"add":{"path":"a.parquet","dataChange":false,"stats":"{}"}}"#));
+        assert!(keeps(br#"{"remove":{"path":"b.parquet","dataChange":false}}"#));
+        assert!(!keeps(br#"{"add":{"path":"a.parquet","dataChange":true}}"#));
+        assert!(!keeps(br#"{"remove":{"path":"b.parquet"}}"#), "no flag is not a promise");
+        assert!(!keeps(br#"{"metaData":{"id":"x"}}"#));
+        let props = br#"{"metaData":{"id":"x","schemaString":"{\"fields\": [], \"type\": \"struct\"}"}}"#;
+        assert!(keeps(props), "table properties set, same schema");
+        let other = br#"{"metaData":{"id":"x","schemaString":"{\"type\":\"struct\",\"fields\":[{\"name\":\"a\"}]}"}}"#;
+        assert!(!keeps(other), "a schema change");
+        assert!(!keeps(br#"{"cdc":{"path":"c.parquet","dataChange":false}}"#));
+        assert!(!keeps(br#"{"protocol":{"minReaderVersion":3}}"#));
+        assert!(!keeps(b"not json"));
     }
 }
