@@ -62,8 +62,9 @@ pub struct Lake {
     markers: std::sync::Arc<markers::Markers>,
     /// Checkpoints of the tables this process commits to, written in the background.
     checkpoints: std::sync::Arc<checkpoints::Checkpoints>,
-    /// The tombstone retention a created table gets ([`retention`]).
-    tombstone_retention: std::time::Duration,
+    /// VACUUM's retention, from which a created table's tombstone retention follows
+    /// ([`retention`]).
+    vacuum_retention: std::time::Duration,
 }
 
 static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -116,7 +117,7 @@ impl Lake {
             absent: Default::default(),
             markers: Default::default(),
             checkpoints: Default::default(),
-            tombstone_retention: settings.maintenance.vacuum_retention,
+            vacuum_retention: settings.maintenance.vacuum_retention,
         }
     }
 
@@ -316,7 +317,7 @@ impl Lake {
             .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
             .with_configuration_property(
                 deltalake::TableProperty::DeletedFileRetentionDuration,
-                Some(retention::value(self.tombstone_retention)),
+                Some(retention::value(self.vacuum_retention)),
             )
             .await;
         match created {

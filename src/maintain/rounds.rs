@@ -29,7 +29,7 @@ pub struct Rounds {
 }
 
 /// The least time between two VACUUMs of a table inside `run`. VACUUM reads every tombstone
-/// the log keeps (a week of them by default, growing all week), and files become deletable only
+/// the log keeps (8 days of them by default, `lake::retention`), and files become deletable only
 /// once the retention (7 days) is past: at every round it cost more each hour and found nothing
 /// new within the hour.
 pub const VACUUM_EVERY: Duration = Duration::from_secs(3600);
