@@ -22,6 +22,8 @@ use deltalake::table::config::TablePropertiesExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use super::handles::Handles;
+
 struct Job {
     rel: String,
     table: DeltaTable,
@@ -36,6 +38,8 @@ pub struct Checkpoints {
     /// The last version queued per table and the time before which none is queued again: a table
     /// kept twice at one version is written once, and its checkpoints are [`spacing`] apart.
     queued: Queued,
+    /// The lake's kept handles, re-read from each checkpoint written ([`Handles::reread`]).
+    handles: Arc<Handles>,
 }
 
 /// The least time between two checkpoints of one table. A stream cutting a batch every second
@@ -65,12 +69,6 @@ pub fn spacing(cost: Duration) -> Duration {
 /// A table's checkpoints take at most one part in this of the time (until [`MAX_SPACING`]).
 const COST_SHARE: u32 = 50;
 
-impl Default for Checkpoints {
-    fn default() -> Self {
-        Checkpoints { queue: Mutex::new(None), pending: watch::channel(0).0, queued: Arc::default() }
-    }
-}
-
 impl std::fmt::Debug for Checkpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoints").finish_non_exhaustive()
@@ -85,6 +83,10 @@ pub fn due(table: &DeltaTable) -> bool {
 }
 
 impl Checkpoints {
+    pub fn new(handles: Arc<Handles>) -> Self {
+        Checkpoints { queue: Mutex::new(None), pending: watch::channel(0).0, queued: Arc::default(), handles }
+    }
+
     /// Queues the checkpoint of `table`'s version if one is due there.
     pub fn after_commit(&self, rel: &str, table: &DeltaTable) {
         let Some(version) = table.version().filter(|_| due(table)) else { return };
@@ -95,7 +97,7 @@ impl Checkpoints {
         let mut queue = self.queue.lock().expect("checkpoint queue");
         let tx = queue.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(work(rx, self.pending.clone(), self.queued.clone()));
+            tokio::spawn(work(rx, self.pending.clone(), self.queued.clone(), self.handles.clone()));
             tx
         });
         self.pending.send_modify(|n| *n += 1);
@@ -115,7 +117,7 @@ impl Checkpoints {
             return Ok(false);
         }
         let started = Instant::now();
-        let written = write(table).await;
+        let written = write(&self.handles, rel, table).await;
         spaced(&self.queued, rel, started);
         written.map(|_| true)
     }
@@ -141,10 +143,15 @@ impl Checkpoints {
 
 type Queued = Arc<Mutex<HashMap<String, (u64, Instant)>>>;
 
-async fn work(mut rx: mpsc::UnboundedReceiver<Job>, pending: watch::Sender<usize>, queued: Queued) {
+async fn work(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    pending: watch::Sender<usize>,
+    queued: Queued,
+    handles: Arc<Handles>,
+) {
     while let Some(job) = rx.recv().await {
         let started = Instant::now();
-        let written = write(&job.table).await;
+        let written = write(&handles, &job.rel, &job.table).await;
         spaced(&queued, &job.rel, started);
         match written {
             Ok(cleaned) => debug!(
@@ -170,10 +177,16 @@ fn spaced(queued: &Queued, rel: &str, started: Instant) {
 }
 
 /// The checkpoint at `table`'s version, then (unless the table turned it off) the removal of the
-/// commit files it covers that are past the log retention. Returns how many files went.
-async fn write(table: &DeltaTable) -> crate::error::Result<usize> {
+/// commit files it covers that are past the log retention, and the kept handle re-read from the
+/// checkpoint. Returns how many files went.
+async fn write(handles: &Handles, rel: &str, table: &DeltaTable) -> crate::error::Result<usize> {
     deltalake::checkpoints::create_checkpoint(table, None).await?;
-    super::log_cleanup::cleanup(table).await
+    let cleaned = super::log_cleanup::cleanup(table).await?;
+    // The checkpoint is written: a handle that could not be re-read only stays as it was.
+    if let Err(e) = handles.reread(rel, table).await {
+        debug!(table = rel, error = %e, "kept handle not re-read from its checkpoint");
+    }
+    Ok(cleaned)
 }
 
 #[cfg(test)]

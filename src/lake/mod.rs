@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod commits;
 pub mod compact;
 pub mod dead_letter;
+pub mod handles;
 pub mod log_cleanup;
 mod log_store;
 mod markers;
@@ -52,7 +53,7 @@ pub struct Lake {
     /// Tables opened before, by relative path. A batch opens a dozen tables several times; loading
     /// each from scratch (list the log, read the checkpoint, build a store client) cost ~1 s per
     /// batch on Azurite, while refreshing a known table reads only the commits since.
-    tables: std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
+    handles: std::sync::Arc<handles::Handles>,
     /// Tables looked for and not there (yet), kept as built: building one makes a new HTTP client,
     /// which reads every system root certificate, and a batch looks for the same absent tables
     /// (customers without CDC, tombstones without deletes) every time.
@@ -110,13 +111,14 @@ impl Lake {
                 }
             }
         }
+        let handles = std::sync::Arc::new(handles::Handles::default());
         Lake {
             root: settings.lake.clone(),
             options: object_store_options(settings),
-            tables: Default::default(),
+            handles: handles.clone(),
             absent: Default::default(),
             markers: Default::default(),
-            checkpoints: Default::default(),
+            checkpoints: std::sync::Arc::new(checkpoints::Checkpoints::new(handles)),
             vacuum_retention: settings.maintenance.vacuum_retention,
         }
     }
@@ -232,7 +234,7 @@ impl Lake {
             self.forget(rel);
             return Ok(None);
         }
-        let known = self.tables.lock().expect("table cache").get(rel).cloned();
+        let known = self.handles.get(rel);
         let table = match known {
             Some(t) => match refresh(t).await {
                 Ok(t) => t,
@@ -256,7 +258,7 @@ impl Lake {
                 t
             }
         };
-        self.tables.lock().expect("table cache").insert(rel.to_string(), table.clone());
+        self.handles.insert(rel, &table);
         Ok(Some(table))
     }
 
@@ -273,26 +275,23 @@ impl Lake {
         Ok(self.txn_version(table, app_id).await?.is_some_and(|v| v >= version))
     }
 
-    /// Remembers a table this process just committed to, so the next [`Lake::open`] starts from
-    /// it instead of reading the commit back, and queues its checkpoint when one is due (every
-    /// commit made with [`commit_with`] must come through here). An older state never replaces
-    /// a newer one.
     /// Writes `table`'s checkpoint now unless its last one is too recent (see
     /// [`checkpoints::Checkpoints::now`]); true if written.
     pub async fn checkpoint_now(&self, rel: &str, table: &DeltaTable) -> Result<bool> {
         self.checkpoints.now(rel, table).await
     }
 
+    /// Remembers a table this process just committed to, so the next [`Lake::open`] starts from
+    /// it instead of reading the commit back, and queues its checkpoint when one is due (every
+    /// commit made with [`commit_with`] must come through here). An older state never replaces
+    /// a newer one.
     pub fn keep(&self, rel: &str, table: &DeltaTable) {
+        self.handles.keep(rel, table);
         self.checkpoints.after_commit(rel, table);
-        let mut tables = self.tables.lock().expect("table cache");
-        if tables.get(rel).is_none_or(|t| version_of(t) < version_of(table)) {
-            tables.insert(rel.to_string(), table.clone());
-        }
     }
 
     fn forget(&self, rel: &str) {
-        self.tables.lock().expect("table cache").remove(rel);
+        self.handles.forget(rel);
     }
 
     /// Opens a table, creating it with `spec` when missing. Two instances creating the same table
@@ -404,7 +403,7 @@ mod tests {
         let log = dir.path().join("_delta_log");
         let has_commit = |v: u64| log.join(format!("{v:020}.json")).exists();
         let has_checkpoint = |v: u64| log.join(format!("{v:020}.checkpoint.parquet")).exists();
-        let checkpoints = checkpoints::Checkpoints::default();
+        let checkpoints = checkpoints::Checkpoints::new(Default::default());
         for v in 1..=4u64 {
             t = mark(t, spec, vec![Transaction::new("test", v as i64)]).await.unwrap();
             assert_eq!(version_of(&t), v);
