@@ -22,10 +22,6 @@ pub struct Handles {
     tables: Mutex<HashMap<String, DeltaTable>>,
 }
 
-fn version(t: &DeltaTable) -> Option<u64> {
-    t.version()
-}
-
 impl Handles {
     pub fn get(&self, rel: &str) -> Option<DeltaTable> {
         self.tables.lock().expect("table handles").get(rel).cloned()
@@ -38,7 +34,7 @@ impl Handles {
     /// Keeps `table` unless a newer state of it is kept already.
     pub fn keep(&self, rel: &str, table: &DeltaTable) {
         let mut tables = self.tables.lock().expect("table handles");
-        if tables.get(rel).is_none_or(|t| version(t) < version(table)) {
+        if tables.get(rel).is_none_or(|t| t.version() < table.version()) {
             tables.insert(rel.to_string(), table.clone());
         }
     }
@@ -61,11 +57,11 @@ impl Handles {
             if kept < at {
                 return Ok(false);
             }
-            if kept > version(&fresh).unwrap_or(at) {
+            if fresh.version().is_some_and(|v| kept > v) {
                 fresh.update_incremental(Some(kept)).await?;
             }
             let mut tables = self.tables.lock().expect("table handles");
-            if tables.get(rel).and_then(version) == version(&fresh) {
+            if tables.get(rel).and_then(DeltaTable::version) == fresh.version() {
                 tables.insert(rel.to_string(), fresh);
                 return Ok(true);
             }
