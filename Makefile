@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(ORDERLAKE_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/orderlake
 AZURITE_KEY := Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
 
-.PHONY: demo test bench bench-pii install services-up services-down build unit it lint clean-demo notebooks
+.PHONY: demo test bench bench-pii bench-replay install services-up services-down build unit it lint clean-demo notebooks
 
 install:
 	bash infra/local/install.sh
@@ -39,6 +39,11 @@ bench: services-up
 # What the CDC PII rules cost the decoder (no services needed): messages/s with and without them.
 bench-pii:
 	cargo bench --bench pii
+
+# What a keyed table's live files cost each batch (no services needed): per-batch time against
+# the table's file count, and the cost per live file.
+bench-replay:
+	cargo bench --bench replay
 
 # Installs and starts what the tests need, runs every test, stops the services it started even on failure.
 test: install

@@ -18,6 +18,7 @@ pub mod rewrite;
 pub mod rows;
 pub mod schema;
 pub mod silver;
+pub mod stats;
 pub mod store;
 pub mod tiered;
 
@@ -318,6 +319,7 @@ impl Lake {
                 deltalake::TableProperty::DeletedFileRetentionDuration,
                 Some(retention::value(self.vacuum_retention)),
             )
+            .with_configuration_property(deltalake::TableProperty::DataSkippingStatsColumns, Some(stats::value(spec)))
             .await;
         match created {
             Ok(t) => {

@@ -41,6 +41,13 @@ pub struct TableSpec {
     pub columns: &'static [ColumnSpec],
     pub partition_by: &'static [&'static str],
     pub key: &'static [&'static str],
+    /// The columns whose min/max/null counts each file's `add` carries
+    /// (`delta.dataSkippingStatsColumns`): those reads look rows up by (keys, the cluster
+    /// column, the other columns orderlake reads by), the order dates and bronze's Kafka time.
+    /// delta-rs parses every live file's statistics again at each commit and filtered scan, so
+    /// statistics of columns no read can skip on (names, amounts, processing times: a file
+    /// spans all of them) cost every batch and skip nothing; see [`super::stats`].
+    pub stats: &'static [&'static str],
 }
 
 impl Col {
@@ -107,6 +114,7 @@ pub const BRONZE: TableSpec = TableSpec {
     ],
     partition_by: &["ingest_date"],
     key: &["topic", "partition", "offset"],
+    stats: &["topic", "partition", "offset", "kafka_timestamp"],
 };
 
 pub const DEAD_LETTERS: TableSpec = TableSpec {
@@ -121,6 +129,7 @@ pub const DEAD_LETTERS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["topic", "partition", "offset"],
+    stats: &["topic", "partition", "offset", "failed_at"],
 };
 
 pub const SILVER_ORDERS: TableSpec = TableSpec {
@@ -135,6 +144,7 @@ pub const SILVER_ORDERS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["order_id"],
+    stats: &["order_id", "order_date"],
 };
 
 pub const SILVER_ORDER_ITEMS: TableSpec = TableSpec {
@@ -149,6 +159,7 @@ pub const SILVER_ORDER_ITEMS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["item_id"],
+    stats: &["item_id", "order_id", "product_id"],
 };
 
 pub const SILVER_PRODUCTS: TableSpec = TableSpec {
@@ -162,6 +173,7 @@ pub const SILVER_PRODUCTS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["product_id"],
+    stats: &["product_id"],
 };
 
 pub const SILVER_CUSTOMERS: TableSpec = TableSpec {
@@ -175,6 +187,7 @@ pub const SILVER_CUSTOMERS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["customer_id"],
+    stats: &["customer_id"],
 };
 
 pub const GOLD_ORDER_TOTALS: TableSpec = TableSpec {
@@ -192,6 +205,7 @@ pub const GOLD_ORDER_TOTALS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["order_id"],
+    stats: &["order_id", "order_date"],
 };
 
 pub const GOLD_ORDER_LINES: TableSpec = TableSpec {
@@ -209,6 +223,7 @@ pub const GOLD_ORDER_LINES: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["item_id"],
+    stats: &["item_id", "order_id", "order_date", "product_id"],
 };
 
 pub const GOLD_CUSTOMER_TOTALS: TableSpec = TableSpec {
@@ -224,6 +239,7 @@ pub const GOLD_CUSTOMER_TOTALS: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["customer_id"],
+    stats: &["customer_id"],
 };
 
 pub const GOLD_DAILY_SALES: TableSpec = TableSpec {
@@ -238,6 +254,7 @@ pub const GOLD_DAILY_SALES: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["order_date", "country"],
+    stats: &["order_date", "country"],
 };
 
 pub const GOLD_PRODUCT_SALES: TableSpec = TableSpec {
@@ -250,6 +267,7 @@ pub const GOLD_PRODUCT_SALES: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["product_id"],
+    stats: &["product_id"],
 };
 
 /// `_orderlake/batches`: one row per batch fully applied to every lake layer. Its `txn` marks
@@ -264,6 +282,7 @@ pub const BATCH_LOG: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["topic", "bronze_version"],
+    stats: &["topic", "bronze_version"],
 };
 
 /// `silver/_deletes`: the newest delete per key, so a replayed or late older change cannot
@@ -277,4 +296,5 @@ pub const SILVER_TOMBSTONES: TableSpec = TableSpec {
     ],
     partition_by: &[],
     key: &["entity", "key"],
+    stats: &["entity", "key"],
 };

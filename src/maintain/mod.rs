@@ -24,7 +24,7 @@ use tracing::info;
 use crate::config::{MaintenanceSettings, Settings};
 use crate::error::{Error, Result};
 use crate::lake::compact::{self, FileStat};
-use crate::lake::schema::TableSpec;
+use crate::lake::schema::{self, TableSpec};
 use crate::lake::tiered::{self, DayFile};
 use crate::lake::{Lake, bronze, dead_letter, version_of};
 use crate::pipeline::progress;
@@ -42,30 +42,33 @@ pub struct TableRef {
     /// The column a keyed table's files are sorted and split by (silver, gold); `None` for the
     /// append-only tables.
     pub cluster: Option<&'static str>,
+    pub spec: &'static TableSpec,
 }
 
 /// Every table orderlake writes.
 pub fn catalog(settings: &Settings) -> Vec<TableRef> {
-    let table = |layer, name: &str, rel: String| TableRef { layer, name: name.to_string(), rel, cluster: None };
-    let keyed = |layer, name: &str, rel: String, spec: &TableSpec| TableRef {
+    let table =
+        |layer, name: &str, rel: String, spec| TableRef { layer, name: name.to_string(), rel, cluster: None, spec };
+    let keyed = |layer, name: &str, rel: String, spec: &'static TableSpec| TableRef {
         layer,
         name: name.to_string(),
         rel,
         cluster: Some(spec.cluster_column()),
+        spec,
     };
     let mut t: Vec<TableRef> = settings
         .topics()
         .iter()
-        .map(|topic| table("bronze", topic, bronze::table_name(&settings.bronze_prefix, topic)))
+        .map(|topic| table("bronze", topic, bronze::table_name(&settings.bronze_prefix, topic), &schema::BRONZE))
         .collect();
     let dl = dead_letter::table_name(&settings.bronze_prefix);
-    t.push(table("bronze", dl.rsplit('/').next().unwrap_or(&dl), dl.clone()));
+    t.push(table("bronze", dl.rsplit('/').next().unwrap_or(&dl), dl.clone(), &schema::DEAD_LETTERS));
     let sp = &settings.silver_prefix;
     t.extend(silver::TABLES.iter().map(|(n, spec)| keyed("silver", n, format!("{sp}/{n}"), spec)));
-    t.push(table("silver", silver::TOMBSTONES, format!("{sp}/{}", silver::TOMBSTONES)));
+    t.push(table("silver", silver::TOMBSTONES, format!("{sp}/{}", silver::TOMBSTONES), &schema::SILVER_TOMBSTONES));
     let gp = &settings.gold_prefix;
     t.extend(gold::TABLES.iter().map(|(n, spec)| keyed("gold", n, format!("{gp}/{n}"), spec)));
-    t.push(table("orderlake", "batches", progress::batches_table().to_string()));
+    t.push(table("orderlake", "batches", progress::batches_table().to_string(), &schema::BATCH_LOG));
     t
 }
 
@@ -187,6 +190,8 @@ fn today_cap(m: &MaintenanceSettings) -> u64 {
 /// does not exist. A keyed table is packed by size tier inside `run` (`tiered`), wholly on demand.
 async fn begin(lake: &Lake, t: &TableRef, m: &MaintenanceSettings, tiered: bool) -> Result<Option<(DeltaTable, Work)>> {
     let Some(table) = lake.open(&t.rel).await? else { return Ok(None) };
+    // Before packing, so that the files it writes carry only the statistics reads use.
+    let table = crate::lake::stats::align(table, t.spec).await?;
     let (files_before, bytes_before) = files_and_bytes(&table)?;
     let report = TableReport { table: t.rel.clone(), files_before, bytes_before, ..Default::default() };
     let plan = match t.cluster {
