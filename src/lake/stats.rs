@@ -2,9 +2,9 @@
 //!
 //! Each file's `add` holds min/max/null counts as a JSON string, by default for the first 32
 //! columns. delta-rs parses those strings again for every live file at each commit (its snapshot
-//! update) and at each filtered scan: with every column's statistics, a keyed table's 2,000 live
-//! files cost each batch ≈ 3 µs of CPU per file and commit, ≈ 5 µs with a key lookup
-//! (`make bench-replay`). Live files grow with the table (a top-tier file per
+//! update) and at each filtered scan: with every column's statistics, a keyed table's live files
+//! cost ≈ 2 µs of CPU per file and commit, ≈ 5 µs with a key lookup; with these columns a
+//! third or less (`make bench-replay`). Live files grow with the table (a top-tier file per
 //! `maintenance.keyed_file_rows` rows), so that part of a batch grew with the table however well
 //! it was compacted. Statistics only skip files for columns the files are sorted or looked up by:
 //! a file sorted by order id spans every customer, product name and amount. So each table keeps
