@@ -42,6 +42,7 @@ pub struct TableRef {
     /// The column a keyed table's files are sorted and split by (silver, gold); `None` for the
     /// append-only tables.
     pub cluster: Option<&'static str>,
+    /// Its shape; maintenance aligns the table's statistics columns with it (`lake::stats`).
     pub spec: &'static TableSpec,
 }
 
