@@ -86,14 +86,7 @@ async fn seeded(settings: &Settings, files: u64, rows: u64, all_stats: bool) -> 
 
 /// CPU time of this process (all threads).
 fn cpu() -> Duration {
-    let mut u = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage fills the struct it is given.
-    let u = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr());
-        u.assume_init()
-    };
-    let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1_000);
-    t(u.ru_utime) + t(u.ru_stime)
+    orderlake::metrics::cpu_time().expect("getrusage")
 }
 
 /// Median CPU per batch: over all batches, the first tenth and the last tenth.
@@ -130,11 +123,11 @@ async fn measure(c: Case, rows: u64, batches: u64, per_batch: u64) -> Cost {
     for b in 0..batches {
         // An update batch's first half are the previous batch's newest orders again.
         let from = first + b * if c.update { per_batch / 2 } else { per_batch };
-        let rows = orders(from, per_batch, b + 1);
+        let batch = orders(from, per_batch, b + 1);
         let search = if c.update { Search::All } else { Search::Nowhere };
         let txn = Transaction::new("bench-replay", b as i64 + 1);
         let c0 = cpu();
-        table = replace_keys(table, "order_id", rows, search, Some("source_pos"), "order_id", vec![txn])
+        table = replace_keys(table, "order_id", batch, search, Some("source_pos"), "order_id", vec![txn])
             .await
             .expect("batch written");
         cpus.push(cpu() - c0);

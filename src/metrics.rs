@@ -60,7 +60,7 @@ pub fn resident_bytes() -> Option<u64> {
 
 /// CPU time (user + system, all threads) the process has used since it started; `None` where
 /// `getrusage` fails.
-fn cpu_time() -> Option<std::time::Duration> {
+pub fn cpu_time() -> Option<std::time::Duration> {
     // SAFETY: getrusage only writes the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
