@@ -25,16 +25,16 @@ pub fn value(spec: &TableSpec) -> String {
     spec.stats.join(",")
 }
 
-/// `table` with `spec`'s statistics columns: unchanged when it has them, else after a commit of
-/// the property alone (a table created before orderlake set it). Files written before keep their
-/// statistics; reads parse only the listed columns of them. The commit carries no data and no
-/// progress marker.
+/// `table` with statistics columns: unchanged when it names some (orderlake's, or ones an analyst
+/// set with `ALTER TABLE … SET TBLPROPERTIES` for their own filters, which are kept), else with
+/// `spec`'s after a commit of the property alone (a table created before orderlake set it).
+/// Files written before keep their statistics; reads parse only the listed columns of them. The
+/// commit carries no data and no progress marker.
 pub async fn align(table: DeltaTable, spec: &TableSpec) -> Result<DeltaTable> {
-    let wanted = value(spec);
-    let current = table.snapshot()?.metadata().configuration().get(PROPERTY).cloned();
-    if current.as_deref() == Some(wanted.as_str()) {
+    if table.snapshot()?.metadata().configuration().contains_key(PROPERTY) {
         return Ok(table);
     }
+    let wanted = value(spec);
     let set = std::collections::HashMap::from([(PROPERTY.to_string(), wanted.clone())]);
     let table =
         table.set_tbl_properties().with_properties(set).with_commit_properties(super::commit_with(vec![])).await?;
@@ -151,11 +151,19 @@ mod tests {
         assert_eq!(version_of(&t), before + 1, "one commit of the property");
         let t = align(t, &SILVER_ORDERS).await.unwrap();
         assert_eq!(version_of(&t), before + 1, "no commit when the table has it");
-
         let t = append(t, &["500003", "500004"]).await;
         assert_eq!(stats_columns_in_log(&root, version_of(&t)), ["order_date", "order_id"]);
         // The older file's full statistics are read for the listed columns: it is still skipped.
         assert_eq!(files_read_for(&t, "500003").await, 1);
         assert_eq!(files_read_for(&t, "500001").await, 1);
+
+        // Columns someone else chose since (an analyst's own filters) are kept.
+        let theirs = std::collections::HashMap::from([(PROPERTY.to_string(), "order_id,customer_id".to_string())]);
+        let t = t.set_tbl_properties().with_properties(theirs).await.unwrap();
+        let set = version_of(&t);
+        let t = align(t, &SILVER_ORDERS).await.unwrap();
+        assert_eq!(version_of(&t), set, "no commit over someone else's choice");
+        let t = append(t, &["500005"]).await;
+        assert_eq!(stats_columns_in_log(&root, version_of(&t)), ["customer_id", "order_id"]);
     }
 }
