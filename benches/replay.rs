@@ -12,6 +12,7 @@
 //! the batches (the commits since the checkpoint). `make bench-replay` runs it; without `--bench`
 //! (`cargo test --all-targets`) it runs a small case once, to check that it works.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,13 @@ use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
+use futures::StreamExt;
 use orderlake::config::{FileConfig, Overrides, Settings};
 use orderlake::lake::rewrite::{Search, replace_keys};
 use orderlake::lake::schema::SILVER_ORDERS;
 use orderlake::lake::{Lake, commit_with};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 const REL: &str = "silver/orders";
 
@@ -139,15 +143,103 @@ async fn measure(c: Case, rows: u64, batches: u64, per_batch: u64) -> Cost {
     Cost { all: median(&cpus), first: median(&cpus[..tenth]), last: median(&cpus[cpus.len() - tenth..]) }
 }
 
+/// Which earlier orders a batch changes besides adding its new ones.
+#[derive(Clone, Copy)]
+enum Late {
+    /// One order anywhere in the table.
+    One,
+    /// `n` orders anywhere in the table (statuses of old orders, uniformly).
+    Scattered(u64),
+    /// `n` orders among the newest tenth of the table (statuses of last days' orders).
+    Recent(u64),
+}
+
+impl Late {
+    fn name(self) -> String {
+        match self {
+            Late::One => "1 anywhere".into(),
+            Late::Scattered(n) => format!("{n} anywhere"),
+            Late::Recent(n) => format!("{n} in newest 10%"),
+        }
+    }
+
+    /// The earlier order numbers a batch changes, out of the `total` seeded.
+    fn pick(self, total: u64, rng: &mut SmallRng) -> BTreeSet<u64> {
+        let (n, from) = match self {
+            Late::One => (1, 0),
+            Late::Scattered(n) => (n, 0),
+            Late::Recent(n) => (n, total - total / 10),
+        };
+        let mut picked = BTreeSet::new();
+        while (picked.len() as u64) < n {
+            picked.insert(rng.gen_range(from..total));
+        }
+        picked
+    }
+}
+
+/// What one layout of the table costs the batches that change earlier orders.
+struct LateCost {
+    cpu: Duration,
+    rows_copied: u64,
+}
+
+/// `batches` batches of `per_batch` new orders each plus the earlier orders `late` picks, against
+/// `total` orders in files of `rows` rows (key ranges one after another, as compaction leaves
+/// them): every file holding a changed order is copied but for that order.
+async fn late_changes(total: u64, rows: u64, batches: u64, per_batch: u64, late: Late) -> LateCost {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let o = Overrides { lake: Some(dir.path().to_str().expect("UTF-8").into()), ..Default::default() };
+    let settings = Settings::from_parts(FileConfig::default(), o).expect("settings");
+    let mut table = seeded(&settings, total / rows, rows, false).await;
+    let mut rng = SmallRng::seed_from_u64(rows ^ batches);
+    let (mut cpus, mut copied) = (Vec::new(), Vec::new());
+    for b in 0..batches {
+        let pos = b + 1;
+        let mut parts = vec![orders(total + b * per_batch, per_batch, pos)];
+        parts.extend(late.pick(total, &mut rng).into_iter().map(|o| orders(o, 1, pos)));
+        let batch = arrow::compute::concat_batches(&SILVER_ORDERS.arrow_schema(), &parts).expect("one batch");
+        let txn = Transaction::new("bench-replay-late", pos as i64);
+        let c0 = cpu();
+        table = replace_keys(table, "order_id", batch, Search::All, Some("source_pos"), "order_id", vec![txn])
+            .await
+            .expect("batch written");
+        cpus.push(cpu() - c0);
+        let mut history = table.history(Some(1));
+        let last = history.next().await.expect("a commit").expect("commit info");
+        copied.push(last.info["operationMetrics"]["rows_copied"].as_u64().expect("rewrite metrics"));
+    }
+    let live: u64 =
+        table.snapshot().expect("state").log_data().iter().filter_map(|f| f.num_records()).sum::<usize>() as u64;
+    assert_eq!(live, total + batches * per_batch, "every order once after the batches");
+    copied.sort();
+    LateCost { cpu: median(&cpus), rows_copied: copied[copied.len() / 2] }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+const PER_BATCH: u64 = 1_000;
+
 fn main() {
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let (counts, batches): ([u64; 2], u64) = if smoke { ([4, 16], 3) } else { ([50, 2_000], 60) };
-    let (rows, per_batch) = (200, 1_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    // `cargo bench --bench replay -- late` runs one section.
+    let only: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if only.is_empty() || only.contains(&"files") {
+        live_files(&rt, smoke);
+    }
+    if only.is_empty() || only.contains(&"late") {
+        late(&rt, smoke);
+    }
+}
+
+/// What each live file costs a batch, with orderlake's statistics columns and with every column's.
+fn live_files(rt: &tokio::runtime::Runtime, smoke: bool) {
+    let (counts, batches): ([u64; 2], u64) = if smoke { ([4, 16], 3) } else { ([50, 2_000], 60) };
+    let (rows, per_batch) = (200, PER_BATCH);
     println!(
         "silver orders: {batches} batches of {per_batch} orders after a checkpoint, on {} or {} live files of {rows} rows; CPU per batch, median",
         counts[0], counts[1]
@@ -183,5 +275,36 @@ fn main() {
             "{}: {ours:.1} µs of CPU per live file and batch with orderlake's statistics, {every:.1} with every column's",
             if update { "update" } else { "append" }
         );
+    }
+}
+
+/// What a batch that changes earlier orders costs with the table in smaller or bigger files.
+fn late(rt: &tokio::runtime::Runtime, smoke: bool) {
+    let per_batch = PER_BATCH;
+    let (total, layouts, late_batches, changes) =
+        if smoke { (4_000, [1_000, 2_000], 2, 4) } else { (2_000_000, [250_000, 1_000_000], 8, 16) };
+    println!();
+    println!(
+        "changes to earlier orders: {late_batches} batches of {per_batch} new orders plus the changes, {total} orders in files of {} or {} rows; median",
+        layouts[0], layouts[1]
+    );
+    println!(
+        "{:<18} {:>10} {:>6} {:>8} {:>7} {:>12}",
+        "changes", "file rows", "files", "cpu ms", "× small", "rows copied"
+    );
+    for late in [Late::One, Late::Recent(changes), Late::Scattered(changes)] {
+        let mut small = None;
+        for rows in layouts {
+            let c = rt.block_on(late_changes(total, rows, late_batches, per_batch, late));
+            let base = *small.get_or_insert(c.cpu);
+            println!(
+                "{:<18} {rows:>10} {:>6} {:>8.1} {:>7.2} {:>12}",
+                late.name(),
+                total / rows,
+                ms(c.cpu),
+                c.cpu.as_secs_f64() / base.as_secs_f64(),
+                c.rows_copied
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use deltalake::protocol::DeltaOperation;
 use deltalake::writer::RecordBatchWriter;
 
 use super::read::family;
-use super::rewrite::{concat, conform, write_clustered};
+use super::rewrite::{conform, write_clustered};
 use crate::error::Result;
 
 /// A file and what its statistics say about it.
@@ -170,8 +170,7 @@ pub async fn compact(
         let provider = table.table_provider().with_file_paths(paths.iter().cloned()).await?;
         let parts = ctx.read_table(provider)?.collect().await?;
         let parts = parts.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>>>()?;
-        let rows = concat(&schema, parts)?;
-        for a in write_clustered(&mut writer, rows, cluster).await? {
+        for a in write_clustered(&mut writer, parts, cluster).await? {
             if let Action::Add(mut add) = a {
                 add.data_change = false;
                 actions.push(Action::Add(add));

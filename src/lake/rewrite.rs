@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 
 use super::commit_with;
 use super::merge::DELETED;
-use super::read::{KEY, by_family, family, key_batch, key_ranges};
+use super::read::{KEY, family, key_batch, key_ranges};
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
@@ -121,7 +121,6 @@ pub async fn replace_keys(
                 copied.push(conform(&kept, &schema)?);
             }
         }
-        let copied = concat(&schema, copied)?;
         actions.extend(write_clustered(&mut writer, copied, cluster).await?);
         let snapshot = table.snapshot()?.snapshot().clone();
         let mut views = snapshot.file_views(table.log_store().as_ref(), None);
@@ -152,7 +151,7 @@ pub async fn replace_keys(
     if rows.num_rows() > 0 {
         done.rows_written = rows.num_rows();
         let rows = conform(&rows, &schema)?;
-        actions.extend(write_clustered(&mut writer, rows, cluster).await?);
+        actions.extend(write_clustered(&mut writer, vec![rows], cluster).await?);
     }
 
     let mut props = commit_with(txns).with_max_retries(0);
@@ -217,54 +216,77 @@ async fn locate(
 /// than they skip).
 const MAX_SPLITS: usize = 8;
 
-/// Writes `rows` sorted by `cluster`'s [`family`] and value, one file per family: a file then spans a
-/// narrow range of ids, which [`super::read::key_ranges`] filters skip on its statistics.
-/// Takes `rows` by value so that the unsorted copy is gone before the writer encodes the sorted one.
+/// Writes the rows of `parts` sorted by `cluster`'s [`family`] and value, one file per family: a
+/// file then spans a narrow range of ids, which [`super::read::key_ranges`] filters skip on its
+/// statistics. The parts are not concatenated first: rows are gathered from them in their sorted
+/// order once, and not at all when they are in it already (the rows of one file this module
+/// wrote). The sort is stable, so parts that are sorted runs (files being packed, a file's row
+/// groups) cost a merge of the runs, not a sort of every row. Takes `parts` by value so they are
+/// gone once written.
 pub(super) async fn write_clustered(
     writer: &mut RecordBatchWriter,
-    rows: RecordBatch,
+    parts: Vec<RecordBatch>,
     cluster: &str,
 ) -> Result<Vec<Action>> {
-    if rows.num_rows() == 0 {
+    let parts: Vec<RecordBatch> = parts.into_iter().filter(|p| p.num_rows() > 0).collect();
+    if parts.is_empty() {
         return Ok(Vec::new());
     }
-    let order = {
-        let keys = utf8(&rows, cluster)?;
-        let keys = keys.as_string::<i32>();
-        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
-        // Nulls first, then by family and key (a null key is a row the MERGE rejected anyway).
-        order.sort_unstable_by(|&a, &b| {
-            let key = |i: u32| keys.is_valid(i as usize).then(|| keys.value(i as usize));
-            match (key(a), key(b)) {
-                (Some(a), Some(b)) => by_family(a, b),
-                (a, b) => a.cmp(&b),
-            }
-        });
-        arrow::array::UInt32Array::from(order)
-    };
-    let sorted = arrow::compute::take_record_batch(&rows, &order)?;
-    drop(rows);
-    let keys = utf8(&sorted, cluster)?;
-    let keys = keys.as_string::<i32>();
-    let fam = |i: usize| keys.is_valid(i).then(|| family(keys.value(i)));
-    let mut bounds: Vec<usize> = (1..sorted.num_rows()).filter(|&i| fam(i) != fam(i - 1)).collect();
+    let keys = parts.iter().map(|p| utf8(p, cluster)).collect::<Result<Vec<_>>>()?;
+    let mut rows = clustered_order(&keys);
+    let in_order = rows.is_sorted_by(|a, b| a.0 <= b.0);
+    if !in_order {
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let fam = |i: usize| rows[i].0.map(|(f, _)| f);
+    let mut bounds: Vec<usize> = (1..rows.len()).filter(|&i| fam(i) != fam(i - 1)).collect();
     if bounds.len() >= MAX_SPLITS {
         bounds.clear();
     }
-    bounds.push(sorted.num_rows());
+    bounds.push(rows.len());
+    let at: Vec<(usize, usize)> = rows.iter().map(|r| r.1).collect();
+    drop(rows);
+    let refs: Vec<&RecordBatch> = parts.iter().collect();
     let mut adds = Vec::new();
     let mut start = 0;
     for end in bounds {
-        writer.write(sorted.slice(start, end - start)).await?;
+        if in_order {
+            for (p, from, len) in runs(&at[start..end]) {
+                writer.write(parts[p].slice(from, len)).await?;
+            }
+        } else {
+            writer.write(arrow::compute::interleave_record_batch(&refs, &at[start..end])?).await?;
+        }
         adds.extend(writer.flush().await?.into_iter().map(Action::Add));
         start = end;
     }
     Ok(adds)
 }
 
-/// The parts as one batch; they are dropped as soon as it is built, not at the end of the caller.
-pub(super) fn concat(schema: &Arc<Schema>, parts: Vec<RecordBatch>) -> Result<RecordBatch> {
-    Ok(arrow::compute::concat_batches(schema, &parts)?)
+/// A row's place in the written order: nulls first (a null key is a row the MERGE rejected
+/// anyway), then by family and key ([`super::read::by_family`], the family found once per row).
+type SortKey<'a> = Option<((&'a str, usize), &'a str)>;
+
+/// Each row of the parts (by part and row) with its [`SortKey`], in the parts' order.
+fn clustered_order(keys: &[ArrayRef]) -> Vec<(SortKey<'_>, (usize, usize))> {
+    let mut rows = Vec::with_capacity(keys.iter().map(|k| k.len()).sum());
+    for (p, k) in keys.iter().enumerate() {
+        let k = k.as_string::<i32>();
+        rows.extend((0..k.len()).map(|i| (k.is_valid(i).then(|| (family(k.value(i)), k.value(i))), (p, i))));
+    }
+    rows
+}
+
+/// Consecutive rows of one part as (part, first row, rows).
+fn runs(at: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for &(p, i) in at {
+        match runs.last_mut() {
+            Some((q, from, len)) if *q == p && *from + *len == i => *len += 1,
+            _ => runs.push((p, i, 1)),
+        }
+    }
+    runs
 }
 
 /// A string column as plain `Utf8` (a scan may hand strings back as views).
@@ -288,4 +310,35 @@ pub(super) fn conform(batch: &RecordBatch, schema: &Arc<Schema>) -> Result<Recor
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    fn keys(v: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(v.to_vec()))
+    }
+
+    #[test]
+    fn rows_are_ordered_nulls_first_then_by_family_and_key_across_parts() {
+        let parts = [keys(&[Some("1000000"), Some("C999999")]), keys(&[None, Some("999999"), Some("999998")])];
+        let mut rows = clustered_order(&parts);
+        assert!(!rows.is_sorted_by(|a, b| a.0 <= b.0));
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let at: Vec<(usize, usize)> = rows.iter().map(|r| r.1).collect();
+        // null, 999998, 999999 (six digits), 1000000 (seven), C999999 (another family)
+        assert_eq!(at, [(1, 0), (1, 2), (1, 1), (0, 0), (0, 1)]);
+    }
+
+    #[test]
+    fn rows_already_in_order_are_written_as_slices_of_their_parts() {
+        let parts = [keys(&[Some("100"), Some("101")]), keys(&[Some("102"), Some("103"), Some("104")])];
+        let rows = clustered_order(&parts);
+        assert!(rows.is_sorted_by(|a, b| a.0 <= b.0));
+        let at: Vec<(usize, usize)> = rows.iter().map(|r| r.1).collect();
+        assert_eq!(runs(&at), [(0, 0, 2), (1, 0, 3)]);
+        assert_eq!(runs(&at[1..4]), [(0, 1, 1), (1, 0, 2)]);
+    }
 }
