@@ -146,6 +146,8 @@ async fn measure(c: Case, rows: u64, batches: u64, per_batch: u64) -> Cost {
 /// Which earlier orders a batch changes besides adding its new ones.
 #[derive(Clone, Copy)]
 enum Late {
+    /// No earlier order: the floor the others are measured from.
+    None,
     /// One order anywhere in the table.
     One,
     /// `n` orders anywhere in the table (statuses of old orders, uniformly).
@@ -157,6 +159,7 @@ enum Late {
 impl Late {
     fn name(self) -> String {
         match self {
+            Late::None => "none".into(),
             Late::One => "1 anywhere".into(),
             Late::Scattered(n) => format!("{n} anywhere"),
             Late::Recent(n) => format!("{n} in newest 10%"),
@@ -166,6 +169,7 @@ impl Late {
     /// The earlier order numbers a batch changes, out of the `total` seeded.
     fn pick(self, total: u64, rng: &mut SmallRng) -> BTreeSet<u64> {
         let (n, from) = match self {
+            Late::None => (0, 0),
             Late::One => (1, 0),
             Late::Scattered(n) => (n, 0),
             Late::Recent(n) => (n, total - total / 10),
@@ -292,7 +296,7 @@ fn late(rt: &tokio::runtime::Runtime, smoke: bool) {
         "{:<18} {:>10} {:>6} {:>8} {:>7} {:>12}",
         "changes", "file rows", "files", "cpu ms", "× small", "rows copied"
     );
-    for late in [Late::One, Late::Recent(changes), Late::Scattered(changes)] {
+    for late in [Late::None, Late::One, Late::Recent(changes), Late::Scattered(changes)] {
         let mut small = None;
         for rows in layouts {
             let c = rt.block_on(late_changes(total, rows, late_batches, per_batch, late));

@@ -15,7 +15,8 @@ use deltalake::DeltaTable;
 use super::republish::WholeAt;
 use super::{OrderFrames, bridge, strings};
 use crate::error::Result;
-use crate::lake::read::{by_family, scan_columns, scan_keys};
+use crate::lake::keys::by_family;
+use crate::lake::read::{scan_columns, scan_keys};
 use crate::lake::schema;
 use crate::lake::{Lake, version_of};
 

@@ -18,7 +18,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::RecordBatchWriter;
 
-use super::read::family;
+use super::keys::family;
 use super::rewrite::{conform, write_clustered};
 use crate::error::Result;
 

@@ -7,6 +7,7 @@ pub mod commits;
 pub mod compact;
 pub mod dead_letter;
 pub mod handles;
+pub(crate) mod keys;
 pub mod log_cleanup;
 mod log_store;
 mod markers;

@@ -22,8 +22,9 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
 
 use super::commit_with;
+use super::keys::{family, key_ranges};
 use super::merge::DELETED;
-use super::read::{KEY, family, key_batch, key_ranges};
+use super::read::{KEY, key_batch};
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
@@ -217,7 +218,7 @@ async fn locate(
 const MAX_SPLITS: usize = 8;
 
 /// Writes the rows of `parts` sorted by `cluster`'s [`family`] and value, one file per family: a
-/// file then spans a narrow range of ids, which [`super::read::key_ranges`] filters skip on its
+/// file then spans a narrow range of ids, which [`super::keys::key_ranges`] filters skip on its
 /// statistics. The parts are not concatenated first: rows are gathered from them in their sorted
 /// order once, and not at all when they are in it already (the rows of one file this module
 /// wrote). The sort is stable, so parts that are sorted runs (files being packed, a file's row
@@ -264,7 +265,7 @@ pub(super) async fn write_clustered(
 }
 
 /// A row's place in the written order: nulls first (a null key is a row the MERGE rejected
-/// anyway), then by family and key ([`super::read::by_family`], the family found once per row).
+/// anyway), then by family and key ([`super::keys::by_family`], the family found once per row).
 type SortKey<'a> = Option<((&'a str, usize), &'a str)>;
 
 /// Each row of the parts (by part and row) with its [`SortKey`], in the parts' order.
