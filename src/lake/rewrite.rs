@@ -234,6 +234,8 @@ pub(super) async fn write_clustered(
         return Ok(Vec::new());
     }
     let keys = parts.iter().map(|p| utf8(p, cluster)).collect::<Result<Vec<_>>>()?;
+    let (parts, keys): (Vec<RecordBatch>, Vec<ArrayRef>) =
+        part_order(&keys).into_iter().map(|p| (parts[p].clone(), keys[p].clone())).unzip();
     let mut rows = clustered_order(&keys);
     let in_order = rows.is_sorted_by(|a, b| a.0 <= b.0);
     if !in_order {
@@ -268,12 +270,26 @@ pub(super) async fn write_clustered(
 /// anyway), then by family and key ([`super::keys::by_family`], the family found once per row).
 type SortKey<'a> = Option<((&'a str, usize), &'a str)>;
 
+/// The parts (by their key columns) in the order of their first keys. A scan of several files
+/// hands their batches back interleaved; files of disjoint key ranges (as this module and
+/// compaction leave them) are then in order again, and need neither a sort nor a gather.
+fn part_order(keys: &[ArrayRef]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&p| sort_key(keys[p].as_string::<i32>(), 0));
+    order
+}
+
+/// The [`SortKey`] of row `i` of a key column.
+fn sort_key(k: &arrow::array::StringArray, i: usize) -> SortKey<'_> {
+    k.is_valid(i).then(|| (family(k.value(i)), k.value(i)))
+}
+
 /// Each row of the parts (by part and row) with its [`SortKey`], in the parts' order.
 fn clustered_order(keys: &[ArrayRef]) -> Vec<(SortKey<'_>, (usize, usize))> {
     let mut rows = Vec::with_capacity(keys.iter().map(|k| k.len()).sum());
     for (p, k) in keys.iter().enumerate() {
         let k = k.as_string::<i32>();
-        rows.extend((0..k.len()).map(|i| (k.is_valid(i).then(|| (family(k.value(i)), k.value(i))), (p, i))));
+        rows.extend((0..k.len()).map(|i| (sort_key(k, i), (p, i))));
     }
     rows
 }
@@ -341,5 +357,21 @@ mod tests {
         let at: Vec<(usize, usize)> = rows.iter().map(|r| r.1).collect();
         assert_eq!(runs(&at), [(0, 0, 2), (1, 0, 3)]);
         assert_eq!(runs(&at[1..4]), [(0, 1, 1), (1, 0, 2)]);
+    }
+
+    #[test]
+    fn batches_of_disjoint_files_scanned_interleaved_are_put_back_in_order() {
+        // Two files, 100–103 and 200–203, each read as two batches and streamed interleaved.
+        let parts = [
+            keys(&[Some("200"), Some("201")]),
+            keys(&[Some("100"), Some("101")]),
+            keys(&[Some("202"), Some("203")]),
+            keys(&[Some("102"), Some("103")]),
+        ];
+        assert!(!clustered_order(&parts).is_sorted_by(|a, b| a.0 <= b.0));
+        let order = part_order(&parts);
+        assert_eq!(order, [1, 3, 0, 2]);
+        let reordered: Vec<ArrayRef> = order.iter().map(|&p| parts[p].clone()).collect();
+        assert!(clustered_order(&reordered).is_sorted_by(|a, b| a.0 <= b.0));
     }
 }
