@@ -66,13 +66,18 @@ fn split_at_gaps<'a>(families: &BTreeMap<(&str, usize), Vec<&'a str>>) -> Vec<(&
     // (share of its family's range, family, index of the key after the gap)
     let mut gaps: Vec<(f64, usize, usize)> = Vec::new();
     for (f, (&(prefix, _), keys)) in families.iter().enumerate() {
-        let (Some(first), Some(last)) = (keys.first(), keys.last()) else { continue };
-        let span = distance(&first[prefix.len()..], &last[prefix.len()..]);
+        let rest = |k: &'a str| &k[prefix.len()..];
+        // Digits (the usual ids) are parsed once each, not once per gap on either side.
+        let numbers: Option<Vec<u128>> = keys.iter().map(|k| rest(k).parse().ok()).collect();
+        let mut between: Vec<f64> = match numbers {
+            Some(n) => n.windows(2).map(|p| p[1].saturating_sub(p[0]) as f64).collect(),
+            None => keys.windows(2).map(|p| distance(rest(p[0]), rest(p[1]))).collect(),
+        };
+        let span: f64 = between.iter().sum();
         if span <= 0.0 {
             continue;
         }
-        let mut between: Vec<f64> =
-            keys.windows(2).map(|p| distance(&p[0][prefix.len()..], &p[1][prefix.len()..]) / span).collect();
+        between.iter_mut().for_each(|g| *g /= span);
         // The lower median, so that one far key among two close ones still stands out; a lone
         // gap (two keys) is compared with the range alone.
         let median = match between.len() {
