@@ -161,7 +161,7 @@ pub async fn compact(
     }
     let ctx = super::read::session();
     table.update_datafusion_session(&ctx.state())?;
-    let mut writer = RecordBatchWriter::for_table(&table)?;
+    let mut writer = RecordBatchWriter::for_table(&table)?.with_writer_properties(super::splice::writer_properties());
     let schema = writer.arrow_schema();
     let mut actions: Vec<Action> = Vec::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();

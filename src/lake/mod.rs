@@ -19,6 +19,7 @@ pub mod rewrite;
 pub mod rows;
 pub mod schema;
 pub mod silver;
+pub mod splice;
 pub mod stats;
 pub mod store;
 pub mod tiered;

@@ -35,6 +35,9 @@ struct Rewritten {
     files_rewritten: usize,
     rows_copied: usize,
     rows_written: usize,
+    /// Row groups of rewritten files copied as bytes, and decoded to drop rows ([`super::splice`]).
+    groups_copied: usize,
+    groups_recoded: usize,
 }
 
 /// Where the existing rows of a batch's keys may be.
@@ -85,20 +88,18 @@ pub async fn replace_keys(
     // Keys whose existing row is at least as new as the batch's: that row stays.
     let mut stale: HashSet<String> = HashSet::new();
     // The files' other rows (and rows that stay) are copied into new files; the files go.
-    let mut writer = RecordBatchWriter::for_table(&table)?;
+    let mut writer = RecordBatchWriter::for_table(&table)?.with_writer_properties(super::splice::writer_properties());
     let schema = writer.arrow_schema();
     let mut actions: Vec<Action> = Vec::new();
     if !files.is_empty() {
-        let provider = table.table_provider().with_file_paths(files.iter().cloned()).await?;
-        // Streamed, not collected: a file's rows are held only until what stays of them is kept.
-        let mut scan = ctx.read_table(provider)?.execute_stream().await?;
-        let mut copied = Vec::new();
-        while let Some(b) = scan.try_next().await? {
-            let old_keys = utf8(&b, key)?;
+        // Which of an existing file's rows stay: all but the batch's keys, unless the existing
+        // row is at least as new (then it stays and the batch's row is not written).
+        let mut keep = |b: &RecordBatch| -> Result<BooleanArray> {
+            let old_keys = utf8(b, key)?;
             let old_keys = old_keys.as_string::<i32>();
-            let old_guard = guard.map(|g| utf8(&b, g)).transpose()?;
+            let old_guard = guard.map(|g| utf8(b, g)).transpose()?;
             let old_guard = old_guard.as_ref().map(|g| g.as_string::<i32>());
-            let keep: BooleanArray = (0..b.num_rows())
+            Ok((0..b.num_rows())
                 .map(|i| {
                     let Some((k, j)) =
                         old_keys.is_valid(i).then(|| old_keys.value(i)).and_then(|k| Some((k, by_key.get(k)?)))
@@ -115,14 +116,42 @@ pub async fn replace_keys(
                     }
                     Some(!newer)
                 })
-                .collect();
-            let kept = arrow::compute::filter_record_batch(&b, &keep)?;
-            if kept.num_rows() > 0 {
-                done.rows_copied += kept.num_rows();
-                copied.push(conform(&kept, &schema)?);
+                .collect())
+        };
+        // Files in row groups of the current schema lose only the groups holding the keys.
+        let mut copy = Vec::new();
+        match super::splice::stats_columns(&table, &schema) {
+            Some(stats) => {
+                let mut sorted: Vec<&str> = by_key.keys().copied().collect();
+                sorted.sort_unstable();
+                for f in &files {
+                    match super::splice::splice(&table, f, &schema, &stats, key, &sorted, &mut keep).await? {
+                        Some(s) => {
+                            done.rows_copied += s.rows_kept;
+                            done.groups_copied += s.groups_copied;
+                            done.groups_recoded += s.groups_recoded;
+                            actions.extend(s.add.map(Action::Add));
+                        }
+                        None => copy.push(f.clone()),
+                    }
+                }
             }
+            None => copy.extend(files.iter().cloned()),
         }
-        actions.extend(write_clustered(&mut writer, copied, cluster).await?);
+        if !copy.is_empty() {
+            let provider = table.table_provider().with_file_paths(copy).await?;
+            // Streamed, not collected: a file's rows are held only until what stays of them is kept.
+            let mut scan = ctx.read_table(provider)?.execute_stream().await?;
+            let mut copied = Vec::new();
+            while let Some(b) = scan.try_next().await? {
+                let kept = arrow::compute::filter_record_batch(&b, &keep(&b)?)?;
+                if kept.num_rows() > 0 {
+                    done.rows_copied += kept.num_rows();
+                    copied.push(conform(&kept, &schema)?);
+                }
+            }
+            actions.extend(write_clustered(&mut writer, copied, cluster).await?);
+        }
         let snapshot = table.snapshot()?.snapshot().clone();
         let mut views = snapshot.file_views(table.log_store().as_ref(), None);
         while let Some(v) = views.try_next().await? {

@@ -14,6 +14,7 @@ mod e2e;
 mod gold_window;
 mod held;
 mod lake_format;
+mod late_changes;
 mod maintain;
 mod metrics;
 mod moved;
