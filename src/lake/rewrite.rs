@@ -118,13 +118,38 @@ pub async fn replace_keys(
                 })
                 .collect())
         };
-        // Files in row groups of the current schema lose only the groups holding the keys.
+        // The files go; how many rows each holds decides how it is copied.
+        let mut rows_of: HashMap<String, usize> = HashMap::new();
+        let snapshot = table.snapshot()?.snapshot().clone();
+        let mut views = snapshot.file_views(table.log_store().as_ref(), None);
+        while let Some(v) = views.try_next().await? {
+            if files.contains(v.path().as_ref()) {
+                actions.push(Action::Remove(v.remove_action(true)));
+                rows_of.insert(v.path().to_string(), v.num_records().unwrap_or(0));
+                done.files_rewritten += 1;
+            }
+        }
+        if done.files_rewritten != files.len() {
+            return Err(crate::error::Error::Other(format!(
+                "rewrite of {}: {} files hold the keys but {} of them are in the table's file list",
+                table.table_url(),
+                files.len(),
+                done.files_rewritten
+            )));
+        }
+        // Files of more than a row group lose only the groups holding the keys, each file staying
+        // whole; smaller ones (the last batches' files) are read together and their rows merged
+        // into as few files as their key families allow.
         let mut copy = Vec::new();
         match super::splice::stats_columns(&table, &schema) {
             Some(stats) => {
                 let mut sorted: Vec<&str> = by_key.keys().copied().collect();
                 sorted.sort_unstable();
                 for f in &files {
+                    if rows_of.get(f).is_none_or(|&n| n <= super::splice::ROW_GROUP_ROWS) {
+                        copy.push(f.clone());
+                        continue;
+                    }
                     match super::splice::splice(&table, f, &schema, &stats, key, &sorted, &mut keep).await? {
                         Some(s) => {
                             done.rows_copied += s.rows_kept;
@@ -151,22 +176,6 @@ pub async fn replace_keys(
                 }
             }
             actions.extend(write_clustered(&mut writer, copied, cluster).await?);
-        }
-        let snapshot = table.snapshot()?.snapshot().clone();
-        let mut views = snapshot.file_views(table.log_store().as_ref(), None);
-        while let Some(v) = views.try_next().await? {
-            if files.contains(v.path().as_ref()) {
-                actions.push(Action::Remove(v.remove_action(true)));
-                done.files_rewritten += 1;
-            }
-        }
-        if done.files_rewritten != files.len() {
-            return Err(crate::error::Error::Other(format!(
-                "rewrite of {}: {} files hold the keys but {} of them are in the table's file list",
-                table.table_url(),
-                files.len(),
-                done.files_rewritten
-            )));
         }
     }
     let deleted = rows.column_by_name(DELETED).map(|c| c.as_boolean().clone());

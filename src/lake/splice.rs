@@ -11,10 +11,9 @@
 //! null counts of the table's statistics columns, aggregated), which readers skip files on and
 //! may answer `MIN`/`MAX`/`COUNT` from: so splicing is only done where those columns are strings
 //! or dates, whose statistics are rendered here exactly as delta-rs does; other tables (and files
-//! of one row group, or of an older schema) take the ordinary copy.
+//! of an older schema) take the ordinary copy.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -74,8 +73,8 @@ pub struct Spliced {
 }
 
 /// The file at `path` (table-relative) again without the rows `keep` rejects, written to a new
-/// file of the table; `None` when it cannot be spliced (one row group, another schema) and the
-/// caller copies it the ordinary way. Only row groups whose `key` statistics admit one of the
+/// file of the table; `None` when it cannot be spliced (a file of an older schema, whose rows
+/// must be conformed) and the caller copies it the ordinary way. Only row groups whose `key` statistics admit one of the
 /// sorted `keys` are decoded and given to `keep`; the others hold none of them.
 pub async fn splice(
     table: &DeltaTable,
@@ -91,11 +90,10 @@ pub async fn splice(
     // With the page indexes: the copied chunks keep theirs (and a file whose chunks have them
     // mixed with chunks that do not cannot be written).
     let meta = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional).parse_and_finish(&old)?;
-    let props = Arc::new(writer_properties());
-    let out = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.as_ref().clone()))?;
+    let out = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))?;
     let (mut writer, factory) = out.into_serialized_writer()?;
     let descr = meta.file_metadata().schema_descr();
-    if meta.num_row_groups() < 2 || descr.root_schema() != writer.schema_descr().root_schema() {
+    if descr.root_schema() != writer.schema_descr().root_schema() {
         return Ok(None);
     }
     let Some(key_col) = descr.columns().iter().position(|c| c.path().parts() == [key]) else { return Ok(None) };
@@ -113,13 +111,15 @@ pub async fn splice(
             if n < group.num_rows() as usize {
                 done.groups_recoded += 1;
                 done.rows_kept += n;
-                if n > 0 {
+                // In groups of at most ROW_GROUP_ROWS: a file written before keyed files had
+                // them (one group) takes this layout at its first change.
+                let kept = arrow::compute::concat_batches(schema, &kept)?;
+                for at in (0..n).step_by(ROW_GROUP_ROWS) {
+                    let rows = kept.slice(at, ROW_GROUP_ROWS.min(n - at));
                     let mut columns = factory.create_column_writers(writer.flushed_row_groups().len())?;
-                    for b in &kept {
-                        for ((w, field), array) in columns.iter_mut().zip(schema.fields()).zip(b.columns()) {
-                            for leaf in compute_leaves(field, array)? {
-                                w.write(&leaf)?;
-                            }
+                    for ((w, field), array) in columns.iter_mut().zip(schema.fields()).zip(rows.columns()) {
+                        for leaf in compute_leaves(field, array)? {
+                            w.write(&leaf)?;
                         }
                     }
                     let mut out = writer.next_row_group()?;

@@ -135,3 +135,70 @@ async fn a_late_change_decodes_only_the_row_groups_holding_it() {
         assert_eq!(actual[field], expected[field], "{field}: spliced {actual} vs delta-rs {expected}");
     }
 }
+
+/// A file written before keyed files came in row groups (one group of every row) is decoded whole
+/// at its first change, and written in row groups of 16,384 rows from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_one_row_group_takes_row_groups_at_its_first_change() {
+    let name = unique("late-changes-old");
+    let s = settings(&name, &LakeKind::Azurite, false);
+    let lake = Lake::new(&s);
+    let table = lake.open_or_create(REL, &SILVER_ORDERS).await.unwrap();
+    let total = 40_000u64;
+    // As delta-rs writes by default: one row group.
+    let mut writer = RecordBatchWriter::for_table(&table).unwrap();
+    writer.write(orders(0..total, 1, "placed")).await.unwrap();
+    let table = {
+        use deltalake::kernel::Action;
+        use deltalake::kernel::transaction::CommitBuilder;
+        use deltalake::protocol::{DeltaOperation, SaveMode};
+        let adds = writer.flush().await.unwrap().into_iter().map(Action::Add).collect();
+        let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
+        let done = CommitBuilder::default()
+            .with_actions(adds)
+            .build(Some(table.snapshot().unwrap()), table.log_store(), op)
+            .await
+            .unwrap();
+        let mut table = table;
+        table.state = Some(done.snapshot());
+        table
+    };
+    let table = replace_keys(
+        table,
+        "order_id",
+        orders([123].into_iter(), 2, "shipped"),
+        Search::All,
+        Some("source_pos"),
+        "order_id",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let m = metrics(&table).await;
+    assert_eq!((m["groups_recoded"].as_u64(), m["groups_copied"].as_u64()), (Some(1), Some(0)), "{m}");
+    assert_eq!(m["rows_copied"], total - 1, "{m}");
+    let rows = read::scan(&table, None).await.unwrap();
+    assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>() as u64, total);
+
+    // The next change to that file copies two of its three groups as bytes.
+    let table = replace_keys(
+        table,
+        "order_id",
+        orders([30_000].into_iter(), 3, "shipped"),
+        Search::All,
+        Some("source_pos"),
+        "order_id",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let m = metrics(&table).await;
+    assert_eq!((m["groups_recoded"].as_u64(), m["groups_copied"].as_u64()), (Some(1), Some(2)), "{m}");
+    let found = read::scan(
+        &table,
+        Some(deltalake::datafusion::prelude::col("status").eq(deltalake::datafusion::prelude::lit("shipped"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+}
