@@ -14,6 +14,7 @@
 //! of an older schema) take the ordinary copy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -22,13 +23,14 @@ use deltalake::DeltaTable;
 use deltalake::kernel::Add;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::arrow_writer::compute_leaves;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, LogicalType};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
+use parquet::file::writer::SerializedFileWriter;
 
 use crate::error::{Error, Result};
 
@@ -74,8 +76,9 @@ pub struct Spliced {
 
 /// The file at `path` (table-relative) again without the rows `keep` rejects, written to a new
 /// file of the table; `None` when it cannot be spliced (a file of an older schema, whose rows
-/// must be conformed) and the caller copies it the ordinary way. Only row groups whose `key` statistics admit one of the
-/// sorted `keys` are decoded and given to `keep`; the others hold none of them.
+/// must be conformed) and the caller copies it the ordinary way. Only row groups whose `key`
+/// statistics admit one of the sorted `keys` are decoded and given to `keep`; the others hold
+/// none of them.
 pub async fn splice(
     table: &DeltaTable,
     path: &str,
@@ -97,55 +100,33 @@ pub async fn splice(
         return Ok(None);
     }
     let Some(key_col) = descr.columns().iter().position(|c| c.path().parts() == [key]) else { return Ok(None) };
+    let meta = ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::default())?;
 
     let mut done = Spliced { add: None, rows_kept: 0, groups_copied: 0, groups_recoded: 0 };
-    for (i, group) in meta.row_groups().iter().enumerate() {
+    for (i, group) in meta.metadata().row_groups().iter().enumerate() {
         if admits(group.column(key_col).statistics(), keys) {
-            let rows = ParquetRecordBatchReaderBuilder::try_new(old.clone())?.with_row_groups(vec![i]).build()?;
+            let rows = ParquetRecordBatchReaderBuilder::new_with_metadata(old.clone(), meta.clone());
             let mut kept = Vec::new();
-            for b in rows {
+            for b in rows.with_row_groups(vec![i]).build()? {
                 let b = b?;
-                kept.push(arrow::compute::filter_record_batch(&b, &keep(&b)?)?);
+                kept.push(super::rewrite::conform(&arrow::compute::filter_record_batch(&b, &keep(&b)?)?, schema)?);
             }
-            let n: usize = kept.iter().map(RecordBatch::num_rows).sum();
-            if n < group.num_rows() as usize {
+            let kept = arrow::compute::concat_batches(schema, &kept)?;
+            if kept.num_rows() < group.num_rows() as usize {
                 done.groups_recoded += 1;
-                done.rows_kept += n;
+                done.rows_kept += kept.num_rows();
                 // In groups of at most ROW_GROUP_ROWS: a file written before keyed files had
                 // them (one group) takes this layout at its first change.
-                let kept = arrow::compute::concat_batches(schema, &kept)?;
-                for at in (0..n).step_by(ROW_GROUP_ROWS) {
-                    let rows = kept.slice(at, ROW_GROUP_ROWS.min(n - at));
-                    let mut columns = factory.create_column_writers(writer.flushed_row_groups().len())?;
-                    for ((w, field), array) in columns.iter_mut().zip(schema.fields()).zip(rows.columns()) {
-                        for leaf in compute_leaves(field, array)? {
-                            w.write(&leaf)?;
-                        }
-                    }
-                    let mut out = writer.next_row_group()?;
-                    for w in columns {
-                        w.close()?.append_to_row_group(&mut out)?;
-                    }
-                    out.close()?;
+                for at in (0..kept.num_rows()).step_by(ROW_GROUP_ROWS) {
+                    let rows = kept.slice(at, ROW_GROUP_ROWS.min(kept.num_rows() - at));
+                    encode_group(&mut writer, &factory, schema, &rows)?;
                 }
                 continue;
             }
         }
         done.groups_copied += 1;
         done.rows_kept += group.num_rows() as usize;
-        let mut out = writer.next_row_group()?;
-        for (c, column) in group.columns().iter().enumerate() {
-            let close = ColumnCloseResult {
-                bytes_written: column.compressed_size() as u64,
-                rows_written: group.num_rows() as u64,
-                metadata: column.clone(),
-                bloom_filter: None,
-                column_index: meta.column_index().and_then(|g| g.get(i)?.get(c)).cloned(),
-                offset_index: meta.offset_index().and_then(|g| g.get(i)?.get(c)).cloned(),
-            };
-            out.append_column(&old, close)?;
-        }
-        out.close()?;
+        copy_group(&mut writer, &old, meta.metadata(), i)?;
     }
     if done.rows_kept == 0 {
         return Ok(Some(done));
@@ -172,6 +153,49 @@ pub async fn splice(
         clustering_provider: None,
     });
     Ok(Some(done))
+}
+
+type FileWriter = SerializedFileWriter<Vec<u8>>;
+
+/// `rows` encoded as the next row group of `writer`.
+fn encode_group(
+    writer: &mut FileWriter,
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &SchemaRef,
+    rows: &RecordBatch,
+) -> Result<()> {
+    let mut columns = factory.create_column_writers(writer.flushed_row_groups().len())?;
+    for ((w, field), array) in columns.iter_mut().zip(schema.fields()).zip(rows.columns()) {
+        for leaf in compute_leaves(field, array)? {
+            w.write(&leaf)?;
+        }
+    }
+    let mut out = writer.next_row_group()?;
+    for w in columns {
+        w.close()?.append_to_row_group(&mut out)?;
+    }
+    out.close()?;
+    Ok(())
+}
+
+/// Row group `i` of the file `old` (with footer `meta`) copied into `writer` as its encoded
+/// bytes, with its page indexes.
+fn copy_group(writer: &mut FileWriter, old: &Bytes, meta: &ParquetMetaData, i: usize) -> Result<()> {
+    let group = meta.row_group(i);
+    let mut out = writer.next_row_group()?;
+    for (c, column) in group.columns().iter().enumerate() {
+        let close = ColumnCloseResult {
+            bytes_written: column.compressed_size() as u64,
+            rows_written: group.num_rows() as u64,
+            metadata: column.clone(),
+            bloom_filter: None,
+            column_index: meta.column_index().and_then(|g| g.get(i)?.get(c)).cloned(),
+            offset_index: meta.offset_index().and_then(|g| g.get(i)?.get(c)).cloned(),
+        };
+        out.append_column(old, close)?;
+    }
+    out.close()?;
+    Ok(())
 }
 
 /// Whether a row group whose key column has `stats` may hold one of the sorted `keys`.

@@ -31,6 +31,15 @@ fn orders(ids: impl Iterator<Item = u64> + Clone, pos: u64, status: &str) -> Rec
     RecordBatch::try_new(SILVER_ORDERS.arrow_schema(), cols).unwrap()
 }
 
+/// `table` after order `o` is shipped at position `pos`, and that commit's metrics.
+async fn ship(table: deltalake::DeltaTable, o: u64, pos: u64) -> (deltalake::DeltaTable, Value) {
+    let batch = orders([o].into_iter(), pos, "shipped");
+    let table =
+        replace_keys(table, "order_id", batch, Search::All, Some("source_pos"), "order_id", vec![]).await.unwrap();
+    let m = metrics(&table).await;
+    (table, m)
+}
+
 /// The `operationMetrics` of the table's last commit.
 async fn metrics(table: &deltalake::DeltaTable) -> Value {
     let v = orderlake::lake::version_of(table);
@@ -163,36 +172,14 @@ async fn a_file_of_one_row_group_takes_row_groups_at_its_first_change() {
         table.state = Some(done.snapshot());
         table
     };
-    let table = replace_keys(
-        table,
-        "order_id",
-        orders([123].into_iter(), 2, "shipped"),
-        Search::All,
-        Some("source_pos"),
-        "order_id",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let m = metrics(&table).await;
+    let (table, m) = ship(table, 123, 2).await;
     assert_eq!((m["groups_recoded"].as_u64(), m["groups_copied"].as_u64()), (Some(1), Some(0)), "{m}");
     assert_eq!(m["rows_copied"], total - 1, "{m}");
     let rows = read::scan(&table, None).await.unwrap();
     assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>() as u64, total);
 
     // The next change to that file copies two of its three groups as bytes.
-    let table = replace_keys(
-        table,
-        "order_id",
-        orders([30_000].into_iter(), 3, "shipped"),
-        Search::All,
-        Some("source_pos"),
-        "order_id",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let m = metrics(&table).await;
+    let (table, m) = ship(table, 30_000, 3).await;
     assert_eq!((m["groups_recoded"].as_u64(), m["groups_copied"].as_u64()), (Some(1), Some(2)), "{m}");
     let found = read::scan(
         &table,
