@@ -27,7 +27,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, Parq
 use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, LogicalType};
 use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 use parquet::file::writer::SerializedFileWriter;
@@ -216,8 +216,7 @@ fn file_stats(meta: &ParquetMetaData, columns: &[String]) -> Result<String> {
     for name in columns {
         let Some(i) = descr.columns().iter().position(|c| c.path().parts() == [name.as_str()]) else { continue };
         let date = matches!(descr.column(i).logical_type_ref(), Some(LogicalType::Date));
-        let groups: Vec<&RowGroupMetaData> = meta.row_groups().iter().collect();
-        let stats: Vec<&Statistics> = groups.iter().filter_map(|g| g.column(i).statistics()).collect();
+        let stats: Vec<&Statistics> = meta.row_groups().iter().filter_map(|g| g.column(i).statistics()).collect();
         if stats.is_empty() {
             continue;
         }

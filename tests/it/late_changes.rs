@@ -31,6 +31,24 @@ fn orders(ids: impl Iterator<Item = u64> + Clone, pos: u64, status: &str) -> Rec
     RecordBatch::try_new(SILVER_ORDERS.arrow_schema(), cols).unwrap()
 }
 
+/// An empty silver orders table on Azurite (container named after `prefix`), and its lake.
+async fn empty(prefix: &str) -> (Lake, deltalake::DeltaTable) {
+    let s = settings(&unique(prefix), &LakeKind::Azurite, false);
+    let lake = Lake::new(&s);
+    let table = lake.open_or_create(REL, &SILVER_ORDERS).await.unwrap();
+    (lake, table)
+}
+
+/// Orders `0..total` written as orderlake writes them: one file of three row groups.
+async fn seeded(prefix: &str, total: u64) -> (Lake, deltalake::DeltaTable) {
+    let (lake, table) = empty(prefix).await;
+    let rows = orders(0..total, 1, "placed");
+    let table =
+        replace_keys(table, "order_id", rows, Search::Nowhere, Some("source_pos"), "order_id", vec![]).await.unwrap();
+    assert_eq!(table.snapshot().unwrap().log_data().num_files(), 1, "one file of three row groups");
+    (lake, table)
+}
+
 /// `table` after order `o` is shipped at position `pos`, and that commit's metrics.
 async fn ship(table: deltalake::DeltaTable, o: u64, pos: u64) -> (deltalake::DeltaTable, Value) {
     let batch = orders([o].into_iter(), pos, "shipped");
@@ -51,23 +69,8 @@ async fn metrics(table: &deltalake::DeltaTable) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_change_decodes_only_the_row_groups_holding_it() {
-    let name = unique("late-changes");
-    let s = settings(&name, &LakeKind::Azurite, false);
-    let lake = Lake::new(&s);
-    let table = lake.open_or_create(REL, &SILVER_ORDERS).await.unwrap();
     let total = 40_000u64;
-    let table = replace_keys(
-        table,
-        "order_id",
-        orders(0..total, 1, "placed"),
-        Search::Nowhere,
-        Some("source_pos"),
-        "order_id",
-        vec![],
-    )
-    .await
-    .unwrap();
-    assert_eq!(table.snapshot().unwrap().log_data().num_files(), 1, "one file of three row groups");
+    let (_, table) = seeded("late-changes", total).await;
 
     // Order 0 (first row group, the file's least key) and 20,000 (second) change; order 30,000
     // (third) arrives with an older position and stays as it is; order 40,000 is new.
@@ -149,10 +152,7 @@ async fn a_late_change_decodes_only_the_row_groups_holding_it() {
 /// at its first change, and written in row groups of 16,384 rows from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_of_one_row_group_takes_row_groups_at_its_first_change() {
-    let name = unique("late-changes-old");
-    let s = settings(&name, &LakeKind::Azurite, false);
-    let lake = Lake::new(&s);
-    let table = lake.open_or_create(REL, &SILVER_ORDERS).await.unwrap();
+    let (_, table) = empty("late-changes-old").await;
     let total = 40_000u64;
     // As delta-rs writes by default: one row group.
     let mut writer = RecordBatchWriter::for_table(&table).unwrap();
@@ -188,4 +188,36 @@ async fn a_file_of_one_row_group_takes_row_groups_at_its_first_change() {
     .await
     .unwrap();
     assert_eq!(found.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+}
+
+/// A splice is only right against the version it read: over a table another writer moved since,
+/// the rewrite fails as a commit conflict after writing its file, and the table keeps every row
+/// as the other writer left it (the unreferenced file is VACUUM's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splice_over_a_table_that_moved_fails_as_a_conflict_and_changes_nothing() {
+    let total = 40_000u64;
+    let (lake, stale) = seeded("late-changes-race", total).await;
+    let fresh = lake.open(REL).await.unwrap().unwrap();
+    let (fresh, _) = ship(fresh, 100, 2).await;
+
+    let batch = orders([20_000].into_iter(), 3, "shipped");
+    let err = replace_keys(stale, "order_id", batch, Search::All, Some("source_pos"), "order_id", vec![])
+        .await
+        .expect_err("the table moved");
+    assert!(err.is_commit_conflict(), "a splice over a newer version is a commit conflict: {err}");
+
+    let now = lake.open(REL).await.unwrap().unwrap();
+    assert_eq!(orderlake::lake::version_of(&now), orderlake::lake::version_of(&fresh));
+    let shipped = deltalake::datafusion::prelude::col("status").eq(deltalake::datafusion::prelude::lit("shipped"));
+    let found = read::scan(&now, Some(shipped)).await.unwrap();
+    let found = arrow::compute::concat_batches(&found[0].schema(), &found).unwrap();
+    let ids =
+        arrow::compute::cast(found.column_by_name("order_id").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+    assert_eq!(
+        ids.as_string::<i32>().iter().collect::<Vec<_>>(),
+        [Some("100000100")],
+        "only the other writer's change"
+    );
+    let all = read::scan(&now, None).await.unwrap();
+    assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>() as u64, total);
 }
