@@ -8,7 +8,7 @@
 //! window) and adds its rows as new files, so the cost stays that of the batch.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
@@ -19,7 +19,7 @@ use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::commit_with;
 use super::keys::{family, key_ranges};
@@ -28,6 +28,11 @@ use super::read::{KEY, key_batch};
 use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
+
+/// Files spliced at once at most, and the bytes of old files they may hold together (at least
+/// one file is spliced, however big).
+const MAX_SPLICES: usize = 4;
+const SPLICE_BUDGET: u64 = 96 << 20;
 
 /// What a rewrite did, recorded as the commit's `operationMetrics`.
 #[derive(Debug, Default, serde::Serialize)]
@@ -85,8 +90,9 @@ pub async fn replace_keys(
         Search::Within(w) => locate(&ctx, &table, key, &by_key, Some(w)).await?,
     };
 
-    // Keys whose existing row is at least as new as the batch's: that row stays.
-    let mut stale: HashSet<String> = HashSet::new();
+    // Keys whose existing row is at least as new as the batch's: that row stays. Behind a lock:
+    // several files are spliced at once.
+    let stale: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
     // The files' other rows (and rows that stay) are copied into new files; the files go.
     let mut writer = RecordBatchWriter::for_table(&table)?.with_writer_properties(super::splice::writer_properties());
     let schema = writer.arrow_schema();
@@ -94,12 +100,13 @@ pub async fn replace_keys(
     if !files.is_empty() {
         // Which of an existing file's rows stay: all but the batch's keys, unless the existing
         // row is at least as new (then it stays and the batch's row is not written).
-        let mut keep = |b: &RecordBatch| -> Result<BooleanArray> {
+        let keep = |b: &RecordBatch| -> Result<BooleanArray> {
             let old_keys = utf8(b, key)?;
             let old_keys = old_keys.as_string::<i32>();
             let old_guard = guard.map(|g| utf8(b, g)).transpose()?;
             let old_guard = old_guard.as_ref().map(|g| g.as_string::<i32>());
-            Ok((0..b.num_rows())
+            let mut stays = Vec::new();
+            let mask = (0..b.num_rows())
                 .map(|i| {
                     let Some((k, j)) =
                         old_keys.is_valid(i).then(|| old_keys.value(i)).and_then(|k| Some((k, by_key.get(k)?)))
@@ -112,20 +119,24 @@ pub async fn replace_keys(
                         _ => true,
                     };
                     if !newer {
-                        stale.insert(k.to_string());
+                        stays.push(k.to_string());
                     }
                     Some(!newer)
                 })
-                .collect())
+                .collect();
+            if !stays.is_empty() {
+                stale.lock().unwrap_or_else(|e| e.into_inner()).extend(stays);
+            }
+            Ok(mask)
         };
         // The files go; how many rows each holds decides how it is copied.
-        let mut rows_of: HashMap<String, usize> = HashMap::new();
+        let mut sizes: HashMap<String, (usize, i64)> = HashMap::new();
         let snapshot = table.snapshot()?.snapshot().clone();
         let mut views = snapshot.file_views(table.log_store().as_ref(), None);
         while let Some(v) = views.try_next().await? {
             if files.contains(v.path().as_ref()) {
                 actions.push(Action::Remove(v.remove_action(true)));
-                rows_of.insert(v.path().to_string(), v.num_records().unwrap_or(0));
+                sizes.insert(v.path().to_string(), (v.num_records().unwrap_or(0), v.size()));
                 done.files_rewritten += 1;
             }
         }
@@ -140,31 +151,50 @@ pub async fn replace_keys(
         // Files of more than a row group lose only the groups holding the keys, each file staying
         // whole; smaller ones (the last batches' files) are read together and their rows merged
         // into as few files as their key families allow.
-        let mut copy = Vec::new();
+        let big = |f: &String| sizes.get(f).is_some_and(|&(rows, _)| rows > super::splice::ROW_GROUP_ROWS);
+        let (big, small): (Vec<String>, Vec<String>) = files.iter().cloned().partition(big);
+        let mut whole = Vec::new();
         match super::splice::stats_columns(&table, &schema) {
-            Some(stats) => {
+            Some(stats) if !big.is_empty() => {
                 let mut sorted: Vec<&str> = by_key.keys().copied().collect();
                 sorted.sort_unstable();
-                for f in &files {
-                    if rows_of.get(f).is_none_or(|&n| n <= super::splice::ROW_GROUP_ROWS) {
-                        copy.push(f.clone());
-                        continue;
-                    }
-                    match super::splice::splice(&table, f, &schema, &stats, key, &sorted, &mut keep).await? {
+                // Several at once, so a store's latency is paid once per few files; each holds
+                // its file's bytes, so as many as fit a budget.
+                let largest = big.iter().filter_map(|f| sizes.get(f)).map(|&(_, bytes)| bytes.max(1) as u64).max();
+                let at_once = (SPLICE_BUDGET / largest.unwrap_or(1)).clamp(1, MAX_SPLICES as u64) as usize;
+                let spliced: Vec<(String, Option<super::splice::Spliced>)> = futures::stream::iter(big)
+                    .map(|f| {
+                        let (table, schema, stats, sorted, keep) = (&table, &schema, &stats, &sorted, &keep);
+                        async move {
+                            let s = super::splice::splice(table, &f, schema, stats, key, sorted, keep).await?;
+                            Ok::<_, crate::error::Error>((f, s))
+                        }
+                    })
+                    .buffer_unordered(at_once)
+                    .try_collect()
+                    .await?;
+                for (f, s) in spliced {
+                    match s {
                         Some(s) => {
                             done.rows_copied += s.rows_kept;
                             done.groups_copied += s.groups_copied;
                             done.groups_recoded += s.groups_recoded;
                             actions.extend(s.add.map(Action::Add));
                         }
-                        None => copy.push(f.clone()),
+                        None => whole.push(f),
                     }
                 }
             }
-            None => copy.extend(files.iter().cloned()),
+            _ => whole = big,
         }
-        if !copy.is_empty() {
-            let provider = table.table_provider().with_file_paths(copy).await?;
+        // A big file that cannot be spliced is copied on its own, so it keeps its own key range
+        // (merged with others, every later change would copy them all); small files together.
+        let mut groups: Vec<Vec<String>> = whole.into_iter().map(|f| vec![f]).collect();
+        if !small.is_empty() {
+            groups.push(small);
+        }
+        for paths in groups {
+            let provider = table.table_provider().with_file_paths(paths).await?;
             // Streamed, not collected: a file's rows are held only until what stays of them is kept.
             let mut scan = ctx.read_table(provider)?.execute_stream().await?;
             let mut copied = Vec::new();
@@ -178,6 +208,7 @@ pub async fn replace_keys(
             actions.extend(write_clustered(&mut writer, copied, cluster).await?);
         }
     }
+    let stale = stale.into_inner().unwrap_or_else(|e| e.into_inner());
     let deleted = rows.column_by_name(DELETED).map(|c| c.as_boolean().clone());
     let write: BooleanArray = (0..rows.num_rows())
         .map(|i| {

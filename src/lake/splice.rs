@@ -86,7 +86,7 @@ pub async fn splice(
     stats: &[String],
     key: &str,
     keys: &[&str],
-    keep: &mut dyn FnMut(&RecordBatch) -> Result<BooleanArray>,
+    keep: &(dyn Fn(&RecordBatch) -> Result<BooleanArray> + Sync),
 ) -> Result<Option<Spliced>> {
     let store = table.log_store().object_store(None);
     let old: Bytes = store.get(&object_store::path::Path::from(path)).await?.bytes().await?;

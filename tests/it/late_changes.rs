@@ -3,9 +3,17 @@
 //! kept once, and statistics equal to what delta-rs writes for the same rows.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::DataType;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult,
+};
 use orderlake::lake::rewrite::{Search, replace_keys};
 use orderlake::lake::schema::SILVER_ORDERS;
 use orderlake::lake::{Lake, read};
@@ -220,4 +228,162 @@ async fn a_splice_over_a_table_that_moved_fails_as_a_conflict_and_changes_nothin
     );
     let all = read::scan(&now, None).await.unwrap();
     assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>() as u64, total);
+}
+
+/// The table's root store, refusing to write data files while `broken` is set; whole-file reads
+/// of data files (a splice reading its file) are counted.
+#[derive(Debug)]
+struct RefusingPuts {
+    inner: Arc<dyn ObjectStore>,
+    broken: AtomicBool,
+    whole_reads: AtomicUsize,
+}
+
+impl std::fmt::Display for RefusingPuts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefusingPuts({})", self.inner)
+    }
+}
+
+fn data_file(p: &Path) -> bool {
+    p.as_ref().ends_with(".parquet") && !p.as_ref().contains("_delta_log")
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for RefusingPuts {
+    async fn put_opts(&self, p: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        if data_file(p) && self.broken.load(Ordering::SeqCst) {
+            let source = format!("PUT {p}: storage unavailable").into();
+            return Err(object_store::Error::Generic { store: "RefusingPuts", source });
+        }
+        self.inner.put_opts(p, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        p: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(p, opts).await
+    }
+
+    async fn get_opts(&self, p: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        if data_file(p) && options.range.is_none() && !options.head {
+            self.whole_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get_opts(p, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Every order of `table` with its status; fails on an order seen twice.
+async fn statuses(table: &deltalake::DeltaTable) -> std::collections::BTreeMap<String, String> {
+    let rows = read::scan(table, None).await.unwrap();
+    let rows = arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap();
+    let text = |c: &str| arrow::compute::cast(rows.column_by_name(c).unwrap(), &DataType::Utf8).unwrap();
+    let (ids, status) = (text("order_id"), text("status"));
+    let (ids, status) = (ids.as_string::<i32>(), status.as_string::<i32>());
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        assert!(seen.insert(ids.value(i).to_string(), status.value(i).to_string()).is_none(), "{} twice", ids.value(i));
+    }
+    seen
+}
+
+/// Storage failing between reading a file and writing its splice: the rewrite fails, the table is
+/// as it was, and the same batch retried (as the pipeline does) against the table once storage is
+/// back lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splice_whose_file_cannot_be_written_changes_nothing_and_its_retry_lands_once() {
+    let total = 40_000u64;
+    let (lake, table) = seeded("late-changes-fault", total).await;
+    let before = orderlake::lake::version_of(&table);
+    let store = Arc::new(RefusingPuts {
+        inner: table.log_store().root_object_store(None),
+        broken: AtomicBool::new(true),
+        whole_reads: AtomicUsize::new(0),
+    });
+    let url = table.table_url().clone();
+    let faulty = deltalake::DeltaTableBuilder::from_url(url.clone())
+        .unwrap()
+        .with_storage_backend(store.clone(), url)
+        .load()
+        .await
+        .unwrap();
+    let batch = || {
+        let parts = [orders([0, 20_000].into_iter(), 2, "shipped"), orders([total].into_iter(), 2, "placed")];
+        arrow::compute::concat_batches(&SILVER_ORDERS.arrow_schema(), &parts).unwrap()
+    };
+    let err = replace_keys(faulty, "order_id", batch(), Search::All, Some("source_pos"), "order_id", vec![])
+        .await
+        .expect_err("storage refused the spliced file");
+    assert!(!err.is_commit_conflict(), "an outage, not a conflict: {err}");
+    assert!(err.to_string().contains("storage unavailable"), "the store's error is kept: {err}");
+    assert_eq!(store.whole_reads.load(Ordering::SeqCst), 1, "the splice read its file before failing");
+
+    let now = lake.open(REL).await.unwrap().unwrap();
+    assert_eq!(orderlake::lake::version_of(&now), before, "nothing committed");
+    let seen = statuses(&now).await;
+    assert_eq!(seen.len() as u64, total);
+    assert!(seen.values().all(|s| s == "placed"), "no change landed");
+
+    store.broken.store(false, Ordering::SeqCst);
+    let now =
+        replace_keys(now, "order_id", batch(), Search::All, Some("source_pos"), "order_id", vec![]).await.unwrap();
+    let m = metrics(&now).await;
+    assert_eq!((m["groups_recoded"].as_u64(), m["groups_copied"].as_u64()), (Some(2), Some(1)), "{m}");
+    let seen = statuses(&now).await;
+    assert_eq!(seen.len() as u64, total + 1, "every order once, the new one in");
+    let id = |o: u64| format!("{:09}", 100_000_000 + o);
+    let shipped: Vec<&String> = seen.iter().filter(|(_, s)| *s == "shipped").map(|(k, _)| k).collect();
+    assert_eq!(shipped, [&id(0), &id(20_000)]);
+}
+
+/// A table whose statistics columns cannot be rendered by the splice (an analyst added a
+/// timestamp) copies changed files the ordinary way, each into a file of its own, so every file
+/// keeps its own range of keys instead of the copies merging into one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_files_copied_without_splicing_keep_one_file_each() {
+    let (_, table) = empty("late-changes-plain").await;
+    let with_ts = std::collections::HashMap::from([(
+        orderlake::lake::stats::PROPERTY.to_string(),
+        "order_id,order_date,updated_at".to_string(),
+    )]);
+    let mut table = table.set_tbl_properties().with_properties(with_ts).await.unwrap();
+    for first in [0u64, 40_000] {
+        let rows = orders(first..first + 40_000, 1, "placed");
+        table = replace_keys(table, "order_id", rows, Search::Nowhere, Some("source_pos"), "order_id", vec![])
+            .await
+            .unwrap();
+    }
+    let batch = orders([5, 45_000].into_iter(), 2, "shipped");
+    let table =
+        replace_keys(table, "order_id", batch, Search::All, Some("source_pos"), "order_id", vec![]).await.unwrap();
+    let m = metrics(&table).await;
+    assert_eq!(m["files_rewritten"], 2, "{m}");
+    assert_eq!((m["groups_recoded"].as_u64(), m["groups_copied"].as_u64()), (Some(0), Some(0)), "not spliced: {m}");
+    let mut rows: Vec<usize> = table.snapshot().unwrap().log_data().iter().filter_map(|f| f.num_records()).collect();
+    rows.sort();
+    assert_eq!(rows, [2, 39_999, 39_999], "each copy a file of its own, the changes in a third");
+    let seen = statuses(&table).await;
+    assert_eq!(seen.len(), 80_000);
+    assert_eq!(seen.values().filter(|s| *s == "shipped").count(), 2);
 }
