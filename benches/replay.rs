@@ -9,7 +9,9 @@
 //! Each case runs with orderlake's statistics columns (`lake::stats`) and, as the baseline, with
 //! delta-rs's default (every column). It prints the median CPU per batch, its ratio to the
 //! baseline file count, the cost per live file, and the median of the first and last tenth of
-//! the batches (the commits since the checkpoint). `make bench-replay` runs it; without `--bench`
+//! the batches (the commits since the checkpoint). The `late` section times batches that also
+//! change earlier orders (CPU and wall time); `REPLAY_LAKE=az://<container>/<prefix>` puts its
+//! tables on Azurite, so the wall times include the store. `make bench-replay` runs it; without `--bench`
 //! (`cargo test --all-targets`) it runs a small case once, to check that it works.
 
 use std::collections::BTreeSet;
