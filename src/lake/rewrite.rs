@@ -29,10 +29,10 @@ use crate::error::Result;
 
 const FILE: &str = "__orderlake_file";
 
-/// Files spliced at once at most, and the bytes of old files they may hold together (at least
-/// one file is spliced, however big).
+/// Files spliced at once at most, and the bytes they may hold together: each holds its old file
+/// and the new one, about as big (at least one file is spliced, however big).
 const MAX_SPLICES: usize = 4;
-const SPLICE_BUDGET: u64 = 96 << 20;
+const SPLICE_BUDGET: u64 = 128 << 20;
 
 /// What a rewrite did, recorded as the commit's `operationMetrics`.
 #[derive(Debug, Default, serde::Serialize)]
@@ -159,9 +159,9 @@ pub async fn replace_keys(
                 let mut sorted: Vec<&str> = by_key.keys().copied().collect();
                 sorted.sort_unstable();
                 // Several at once, so a store's latency is paid once per few files; each holds
-                // its file's bytes, so as many as fit a budget.
+                // its file's bytes twice, so as many as fit a budget.
                 let largest = big.iter().filter_map(|f| sizes.get(f)).map(|&(_, bytes)| bytes.max(1) as u64).max();
-                let at_once = (SPLICE_BUDGET / largest.unwrap_or(1)).clamp(1, MAX_SPLICES as u64) as usize;
+                let at_once = (SPLICE_BUDGET / (2 * largest.unwrap_or(1))).clamp(1, MAX_SPLICES as u64) as usize;
                 let spliced: Vec<(String, Option<super::splice::Spliced>)> = futures::stream::iter(big)
                     .map(|f| {
                         let (table, schema, stats, sorted, keep) = (&table, &schema, &stats, &sorted, &keep);
