@@ -36,6 +36,8 @@ pub struct Metrics {
     whole_publishes: Mutex<BTreeMap<(String, String), u64>>,
     /// Batches per topic whose aggregate documents went out with a later publish.
     carried: Mutex<BTreeMap<String, u64>>,
+    /// Orders per topic whose documents a publish left to one queued behind it (`sink::queue`).
+    left_to_later: Mutex<BTreeMap<String, u64>>,
     /// Batches per topic cut after their deadline, to meet MongoDB (`pipeline::pace`).
     held: Mutex<BTreeMap<String, u64>>,
     ready: AtomicBool,
@@ -150,6 +152,11 @@ impl Metrics {
         self.carried.lock().expect("metrics lock").get(topic).copied().unwrap_or(0)
     }
 
+    /// A publish of `topic` left `orders` orders to a publish queued behind it (`sink::queue`).
+    pub fn orders_left_to_later(&self, topic: &str, orders: u64) {
+        *self.left_to_later.lock().expect("metrics lock").entry(topic.into()).or_default() += orders;
+    }
+
     /// A batch of `topic` was held past its deadline for the publish in flight (`pipeline::pace`).
     pub fn batch_held(&self, topic: &str) {
         *self.held.lock().expect("metrics lock").entry(topic.into()).or_default() += 1;
@@ -250,6 +257,11 @@ impl Metrics {
         writeln!(o, "# TYPE orderlake_mongodb_aggregates_carried_total counter").ok();
         for (t, n) in self.carried.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_mongodb_aggregates_carried_total{{topic=\"{t}\"}} {n}").ok();
+        }
+        writeln!(o, "# HELP orderlake_mongodb_orders_left_to_later_total Orders whose documents a publish left out because a publish queued behind it writes them at a newer version (a CDC source's orders and order_items topics touch the same orders).").ok();
+        writeln!(o, "# TYPE orderlake_mongodb_orders_left_to_later_total counter").ok();
+        for (t, n) in self.left_to_later.lock().expect("metrics lock").iter() {
+            writeln!(o, "orderlake_mongodb_orders_left_to_later_total{{topic=\"{t}\"}} {n}").ok();
         }
         writeln!(o, "# HELP orderlake_batches_held_total Batches cut after batch.max_latency_ms because MongoDB was still writing the previous one: they took in the events that arrived meanwhile (mongodb.hold_batches_ms).").ok();
         writeln!(o, "# TYPE orderlake_batches_held_total counter").ok();

@@ -1,14 +1,19 @@
-//! Aggregate frames that wait for a later MongoDB publish (`pipeline::publish`). When a batch's
-//! `customer_totals` and `daily_sales` go out together with a later batch's, a key both batches
-//! touched needs only the later row: that row is newer, and MongoDB's version guard keeps it
-//! either way. Each frame keeps its own version, so a key only the earlier batch touched is
-//! still written at the version it was read at (another topic may have moved it since).
+//! Gold frames that leave keys to a later MongoDB publish (`pipeline::publish`).
+//!
+//! Aggregates: when a batch's `customer_totals` and `daily_sales` go out together with a later
+//! batch's, a key both batches touched needs only the later row: that row is newer, and MongoDB's
+//! version guard keeps it either way. Each frame keeps its own version, so a key only the earlier
+//! batch touched is still written at the version it was read at (another topic may have moved it
+//! since).
+//!
+//! Orders: a publish leaves out the orders a publish queued behind it writes (`sink::queue`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use polars::prelude::*;
 
-use super::AggregateFrames;
+use super::{AggregateFrames, OrderFrames};
 use crate::error::Result;
 
 /// The `(order_date, country)` keys of a `daily_sales`-shaped frame, as days since the epoch.
@@ -22,10 +27,14 @@ fn day_keys(df: &DataFrame) -> Result<Vec<Option<(i32, String)>>> {
 }
 
 fn customer_keys(df: &DataFrame) -> Result<Vec<Option<String>>> {
+    string_keys(df, "customer_id")
+}
+
+fn string_keys(df: &DataFrame, column: &str) -> Result<Vec<Option<String>>> {
     if df.height() == 0 {
         return Ok(Vec::new());
     }
-    Ok(df.column("customer_id")?.str()?.iter().map(|c| c.map(str::to_string)).collect())
+    Ok(df.column(column)?.str()?.iter().map(|c| c.map(str::to_string)).collect())
 }
 
 /// `df` without the rows whose key `newer` holds (rows without a key stay: they name nothing).
@@ -71,6 +80,32 @@ impl AggregateFrames {
     /// Either frame holds its whole table (a publish that must be followed by a sweep).
     pub fn is_whole(&self) -> bool {
         self.customers_whole.is_some() || self.days_whole.is_some()
+    }
+}
+
+impl OrderFrames {
+    /// The ids of the orders whose documents these frames write or delete.
+    pub fn order_ids(&self) -> Result<HashSet<String>> {
+        let written = string_keys(&self.order_totals, "order_id")?.into_iter().flatten();
+        Ok(written.chain(self.deleted_orders.iter().cloned()).collect())
+    }
+
+    /// These frames without the orders `later` publishes write (their documents at a newer
+    /// version), and how many orders that leaves out.
+    pub fn without_orders(self, later: &[Arc<HashSet<String>>]) -> Result<(OrderFrames, usize)> {
+        let later: HashSet<String> = later.iter().flat_map(|s| s.iter().cloned()).collect();
+        if later.is_empty() {
+            return Ok((self, 0));
+        }
+        let before = self.order_totals.height() + self.deleted_orders.len();
+        let totals = keep_unless(&self.order_totals, string_keys(&self.order_totals, "order_id")?, &later)?;
+        let lines = keep_unless(&self.order_lines, string_keys(&self.order_lines, "order_id")?, &later)?;
+        let deleted: Vec<String> = self.deleted_orders.into_iter().filter(|o| !later.contains(o)).collect();
+        let left_out = before - totals.height() - deleted.len();
+        Ok((
+            OrderFrames { order_totals: totals, order_lines: lines, deleted_orders: deleted, version: self.version },
+            left_out,
+        ))
     }
 }
 
@@ -152,5 +187,31 @@ mod tests {
         assert_eq!(same.daily_sales.height(), 3);
         assert_eq!(same.deleted_customers.len(), 2);
         assert_eq!(same.deleted_days.height(), 2);
+    }
+
+    #[test]
+    fn an_order_a_later_publish_writes_is_left_out_with_its_lines() {
+        let frames = || OrderFrames {
+            order_totals: df!("order_id" => ["o1", "o2", "o3"], "lines" => [2i64, 1, 1]).unwrap(),
+            order_lines: df!("order_id" => ["o1", "o1", "o2", "o3"], "item_id" => ["a", "b", "c", "d"]).unwrap(),
+            deleted_orders: vec!["o4".into(), "o5".into()],
+            version: 12,
+        };
+        let f = frames();
+        assert_eq!(f.order_ids().unwrap(), ["o1", "o2", "o3", "o4", "o5"].map(String::from).into());
+        // Two publishes behind it: one rewrites o1 and deletes o3, the other re-creates o4.
+        let later = [Arc::new(["o1", "o3"].map(String::from).into()), Arc::new(["o4", "o9"].map(String::from).into())];
+        let (left, left_out) = f.without_orders(&later).unwrap();
+        assert_eq!(left_out, 3);
+        assert_eq!(string_keys(&left.order_totals, "order_id").unwrap(), vec![Some("o2".into())]);
+        assert_eq!(string_keys(&left.order_lines, "item_id").unwrap(), vec![Some("c".into())]);
+        assert_eq!(left.deleted_orders, vec!["o5".to_string()]);
+        assert_eq!(left.version, 12);
+        // None behind it: the frames as they were.
+        let (same, none) = frames().without_orders(&[]).unwrap();
+        assert_eq!(
+            (same.order_totals.height(), same.order_lines.height(), same.deleted_orders.len(), none),
+            (3, 4, 2, 0)
+        );
     }
 }

@@ -22,7 +22,8 @@ use super::pace::Watch;
 use super::progress::{InFlight, Progress};
 use crate::error::{Error, Result};
 use crate::gold::{self, AggregateFrames, OrderFrames, republish::Walks, whole_orders::WholeOrders};
-use crate::sink::mongo::{MongoSink, PublishStats, Turn};
+use crate::sink::mongo::{MongoSink, PublishStats};
+use crate::sink::queue::Turn;
 
 /// Aggregates of batches MongoDB has the order documents of but not yet these (oldest first,
 /// each without the keys a later one holds).
@@ -76,7 +77,9 @@ impl Publish {
         let next_waiting = Arc::new(AtomicBool::new(false));
         let upto = self.upto;
         // Its place in line is taken now, in the order batches hand their publishes over.
-        let turn = self.mongo.queue();
+        // Frames without the `order_id` column cannot be told apart: no publish leaves them out.
+        let ids = self.orders.as_ref().and_then(|o| o.order_ids().ok()).unwrap_or_default();
+        let turn = self.mongo.queue(ids);
         let orders = self.orders.as_ref().map_or(0, |o| o.order_totals.height() + o.deleted_orders.len());
         let watch = Watch::new(orders);
         let task = tokio::spawn(self.run(turn, Arc::clone(&next_waiting), Arc::clone(&watch)));
@@ -88,6 +91,17 @@ impl Publish {
         let (fail_at, handed_over) = (fail_at.as_deref(), Instant::now());
         // After every publish queued before it, of any topic (see `Turn`).
         turn.wait().await;
+        let orders = match orders {
+            Some(o) => {
+                let (o, left_out) = o.without_orders(&turn.written_later())?;
+                if left_out > 0 {
+                    crate::metrics::global().orders_left_to_later(&topic, left_out as u64);
+                    tracing::debug!(topic, left_out, "orders left to a publish queued behind this one");
+                }
+                Some(o)
+            }
+            None => None,
+        };
         let (mut stats, t0) = (None, Instant::now());
         if let Some(o) = &orders {
             stats = Some(m.publish_orders(o, fail_at).await?);

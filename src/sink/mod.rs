@@ -2,4 +2,5 @@
 
 mod documents;
 pub mod mongo;
+pub mod queue;
 pub mod tombstones;

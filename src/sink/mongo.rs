@@ -11,9 +11,9 @@ use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, RawArrayBuf, RawBson, RawDocumentBuf, doc, rawdoc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
-use tokio::sync::oneshot;
 
 use super::documents::{OrderDocs, customer_docs, daily_docs, daily_ids};
+use super::queue::{Queue, Turn};
 use super::tombstones::Tombstones;
 use crate::error::{Error, Result};
 use crate::gold::{AggregateFrames, OrderFrames};
@@ -31,57 +31,6 @@ pub struct MongoSink {
     mostly_existing: std::sync::Mutex<HashMap<String, bool>>,
     queue: Queue,
     tombstones: Tombstones,
-}
-
-/// Publishes in line, in the order they were queued.
-#[derive(Default)]
-pub struct Queue {
-    /// The end of the last publish queued.
-    last: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-impl Queue {
-    /// Takes the next turn: call it before spawning the publish (in batch order) and
-    /// [`Turn::wait`] before the first write.
-    pub fn turn(&self) -> Turn {
-        let (done, end) = oneshot::channel();
-        let previous = self.last.lock().expect("queue lock").replace(end);
-        Turn { previous, done: Some(done) }
-    }
-}
-
-/// A publish's place in line: it writes only once every publish queued before it has ended.
-/// Publishes of different topics (a CDC source has four) run in the background side by side;
-/// were they to interleave, an older publish could write an order's document after a newer one
-/// deleted it (a deleted document leaves no `_v` to guard against), bringing it back.
-pub struct Turn {
-    previous: Option<oneshot::Receiver<()>>,
-    /// Dropped when this publish ends, however it ends: that lets the next one go.
-    done: Option<oneshot::Sender<()>>,
-}
-
-impl Turn {
-    /// Waits until every publish queued before this one has ended.
-    pub async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            let _ = previous.await;
-        }
-    }
-}
-
-impl Drop for Turn {
-    /// A turn given up before its wait (its task cancelled) still lets the next publish go only
-    /// after the ones before it.
-    fn drop(&mut self) {
-        if let (Some(previous), Some(done)) = (self.previous.take(), self.done.take())
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                let _ = previous.await;
-                drop(done);
-            });
-        }
-    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -136,9 +85,9 @@ impl MongoSink {
         self.tombstones.prune(&self.db, horizon).await
     }
 
-    /// Queues a publish (see [`Queue::turn`]).
-    pub fn queue(&self) -> Turn {
-        self.queue.turn()
+    /// Queues a publish that writes the documents of `orders` (see [`Queue::turn`]).
+    pub fn queue(&self, orders: std::collections::HashSet<String>) -> Turn {
+        self.queue.turn(orders)
     }
 
     pub fn database(&self) -> &Database {
@@ -416,47 +365,5 @@ impl WriteReply {
             }
         }
         Ok(at)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use super::Queue;
-
-    /// Publishes queued in order write in order, however long each takes, and one that ends
-    /// early (failed, or its task dropped) lets the next go.
-    #[tokio::test]
-    async fn publishes_write_in_the_order_they_were_queued() {
-        let (queue, written) = (Queue::default(), Arc::new(Mutex::new(Vec::new())));
-        let mut tasks = Vec::new();
-        for (i, ms) in [(0, 120u64), (1, 60), (2, 0), (3, 30)] {
-            let mut turn = queue.turn();
-            let written = Arc::clone(&written);
-            tasks.push(tokio::spawn(async move {
-                turn.wait().await;
-                if i == 1 {
-                    return; // ends without writing
-                }
-                written.lock().unwrap().push((i, "start"));
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                written.lock().unwrap().push((i, "end"));
-            }));
-        }
-        let never = queue.turn();
-        drop(never); // a publish that was never spawned
-        let mut last = queue.turn();
-        let done = Arc::clone(&written);
-        tasks.push(tokio::spawn(async move {
-            last.wait().await;
-            done.lock().unwrap().push((9, "start"));
-        }));
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let want = [(0, "start"), (0, "end"), (2, "start"), (2, "end"), (3, "start"), (3, "end"), (9, "start")];
-        assert_eq!(*written.lock().unwrap(), want);
     }
 }

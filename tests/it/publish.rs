@@ -219,3 +219,60 @@ async fn a_whole_table_publish_removes_the_documents_of_rows_the_table_no_longer
     assert!(!revenue().await.iter().any(|r| r.0 == "c2"), "the sweep's delete holds against an older publish");
     sink.close().await;
 }
+
+/// Publishes queued one behind the other (a CDC source's topics touch the same orders): the
+/// earlier one leaves out the orders a later one writes at a newer version, and MongoDB ends up
+/// with every order as the newest publish has it.
+#[tokio::test]
+async fn a_publish_leaves_to_the_one_queued_behind_it_the_orders_that_one_writes() {
+    use orderlake::pipeline::publish::Publish;
+    use std::sync::Arc;
+
+    let name = unique("queued");
+    let s = settings(&name, &crate::support::LakeKind::Local(std::env::temp_dir().join(&name)), true);
+    let sink = Arc::new(MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap());
+    // o4 exists before: the first publish below deletes it, the last re-creates it.
+    sink.publish_orders(&frames(3, &[("o4", 40)], &[]), None).await.unwrap();
+
+    let walks = Arc::new(orderlake::gold::republish::Walks::default());
+    let publish = |topic: &str, upto: i64, orders: OrderFrames, fail_at: Option<&str>| {
+        let (tail, aggregates) = tokio::sync::oneshot::channel();
+        assert!(tail.send(None).is_ok());
+        Publish {
+            mongo: Arc::clone(&sink),
+            walks: Arc::clone(&walks),
+            topic: format!("{name}-{topic}"),
+            fail_at: fail_at.map(String::from),
+            upto,
+            orders: Some(orders),
+            whole_orders: None,
+            aggregates,
+            carried: None,
+            lag: std::time::Duration::ZERO,
+        }
+        .spawn(0)
+    };
+    // A slow publish ahead of them (1.5 s after its order documents), so both are in line
+    // before the first of them starts.
+    let ahead = publish("ahead", 1, frames(4, &[("o9", 9)], &[]), Some("slow-order-docs"));
+    let first = publish("orders", 1, frames(5, &[("o1", 100), ("o2", 200)], &["o4"]), None);
+    let second = publish("items", 1, frames(6, &[("o2", 222), ("o3", 300), ("o4", 400)], &[]), None);
+    ahead.task.await.unwrap().unwrap();
+    let st = first.task.await.unwrap().unwrap().stats.unwrap();
+    assert_eq!((st.upserted, st.deleted), (2, 0), "only o1, in both collections; o2 and o4 left to the later one");
+    let st = second.task.await.unwrap().unwrap().stats.unwrap();
+    assert_eq!(st.upserted, 6);
+
+    let metrics = orderlake::metrics::global().render();
+    let series = format!("orderlake_mongodb_orders_left_to_later_total{{topic=\"{name}-orders\"}} 2");
+    assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    assert!(!metrics.contains(&format!("{{topic=\"{name}-items\"}}")), "nothing queued behind the last one");
+    for coll in ["order_totals", "orders"] {
+        let docs = by_id(mongo_docs(&s, coll).await);
+        let want = [("o1", (100, 5)), ("o2", (222, 6)), ("o3", (300, 6)), ("o4", (400, 6)), ("o9", (9, 4))];
+        assert_eq!(docs, want.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), "{coll}");
+    }
+    for topic in ["ahead", "orders", "items"] {
+        assert_eq!(sink.progress(&format!("{name}-{topic}")).await.unwrap(), Some(1), "{topic}: its position moved");
+    }
+}
