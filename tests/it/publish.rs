@@ -220,59 +220,115 @@ async fn a_whole_table_publish_removes_the_documents_of_rows_the_table_no_longer
     sink.close().await;
 }
 
+/// A publish of `frames` for `<name>-<topic>`, in line behind those spawned before it (its tail
+/// hands over no aggregates).
+fn in_line(
+    sink: &std::sync::Arc<MongoSink>,
+    name: &str,
+    topic: &str,
+    orders: OrderFrames,
+    fail_at: Option<&str>,
+) -> orderlake::pipeline::progress::InFlight {
+    let (tail, aggregates) = tokio::sync::oneshot::channel();
+    assert!(tail.send(None).is_ok());
+    orderlake::pipeline::publish::Publish {
+        mongo: std::sync::Arc::clone(sink),
+        walks: Default::default(),
+        topic: format!("{name}-{topic}"),
+        fail_at: fail_at.map(String::from),
+        upto: 1,
+        orders: Some(orders),
+        whole_orders: None,
+        aggregates,
+        carried: None,
+        lag: std::time::Duration::ZERO,
+    }
+    .spawn(0)
+}
+
+/// Three publishes in line on a fresh database: a slow one ahead (1.5 s after its order
+/// documents), so the other two are in line before the first of them starts; it deletes o4
+/// (written before at version 3) and writes o1 and o2, the one behind it writes o2, o3 and o4.
+async fn three_in_line(
+    name: &str,
+    behind_fails_at: Option<&str>,
+) -> (
+    std::sync::Arc<MongoSink>,
+    orderlake::sink::mongo::PublishStats,
+    orderlake::error::Result<Option<orderlake::sink::mongo::PublishStats>>,
+) {
+    let s = settings(name, &crate::support::LakeKind::Local(std::env::temp_dir().join(name)), true);
+    let sink = std::sync::Arc::new(MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap());
+    sink.publish_orders(&frames(3, &[("o4", 40)], &[]), None).await.unwrap();
+    let ahead = in_line(&sink, name, "ahead", frames(4, &[("o9", 9)], &[]), Some("slow-order-docs"));
+    let first = in_line(&sink, name, "orders", frames(5, &[("o1", 100), ("o2", 200)], &["o4"]), None);
+    let second = in_line(&sink, name, "items", behind(), behind_fails_at);
+    ahead.task.await.unwrap().unwrap();
+    let first = first.task.await.unwrap().unwrap().stats.unwrap();
+    let second = second.task.await.unwrap().map(|p| p.stats);
+    (sink, first, second)
+}
+
+/// The frames of the publish behind.
+fn behind() -> OrderFrames {
+    frames(6, &[("o2", 222), ("o3", 300), ("o4", 400)], &[])
+}
+
+const NEWEST: [(&str, (i64, i64)); 5] =
+    [("o1", (100, 5)), ("o2", (222, 6)), ("o3", (300, 6)), ("o4", (400, 6)), ("o9", (9, 4))];
+
+async fn assert_newest(name: &str, coll: &str) {
+    let s = settings(name, &crate::support::LakeKind::Local(std::env::temp_dir().join(name)), true);
+    let docs = by_id(mongo_docs(&s, coll).await);
+    assert_eq!(docs, NEWEST.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), "{coll}");
+}
+
 /// Publishes queued one behind the other (a CDC source's topics touch the same orders): the
 /// earlier one leaves out the orders a later one writes at a newer version, and MongoDB ends up
 /// with every order as the newest publish has it.
 #[tokio::test]
 async fn a_publish_leaves_to_the_one_queued_behind_it_the_orders_that_one_writes() {
-    use orderlake::pipeline::publish::Publish;
-    use std::sync::Arc;
-
     let name = unique("queued");
-    let s = settings(&name, &crate::support::LakeKind::Local(std::env::temp_dir().join(&name)), true);
-    let sink = Arc::new(MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap());
-    // o4 exists before: the first publish below deletes it, the last re-creates it.
-    sink.publish_orders(&frames(3, &[("o4", 40)], &[]), None).await.unwrap();
-
-    let walks = Arc::new(orderlake::gold::republish::Walks::default());
-    let publish = |topic: &str, upto: i64, orders: OrderFrames, fail_at: Option<&str>| {
-        let (tail, aggregates) = tokio::sync::oneshot::channel();
-        assert!(tail.send(None).is_ok());
-        Publish {
-            mongo: Arc::clone(&sink),
-            walks: Arc::clone(&walks),
-            topic: format!("{name}-{topic}"),
-            fail_at: fail_at.map(String::from),
-            upto,
-            orders: Some(orders),
-            whole_orders: None,
-            aggregates,
-            carried: None,
-            lag: std::time::Duration::ZERO,
-        }
-        .spawn(0)
-    };
-    // A slow publish ahead of them (1.5 s after its order documents), so both are in line
-    // before the first of them starts.
-    let ahead = publish("ahead", 1, frames(4, &[("o9", 9)], &[]), Some("slow-order-docs"));
-    let first = publish("orders", 1, frames(5, &[("o1", 100), ("o2", 200)], &["o4"]), None);
-    let second = publish("items", 1, frames(6, &[("o2", 222), ("o3", 300), ("o4", 400)], &[]), None);
-    ahead.task.await.unwrap().unwrap();
-    let st = first.task.await.unwrap().unwrap().stats.unwrap();
-    assert_eq!((st.upserted, st.deleted), (2, 0), "only o1, in both collections; o2 and o4 left to the later one");
-    let st = second.task.await.unwrap().unwrap().stats.unwrap();
-    assert_eq!(st.upserted, 6);
+    let (sink, first, second) = three_in_line(&name, None).await;
+    assert_eq!(
+        (first.upserted, first.deleted),
+        (2, 0),
+        "only o1, in both collections; o2 and o4 left to the later one"
+    );
+    assert_eq!(second.unwrap().unwrap().upserted, 6);
 
     let metrics = orderlake::metrics::global().render();
     let series = format!("orderlake_mongodb_orders_left_to_later_total{{topic=\"{name}-orders\"}} 2");
     assert!(metrics.contains(&series), "{series} in\n{metrics}");
     assert!(!metrics.contains(&format!("{{topic=\"{name}-items\"}}")), "nothing queued behind the last one");
     for coll in ["order_totals", "orders"] {
-        let docs = by_id(mongo_docs(&s, coll).await);
-        let want = [("o1", (100, 5)), ("o2", (222, 6)), ("o3", (300, 6)), ("o4", (400, 6)), ("o9", (9, 4))];
-        assert_eq!(docs, want.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), "{coll}");
+        assert_newest(&name, coll).await;
     }
     for topic in ["ahead", "orders", "items"] {
         assert_eq!(sink.progress(&format!("{name}-{topic}")).await.unwrap(), Some(1), "{topic}: its position moved");
+    }
+}
+
+/// The later publish fails halfway, after the earlier one left its orders to it: the later
+/// topic's position stays where it was, so the catch-up republishes that batch's orders from the
+/// lake, and MongoDB ends with every order at its newest version.
+#[tokio::test]
+async fn orders_left_to_a_publish_that_fails_come_back_with_its_topics_catch_up() {
+    let name = unique("queuedfail");
+    let (sink, first, second) = three_in_line(&name, Some("mid-mongo")).await;
+    assert_eq!(first.upserted, 2, "o2 and o4 left to the later one");
+    assert!(second.is_err(), "the later publish failed");
+    assert_eq!(sink.progress(&format!("{name}-orders")).await.unwrap(), Some(1), "the earlier one is in");
+    assert_eq!(sink.progress(&format!("{name}-items")).await.unwrap(), None, "the later topic stays behind");
+    // Between the failure and the catch-up, the later batch's `orders` documents are missing.
+    let s = settings(&name, &crate::support::LakeKind::Local(std::env::temp_dir().join(&name)), true);
+    let orders = by_id(mongo_docs(&s, "orders").await);
+    assert_eq!(orders.get("o2"), None, "o2: the earlier publish left it out, the later failed before it");
+    assert_eq!(orders["o4"], (40, 3), "o4: not deleted by the earlier publish, not yet rewritten");
+
+    // The catch-up: the same orders again, from the lake.
+    sink.publish_orders(&behind(), None).await.unwrap();
+    for coll in ["order_totals", "orders"] {
+        assert_newest(&name, coll).await;
     }
 }
