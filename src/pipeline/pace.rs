@@ -153,8 +153,15 @@ mod tests {
             Ok(super::super::publish::Published::default())
         });
         let (next_waiting, watch) = (Arc::new(AtomicBool::new(false)), Watch::new(orders));
-        let publishing =
-            Some(super::super::progress::InFlight { upto: 2, task, next_waiting, back_to: 1, handed_over, watch });
+        let publishing = Some(super::super::progress::InFlight {
+            upto: 2,
+            task,
+            next_waiting,
+            back_to: 1,
+            handed_over,
+            watch,
+            gate: None,
+        });
         Progress { pace, publishing, mongo: Some(1), ..Progress::default() }
     }
 

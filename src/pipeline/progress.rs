@@ -42,6 +42,9 @@ pub struct InFlight {
     pub handed_over: std::time::Instant,
     /// How far it has got, for the batch loop (`super::pace`).
     pub watch: std::sync::Arc<super::pace::Watch>,
+    /// Set when it was handed over while the batch held the line: waiting for it means opening
+    /// this first (see `sink::queue`).
+    pub gate: Option<crate::sink::queue::Gate>,
 }
 
 impl std::fmt::Debug for InFlight {

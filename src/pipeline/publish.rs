@@ -80,10 +80,11 @@ impl Publish {
         // Frames without the `order_id` column cannot be told apart: no publish leaves them out.
         let ids = self.orders.as_ref().and_then(|o| o.order_ids().ok()).unwrap_or_default();
         let turn = self.mongo.queue(ids);
+        let gate = turn.gate();
         let orders = self.orders.as_ref().map_or(0, |o| o.order_totals.height() + o.deleted_orders.len());
         let watch = Watch::new(orders);
         let task = tokio::spawn(self.run(turn, Arc::clone(&next_waiting), Arc::clone(&watch)));
-        InFlight { upto, task, next_waiting, back_to, handed_over: Instant::now(), watch }
+        InFlight { upto, task, next_waiting, back_to, handed_over: Instant::now(), watch, gate }
     }
 
     async fn run(self, mut turn: Turn, next_waiting: Arc<AtomicBool>, watch: Arc<Watch>) -> Result<Published> {
@@ -241,6 +242,10 @@ fn heard_whole(walks: &Walks, topic: &str, a: &AggregateFrames) {
 /// figures when one was settled.
 pub async fn settle(topic: &str, p: &mut Progress, max_backoff: Duration, wait: bool) -> Result<Option<PublishStats>> {
     let Some(f) = p.publishing.take_if(|f| wait || f.task.is_finished()) else { return Ok(None) };
+    if let Some(gate) = &f.gate {
+        // Held back by the batch that is waiting for it here (a topic catching up in steps).
+        gate.open();
+    }
     let outcome = match f.task.await {
         Ok(outcome) => outcome,
         Err(e) => {

@@ -225,6 +225,7 @@ mod tests {
             back_to: 3,
             handed_over: std::time::Instant::now(),
             watch: Default::default(),
+            gate: None,
         });
         let failed = tokio::spawn(async { Err(Error::Other("storage went away".into())) });
         let before = vec![("gold/customer_totals".to_string(), 5)];

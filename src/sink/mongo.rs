@@ -13,7 +13,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
 use super::documents::{OrderDocs, customer_docs, daily_docs, daily_ids};
-use super::queue::{Queue, Turn};
+use super::queue::{Hold, Queue, Turn};
 use super::tombstones::Tombstones;
 use crate::error::{Error, Result};
 use crate::gold::{AggregateFrames, OrderFrames};
@@ -88,6 +88,11 @@ impl MongoSink {
     /// Queues a publish that writes the documents of `orders` (see [`Queue::turn`]).
     pub fn queue(&self, orders: std::collections::HashSet<String>) -> Turn {
         self.queue.turn(orders)
+    }
+
+    /// Holds back the publishes queued from now until the hold is dropped (see [`Queue::hold`]).
+    pub fn hold_publishes(&self) -> Hold {
+        self.queue.hold()
     }
 
     pub fn database(&self) -> &Database {

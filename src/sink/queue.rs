@@ -11,11 +11,18 @@
 //! if it fails, is cut short or the process dies first, its topic's MongoDB position has not
 //! moved past that batch, and the catch-up republishes the same orders from the lake, at least as
 //! new.
+//!
+//! A batch that spans several topics hands over one publish per topic, one after the other as
+//! each topic's lake work ends. Left alone, the first would be writing before the next is in
+//! line, and an order both touch would be written twice. So the batch loop holds the line
+//! ([`Queue::hold`]) while it works through the topics: publishes handed over meanwhile take their
+//! places but start only once the hold ends, when every publish of the batch is in line and each
+//! can leave out what the ones behind it write.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// The orders of each publish queued and not yet ended, by place in line.
 type Waiting = Arc<Mutex<BTreeMap<u64, Arc<HashSet<String>>>>>;
@@ -26,6 +33,41 @@ pub struct Queue {
     /// The end of the last publish queued, and the next place in line.
     last: Mutex<(Option<oneshot::Receiver<()>>, u64)>,
     waiting: Waiting,
+    /// The gate of the current (or last) hold.
+    gate: Mutex<Option<Gate>>,
+}
+
+/// Publishes handed over during a hold wait at it until it opens. Opening is for good.
+#[derive(Clone)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Gate {
+    fn new() -> Gate {
+        Gate(Arc::new(watch::channel(false).0))
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn is_open(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn opened(&self) {
+        // The sender lives in `self`, so the channel cannot close under the wait.
+        let _ = self.0.subscribe().wait_for(|open| *open).await;
+    }
+}
+
+/// Holds the line while it lives: dropped (however the batch ends, an error included), it opens
+/// the gate.
+pub struct Hold(Gate);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.open();
+    }
 }
 
 impl Queue {
@@ -40,7 +82,18 @@ impl Queue {
             self.waiting.lock().expect("queue lock").insert(place, Arc::new(orders));
         }
         let previous = last.0.replace(end);
-        Turn { previous, done: Some(done), place, waiting: Arc::clone(&self.waiting) }
+        let gate = self.gate.lock().expect("queue lock").clone().filter(|g| !g.is_open());
+        Turn { previous, done: Some(done), place, waiting: Arc::clone(&self.waiting), gate }
+    }
+
+    /// Holds back the publishes handed over from now until the returned [`Hold`] is dropped.
+    /// Whoever has to wait for one of them meanwhile opens its gate first ([`Turn::gate`]).
+    pub fn hold(&self) -> Hold {
+        let gate = Gate::new();
+        if let Some(old) = self.gate.lock().expect("queue lock").replace(gate.clone()) {
+            old.open();
+        }
+        Hold(gate)
     }
 }
 
@@ -54,14 +107,25 @@ pub struct Turn {
     done: Option<oneshot::Sender<()>>,
     place: u64,
     waiting: Waiting,
+    /// Set when it was queued during a hold.
+    gate: Option<Gate>,
 }
 
 impl Turn {
-    /// Waits until every publish queued before this one has ended.
+    /// Waits until every publish queued before this one has ended, and its hold (if any) is over.
     pub async fn wait(&mut self) {
         if let Some(previous) = self.previous.take() {
             let _ = previous.await;
         }
+        if let Some(gate) = &self.gate {
+            gate.opened().await;
+        }
+    }
+
+    /// The gate this publish waits at: whoever waits for the publish to end must open it first,
+    /// or wait for the hold's end, which may be waiting for them.
+    pub fn gate(&self) -> Option<Gate> {
+        self.gate.clone()
     }
 
     /// The orders that publishes queued behind this one will write, each set as one of them
@@ -151,5 +215,37 @@ mod tests {
         }
         let want = [(0, "start"), (0, "end"), (2, "start"), (2, "end"), (3, "start"), (3, "end"), (9, "start")];
         assert_eq!(*written.lock().unwrap(), want);
+    }
+
+    /// During a hold publishes take their places but none starts; when it ends they go in line,
+    /// the first seeing the orders of those behind it. Opening one's gate (someone waits for it)
+    /// lets the whole held line go, and publishes queued after the hold are not held.
+    #[tokio::test]
+    async fn publishes_queued_during_a_hold_start_when_it_ends() {
+        let q = Queue::default();
+        let short = std::time::Duration::from_millis(50);
+        let hold = q.hold();
+        let mut orders = q.turn(ids(&["1", "2"]));
+        let mut items = q.turn(ids(&["2"]));
+        assert!(orders.gate().is_some() && items.gate().is_some());
+        assert!(tokio::time::timeout(short, orders.wait()).await.is_err(), "held while the batch goes on");
+        drop(hold);
+        orders.wait().await;
+        assert_eq!(orders.written_later(), vec![Arc::new(ids(&["2"]))]);
+        drop(orders);
+        items.wait().await;
+        drop(items);
+
+        let _hold = q.hold();
+        let mut first = q.turn(HashSet::new());
+        let mut second = q.turn(HashSet::new());
+        second.gate().expect("held").open();
+        tokio::time::timeout(short, first.wait()).await.expect("the gate is the whole hold's");
+        drop(first);
+        tokio::time::timeout(short, second.wait()).await.expect("open for good");
+        drop(second);
+        let mut after = q.turn(HashSet::new());
+        assert!(after.gate().is_none(), "the hold's gate is open: later publishes are not held");
+        tokio::time::timeout(short, after.wait()).await.expect("not held");
     }
 }
