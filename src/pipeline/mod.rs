@@ -131,7 +131,9 @@ impl Pipeline {
     async fn flush(&mut self, consumer: &OrderConsumer, pending: &mut HashMap<String, Vec<RawEvent>>) -> Result<usize> {
         let mut n = 0;
         let mut next: HashMap<TopicPartition, i64> = HashMap::new();
-        let topics: Vec<String> = pending.keys().cloned().collect();
+        // In a fixed order, so that a batch over several topics runs the same way every time.
+        let mut topics: Vec<String> = pending.keys().cloned().collect();
+        topics.sort();
         // The topics' publishes start together once all are in line, so each leaves out the
         // orders a later one writes (CDC: an order and its items); dropped on return, error or not.
         let _hold = self.mongo.as_ref().filter(|_| topics.len() > 1).map(|m| m.hold_publishes());

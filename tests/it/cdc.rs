@@ -309,3 +309,42 @@ async fn a_column_added_to_a_table_that_has_rows_appears_in_silver() {
     .collect();
     assert_eq!(got, want);
 }
+
+/// A batch over several topics whose `orders` topic fails: the topics before it (in name order,
+/// `customers` and `order_items`) are committed and their MongoDB publishes, held until the batch
+/// was through its topics, still go out. Nothing waits forever on the failed batch, and the rerun
+/// ends with the lake and MongoDB equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failing_at_one_topic_lets_the_held_publishes_of_the_others_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("cdc-held-fail");
+    let prefix = format!("{name}.public");
+    let s = settings_with(&name, &LakeKind::Local(dir.path().to_path_buf()), true, &cdc_toml(&prefix));
+    let history = cdc_gen::synthetic(700, 17, true);
+    produce::publish_cdc(&s, &prefix, &history.records).await.unwrap();
+    let (items, orders) = (format!("{prefix}.order_items"), format!("{prefix}.orders"));
+    // `publish_cdc` produces to all four topics, so the first batch spans them.
+
+    let failing = format!("after-silver:{orders}");
+    tokio::time::timeout(Duration::from_secs(120), crate::restart::run_failing_at(&s, &failing))
+        .await
+        .expect("the failed batch returned");
+    let sink = orderlake::sink::mongo::MongoSink::connect(&mongodb_uri(), &s.mongodb_database, &s.group).await.unwrap();
+    // Committed before `orders` failed, their publishes were held: both still go out in full.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for topic in [format!("{prefix}.customers"), items] {
+        let bronze = table_version(&s, &format!("bronze/{topic}")).await.expect("landed") as i64;
+        while sink.progress(&topic).await.unwrap() != Some(bronze) {
+            assert!(std::time::Instant::now() < deadline, "{topic}: its held publish never went out");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let orders_bronze = table_version(&s, &format!("bronze/{orders}")).await.expect("orders landed") as i64;
+    assert!(sink.progress(&orders).await.unwrap().is_none_or(|v| v < orders_bronze), "orders' publish never ran");
+
+    run_once(&s).await;
+    assert_silver_is_the_source(&s, &history.db).await;
+    let r = cdc_reference(&history.db);
+    assert_lake_matches(&s, &r).await;
+    assert_mongo_matches(&s, &r).await;
+}
