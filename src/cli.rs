@@ -179,6 +179,10 @@ pub enum Command {
         /// [default: orderlake's]
         #[arg(long)]
         hold_batches_ms: Option<u64>,
+        /// batch.align_topics_ms of the benchmarked runs (0: read the CDC topics unaligned)
+        /// [default: orderlake's]
+        #[arg(long)]
+        align_topics_ms: Option<u64>,
         /// batch.max_records of the benchmarked runs, and the Python peer's batch size
         #[arg(long, default_value_t = 50_000)]
         max_records: usize,
@@ -332,6 +336,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             freshness_secs,
             max_latency_ms,
             hold_batches_ms,
+            align_topics_ms,
             max_records,
             no_peer,
             peer_events,
@@ -354,6 +359,7 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
                 freshness_secs,
                 max_latency_ms,
                 hold_batches_ms,
+                align_topics_ms,
                 max_records,
                 peer: !no_peer,
                 peer_events,

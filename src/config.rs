@@ -80,6 +80,7 @@ pub struct BatchFile {
     pub max_bytes: Option<usize>,
     pub max_latency_ms: Option<u64>,
     pub max_in_flight_bytes: Option<usize>,
+    pub align_topics_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +142,9 @@ pub struct BatchSettings {
     /// Events read from Kafka but not yet committed to the lake, at most (bytes). Past it, every
     /// assigned partition is paused until the pipeline catches up.
     pub max_in_flight_bytes: usize,
+    /// Over several topics, a partition this far (Kafka timestamps) ahead of the furthest-behind
+    /// one is paused until that one catches up (zero: never; see `source::align`).
+    pub align_topics: Duration,
 }
 
 /// Hours below which VACUUM may delete files a reader or time travel still needs (Delta's default
@@ -289,6 +293,7 @@ impl Settings {
             max_bytes: fc.batch.max_bytes.unwrap_or(64 * 1024 * 1024),
             max_latency: Duration::from_millis(fc.batch.max_latency_ms.unwrap_or(1_000)),
             max_in_flight_bytes: fc.batch.max_in_flight_bytes.unwrap_or(64 * 1024 * 1024),
+            align_topics: Duration::from_millis(fc.batch.align_topics_ms.unwrap_or(1_000)),
         };
         if batch.max_records == 0 {
             return Err(cfg("batch.max_records", "must be at least 1"));
@@ -303,6 +308,12 @@ impl Settings {
                     "{} is below batch.max_bytes ({}): a batch could never fill; raise it or lower batch.max_bytes",
                     batch.max_in_flight_bytes, batch.max_bytes
                 ),
+            ));
+        }
+        if batch.align_topics > Duration::from_secs(3_600) {
+            return Err(cfg(
+                "batch.align_topics_ms",
+                format!("{} is above 3600000 (1 hour); 0 turns alignment off", batch.align_topics.as_millis()),
             ));
         }
         if batch.max_latency.is_zero() {

@@ -44,6 +44,9 @@ fn defaults_are_sensible() {
     let fc: FileConfig = toml::from_str("[mongodb]\naggregates_lag_ms = 0\n").unwrap();
     assert!(Settings::from_parts(fc, Overrides::default()).unwrap().aggregates_lag.is_zero());
     assert_eq!(s.hold_batches, Duration::from_secs(2));
+    assert_eq!(s.batch.align_topics, Duration::from_secs(1));
+    let fc: FileConfig = toml::from_str("[batch]\nalign_topics_ms = 0\n").unwrap();
+    assert!(Settings::from_parts(fc, Overrides::default()).unwrap().batch.align_topics.is_zero());
     let fc: FileConfig = toml::from_str("[mongodb]\nhold_batches_ms = 0\n").unwrap();
     assert!(Settings::from_parts(fc, Overrides::default()).unwrap().hold_batches.is_zero());
     let fc: FileConfig = toml::from_str("[lake]\nread_back_mib = 0\n").unwrap();
@@ -89,6 +92,9 @@ fn bad_settings_name_the_key() {
     let fc: FileConfig = toml::from_str("[mongodb]\nhold_batches_ms = 120000\n").unwrap();
     let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
     assert!(e.contains("mongodb.hold_batches_ms: ") && e.contains("0 cuts every batch"), "{e}");
+    let fc: FileConfig = toml::from_str("[batch]\nalign_topics_ms = 7200000\n").unwrap();
+    let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+    assert!(e.contains("batch.align_topics_ms: ") && e.contains("0 turns alignment off"), "{e}");
 }
 
 #[test]
@@ -99,6 +105,7 @@ fn the_example_config_is_valid_and_shows_the_defaults() {
     assert_eq!((s.brokers, s.group, s.batch.max_records), (d.brokers, d.group, d.batch.max_records));
     assert_eq!(s.batch.max_latency, d.batch.max_latency);
     assert_eq!(s.batch.max_in_flight_bytes, d.batch.max_in_flight_bytes);
+    assert_eq!(s.batch.align_topics, d.batch.align_topics);
     assert_eq!(s.aggregates_lag, d.aggregates_lag);
     assert_eq!(s.hold_batches, d.hold_batches);
     let (m, dm) = (&s.maintenance, &d.maintenance);

@@ -33,6 +33,8 @@ pub struct BenchArgs {
     pub max_latency_ms: u64,
     /// `mongodb.hold_batches_ms` of the benchmarked runs (`None`: orderlake's default).
     pub hold_batches_ms: Option<u64>,
+    /// `batch.align_topics_ms` of the benchmarked runs (`None`: orderlake's default).
+    pub align_topics_ms: Option<u64>,
     pub max_records: usize,
     pub peer: bool,
     pub peer_events: Option<usize>,
@@ -124,6 +126,9 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> Result<Report> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::Config(format!("--out {}: {e}", args.out.display())))?;
     let config = dir.join("orderlake.toml");
     let mut toml = format!("[batch]\nmax_latency_ms = {}\nmax_records = {}\n", args.max_latency_ms, args.max_records);
+    if let Some(ms) = args.align_topics_ms {
+        toml.push_str(&format!("align_topics_ms = {ms}\n"));
+    }
     if let Some(ms) = args.hold_batches_ms {
         toml.push_str(&format!("[mongodb]\nhold_batches_ms = {ms}\n"));
     }

@@ -355,7 +355,11 @@ impl Pipeline {
                 "run --once: consuming up to the end offsets seen at start"
             );
         }
-        let mut feed = Feed::start(consumer, epochs, self.settings.batch.max_in_flight_bytes);
+        // Alignment in time matters where topics meet, in gold (an order and its items); one
+        // topic's partitions, and bronze tables, are independent of each other.
+        let aligned = self.settings.topics().len() > 1 && !self.settings.bronze_only;
+        let align = aligned.then_some(self.settings.batch.align_topics);
+        let mut feed = Feed::start(consumer, epochs, self.settings.batch.max_in_flight_bytes, align);
         let res = self.consume(&mut feed, once.then_some(&targets)).await;
         feed.close().await;
         res

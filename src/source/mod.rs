@@ -1,4 +1,5 @@
 //! Where events come from.
 
+pub mod align;
 pub mod feed;
 pub mod kafka;

@@ -23,7 +23,7 @@ async fn feed_pauses_at_the_budget_and_resumes_without_gaps() {
     produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
     let budget = 64 * 1024;
     let (consumer, epochs) = kafka::consumer(&s).unwrap();
-    let mut feed = Feed::start(consumer, epochs, budget);
+    let mut feed = Feed::start(consumer, epochs, budget, None);
 
     // Nothing is released: reading stops at the budget (plus the one event that crossed it).
     let (mut got, mut bytes, mut max_event) = (Vec::new(), 0usize, 0usize);

@@ -2,6 +2,7 @@
 //! (tansu on :9092, Azurite on :10000, SecantusDB on :27017). One test binary so the heavy
 //! dependency tree is linked once. Every test uses its own topic, group, container and database.
 
+mod align;
 mod backpressure;
 mod bad_input;
 mod bench;
