@@ -40,6 +40,9 @@ pub struct Metrics {
     left_to_later: Mutex<BTreeMap<String, u64>>,
     /// Batches per topic cut after their deadline, to meet MongoDB (`pipeline::pace`).
     held: Mutex<BTreeMap<String, u64>>,
+    /// Partitions the feed has paused now: over the in-flight budget, and held back in time.
+    paused_budget: AtomicU64,
+    paused_align: AtomicU64,
     ready: AtomicBool,
     /// Unix milliseconds of the consume loop's last turn.
     alive_at: AtomicI64,
@@ -163,6 +166,13 @@ impl Metrics {
     }
 
     /// Alive unless the loop has not turned for `stuck_after_ms` (a batch plus its retries).
+    /// The partitions paused now, over the in-flight budget and held back for alignment in time
+    /// (`source::align`).
+    pub fn partitions_paused(&self, over_budget: usize, aligning: usize) {
+        self.paused_budget.store(over_budget as u64, Relaxed);
+        self.paused_align.store(aligning as u64, Relaxed);
+    }
+
     pub fn healthy(&self, stuck_after_ms: i64) -> bool {
         let at = self.alive_at.load(Relaxed);
         at == 0 || now_ms() - at < stuck_after_ms
@@ -268,6 +278,11 @@ impl Metrics {
         for (t, n) in self.held.lock().expect("metrics lock").iter() {
             writeln!(o, "orderlake_batches_held_total{{topic=\"{t}\"}} {n}").ok();
         }
+        writeln!(o, "# HELP orderlake_partitions_paused Partitions not fetched now: over batch.max_in_flight_bytes (the lake or MongoDB is behind), or ahead in time of another topic (batch.align_topics_ms).").ok();
+        writeln!(o, "# TYPE orderlake_partitions_paused gauge").ok();
+        for (reason, n) in [("in_flight_budget", &self.paused_budget), ("align_topics", &self.paused_align)] {
+            writeln!(o, "orderlake_partitions_paused{{reason=\"{reason}\"}} {}", n.load(Relaxed)).ok();
+        }
         writeln!(o, "# HELP orderlake_storage_kept_bytes Bytes of lake files kept in memory for reading back.").ok();
         writeln!(
             o,
@@ -340,6 +355,7 @@ mod tests {
         m.batch(50, std::time::Duration::from_secs(3), None);
         m.lag("shop.sales", 2, 7);
         m.retry(true);
+        m.partitions_paused(0, 2);
         let text = m.render();
         assert!(text.contains("orderlake_events_consumed_total 150"), "{text}");
         assert!(text.contains("# TYPE orderlake_events_decoded_total counter"), "{text}");
@@ -349,6 +365,8 @@ mod tests {
         assert!(text.contains("orderlake_partition_lag{topic=\"shop.sales\",partition=\"2\"} 7"), "{text}");
         assert!(text.contains("orderlake_batch_retries_total{cause=\"commit_conflict\"} 1"), "{text}");
         assert!(text.contains("orderlake_freshness_seconds 1.5"), "{text}");
+        assert!(text.contains("orderlake_partitions_paused{reason=\"align_topics\"} 2"), "{text}");
+        assert!(text.contains("orderlake_partitions_paused{reason=\"in_flight_budget\"} 0"), "{text}");
         // This test process holds at least its own binary's pages, far more than a MiB.
         let rss = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).expect("{text}");
         assert!(rss.parse::<u64>().unwrap() > 1 << 20, "{text}");

@@ -95,6 +95,7 @@ impl Feed {
         drop(self.commands);
         let _ = self.task.await;
         self.consumer.unsubscribe();
+        crate::metrics::global().partitions_paused(0, 0);
     }
 }
 
@@ -201,6 +202,9 @@ impl Poller {
         for tp in &resume {
             self.paused.remove(tp);
         }
+        let now_paused = self.paused.iter().filter(|tp| assigned.contains(*tp)).count();
+        let (budget, aligning) = if over_budget { (now_paused, 0) } else { (0, now_paused) };
+        crate::metrics::global().partitions_paused(budget, aligning);
     }
 
     fn set_paused(&self, tps: &[TopicPartition], pause: bool) {
