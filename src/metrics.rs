@@ -165,7 +165,6 @@ impl Metrics {
         *self.held.lock().expect("metrics lock").entry(topic.into()).or_default() += 1;
     }
 
-    /// Alive unless the loop has not turned for `stuck_after_ms` (a batch plus its retries).
     /// The partitions paused now, over the in-flight budget and held back for alignment in time
     /// (`source::align`).
     pub fn partitions_paused(&self, over_budget: usize, aligning: usize) {
@@ -173,6 +172,7 @@ impl Metrics {
         self.paused_align.store(aligning as u64, Relaxed);
     }
 
+    /// Alive unless the loop has not turned for `stuck_after_ms` (a batch plus its retries).
     pub fn healthy(&self, stuck_after_ms: i64) -> bool {
         let at = self.alive_at.load(Relaxed);
         at == 0 || now_ms() - at < stuck_after_ms

@@ -130,7 +130,7 @@ impl Poller {
             let watching = self.align.is_some() || over_budget || !self.paused.is_empty();
             // Not on every event: each pause or resume throws away what librdkafka prefetched
             // for the partition, and holding partitions at once whenever they cross the window
-            // made them flap (CDC bronze ingest fell by a third, the full pipeline by half).
+            // made them flap (CDC bronze ingest and the full pipeline fell by about a third).
             if was != over_budget || (watching && checked.elapsed() >= CHECK) {
                 self.check(over_budget);
                 checked = Instant::now();

@@ -44,8 +44,9 @@ async fn produce_timed(s: &Settings, topic: &str, n: usize, size: usize, t0: i64
 }
 
 /// Reads every event of `counts` (per topic) as a pipeline that commits what it holds every
-/// [`COMMIT_EVERY`] would (with [`BUDGET`] in flight), and returns how far (ms) the newest event read of one topic was ahead of the other's (`t0` for a
-/// topic not read yet) while both still had events to read.
+/// [`COMMIT_EVERY`] would (with [`BUDGET`] in flight), and returns how far (ms) the newest event
+/// read of one topic was ahead of the other's (`t0` for a topic not read yet) while both still
+/// had events to read.
 async fn widest_gap(s: &Settings, counts: &HashMap<String, usize>, t0: i64, align: Option<Duration>) -> i64 {
     let (consumer, epochs) = kafka::consumer(s).unwrap();
     let mut feed = Feed::start(consumer, epochs, BUDGET, align);
