@@ -105,8 +105,10 @@ struct Poller {
     in_flight: Arc<AtomicUsize>,
     budget: usize,
     align: Option<Align>,
-    /// The partitions this poller paused. librdkafka keeps a partition paused through a
-    /// rebalance, so one revoked while paused is resumed when it comes back.
+    /// The partitions this poller paused, assigned or not. librdkafka keeps a partition paused
+    /// through a rebalance, even one that moved to another member and came back (checked by
+    /// `align::partitions_paused_through_a_rebalance_are_read_to_their_end`), so one revoked while
+    /// paused is remembered here and resumed when it comes back.
     paused: HashSet<TopicPartition>,
 }
 
