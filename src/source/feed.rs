@@ -3,9 +3,13 @@
 //! being fetched. Memory stays bounded: when the bytes handed over but not yet released by the
 //! pipeline exceed the in-flight budget, every assigned partition is paused (the consumer keeps
 //! polling, so its group membership stays alive) until the pipeline has caught up to half of it.
-//! Over several topics, partitions that run ahead in time are paused too (see `align`).
+//! Over several topics, partitions that run ahead in time are paused too (see `align`). A
+//! partition not paused here that has delivered nothing for [`NUDGE_AFTER`] is resumed again, in
+//! case librdkafka left it paused: a stall that would otherwise show no error. Only this loop
+//! pauses, resumes and seeks: a pause from another task while the loop waited in `recv` made
+//! closing the consumer hang (librdkafka 2.12; its broker thread never ended).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ pub struct Fed {
 
 enum Command {
     Seek { tp: TopicPartition, offset: Option<i64>, epoch: u64 },
+    PauseUntracked(TopicPartition),
 }
 
 /// The pipeline's end of the feed.
@@ -58,6 +63,7 @@ impl Feed {
             budget,
             align: align.filter(|w| !w.is_zero()).map(Align::new),
             paused: HashSet::new(),
+            quiet: HashMap::new(),
         };
         let task = tokio::spawn(poller.run(tx, rx));
         Feed { consumer, epochs, events, commands, in_flight, task }
@@ -78,6 +84,13 @@ impl Feed {
         let epoch = self.epochs.allocate();
         let _ = self.commands.send(Command::Seek { tp, offset, epoch });
         epoch
+    }
+
+    /// Pauses a partition without the poll loop recording it: what librdkafka does when it loses
+    /// a resume. For tests of the recovery from that.
+    #[doc(hidden)]
+    pub fn pause_untracked(&self, tp: TopicPartition) {
+        let _ = self.commands.send(Command::PauseUntracked(tp));
     }
 
     /// The pipeline is done with `bytes` of events (committed, or dropped as duplicates).
@@ -110,14 +123,26 @@ struct Poller {
     /// `align::partitions_paused_through_a_rebalance_are_read_to_their_end`), so one revoked while
     /// paused is remembered here and resumed when it comes back.
     paused: HashSet<TopicPartition>,
+    /// Since when each assigned partition not paused here has delivered nothing.
+    quiet: HashMap<TopicPartition, Instant>,
 }
 
 /// How often the paused partitions are brought in line with the budget and the alignment.
 const CHECK: Duration = Duration::from_millis(25);
 
+/// A partition this poller has not paused that delivers nothing for this long is resumed again.
+/// librdkafka can lose a resume (an assignment racing a pause and resume leaves the partition
+/// paused for good, confluentinc/librdkafka#5591), and nothing else would ever notice. Resuming a
+/// partition that is not paused does nothing (librdkafka 2.12 returns before touching it), so an
+/// idle partition costs one call per period.
+pub const NUDGE_AFTER: Duration = Duration::from_secs(10);
+
 impl Poller {
     async fn run(mut self, tx: mpsc::UnboundedSender<Fed>, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let (mut over_budget, mut checked) = (false, Instant::now());
+        let (mut over_budget, mut checked, mut nudged) = (false, Instant::now(), Instant::now());
+        // Wakes the loop when nothing arrives at all: a stalled partition may be the reason.
+        let mut nudge_tick = tokio::time::interval(NUDGE_AFTER / 4);
+        nudge_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let held = self.in_flight.load(Ordering::SeqCst);
             let was = over_budget;
@@ -137,12 +162,17 @@ impl Poller {
                 self.check(over_budget);
                 checked = Instant::now();
             }
+            if nudged.elapsed() >= NUDGE_AFTER / 4 {
+                self.nudge();
+                nudged = Instant::now();
+            }
             let waiting = over_budget || !self.paused.is_empty();
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
                     None => return,
                     Some(Command::Seek { tp, offset, epoch }) => self.seek(tp, offset, epoch),
+                    Some(Command::PauseUntracked(tp)) => self.set_paused(&[tp], true),
                 },
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
@@ -155,8 +185,12 @@ impl Poller {
                             value: m.payload().map(crate::model::value_text),
                             timestamp_ms: m.timestamp().to_millis(),
                         };
+                        let now = Instant::now();
                         if let Some(a) = &mut self.align {
-                            a.read(&tp, event.offset, event.timestamp_ms, Instant::now());
+                            a.read(&tp, event.offset, event.timestamp_ms, now);
+                        }
+                        if let Some(since) = self.quiet.get_mut(&tp) {
+                            *since = now;
                         }
                         self.in_flight.fetch_add(event.size(), Ordering::SeqCst);
                         let epoch = self.epochs.get(&tp);
@@ -168,6 +202,7 @@ impl Poller {
                 },
                 // While anything is paused, wake up to notice what changed.
                 _ = tokio::time::sleep(CHECK), if waiting => {}
+                _ = nudge_tick.tick() => {}
             }
         }
     }
@@ -207,6 +242,33 @@ impl Poller {
         let now_paused = self.paused.iter().filter(|tp| assigned.contains(*tp)).count();
         let (budget, aligning) = if over_budget { (now_paused, 0) } else { (0, now_paused) };
         crate::metrics::global().partitions_paused(budget, aligning);
+    }
+
+    /// Resumes the assigned partitions not paused here that have delivered nothing for
+    /// [`NUDGE_AFTER`]; time paused here does not count.
+    fn nudge(&mut self) {
+        let Ok(assignment) = self.consumer.assignment() else { return };
+        let now = Instant::now();
+        let mut unpaused = HashSet::new();
+        for e in assignment.elements() {
+            let tp = (e.topic().to_string(), e.partition());
+            if !self.paused.contains(&tp) {
+                unpaused.insert(tp);
+            }
+        }
+        self.quiet.retain(|tp, _| unpaused.contains(tp));
+        let mut stalled = Vec::new();
+        for tp in unpaused {
+            let since = self.quiet.entry(tp.clone()).or_insert(now);
+            if now.duration_since(*since) >= NUDGE_AFTER {
+                *since = now;
+                stalled.push(tp);
+            }
+        }
+        if !stalled.is_empty() {
+            debug!(partitions = ?stalled, "nothing read for a while: resumed in case librdkafka left them paused");
+            self.set_paused(&stalled, false);
+        }
     }
 
     fn set_paused(&self, tps: &[TopicPartition], pause: bool) {

@@ -30,5 +30,6 @@ mod reference;
 mod restart;
 mod secure;
 mod stack;
+mod stalled;
 mod support;
 mod terraform;
