@@ -123,8 +123,8 @@ struct Poller {
     /// `align::partitions_paused_through_a_rebalance_are_read_to_their_end`), so one revoked while
     /// paused is remembered here and resumed when it comes back.
     paused: HashSet<TopicPartition>,
-    /// Since when each assigned partition not paused here has delivered nothing.
-    quiet: HashMap<TopicPartition, Instant>,
+    /// Each assigned partition not paused here: its read position, and since when it stands.
+    quiet: HashMap<TopicPartition, (Offset, Instant)>,
 }
 
 /// How often the paused partitions are brought in line with the budget and the alignment.
@@ -185,12 +185,8 @@ impl Poller {
                             value: m.payload().map(crate::model::value_text),
                             timestamp_ms: m.timestamp().to_millis(),
                         };
-                        let now = Instant::now();
                         if let Some(a) = &mut self.align {
-                            a.read(&tp, event.offset, event.timestamp_ms, now);
-                        }
-                        if let Some(since) = self.quiet.get_mut(&tp) {
-                            *since = now;
+                            a.read(&tp, event.offset, event.timestamp_ms, Instant::now());
                         }
                         self.in_flight.fetch_add(event.size(), Ordering::SeqCst);
                         let epoch = self.epochs.get(&tp);
@@ -244,23 +240,26 @@ impl Poller {
         crate::metrics::global().partitions_paused(budget, aligning);
     }
 
-    /// Resumes the assigned partitions not paused here that have delivered nothing for
-    /// [`NUDGE_AFTER`]; time paused here does not count.
+    /// Resumes the assigned partitions not paused here whose read position has not moved for
+    /// [`NUDGE_AFTER`]; time paused here does not count. Positions are librdkafka's own (no broker
+    /// round trip), so nothing is tracked per event.
     fn nudge(&mut self) {
-        let Ok(assignment) = self.consumer.assignment() else { return };
+        let Ok(positions) = self.consumer.position() else { return };
         let now = Instant::now();
-        let mut unpaused = HashSet::new();
-        for e in assignment.elements() {
+        let mut unpaused = HashMap::new();
+        for e in positions.elements() {
             let tp = (e.topic().to_string(), e.partition());
             if !self.paused.contains(&tp) {
-                unpaused.insert(tp);
+                unpaused.insert(tp, e.offset());
             }
         }
-        self.quiet.retain(|tp, _| unpaused.contains(tp));
+        self.quiet.retain(|tp, _| unpaused.contains_key(tp));
         let mut stalled = Vec::new();
-        for tp in unpaused {
-            let since = self.quiet.entry(tp.clone()).or_insert(now);
-            if now.duration_since(*since) >= NUDGE_AFTER {
+        for (tp, at) in unpaused {
+            let (last, since) = self.quiet.entry(tp.clone()).or_insert((at, now));
+            if *last != at {
+                (*last, *since) = (at, now);
+            } else if now.duration_since(*since) >= NUDGE_AFTER {
                 *since = now;
                 stalled.push(tp);
             }
