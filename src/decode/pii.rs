@@ -107,13 +107,15 @@ fn write_row(out: &mut String, row: &Members<'_>, rules: &BTreeMap<String, PiiRu
     write_object(out, row, |k, v| rules.get(k).map_or(Edit::Keep, |r| column(row, k, v, *r, salt)));
 }
 
-/// A Debezium payload: its `before`/`after` images, or itself when it is a flattened row (no
-/// images, no `op`). Every image that is an object is rewritten, even one a reader would not keep.
+/// A Debezium payload: its `before`/`after` images, and its own members too when it is a
+/// flattened row. Every image that is an object is rewritten, even one a reader would not keep.
 fn write_payload(out: &mut String, p: &Members<'_>, rules: &BTreeMap<String, PiiRule>, salt: &str) {
     let is_image = |k: &str| k == "before" || k == "after";
-    // Decided on the images a reader keeps (the last of a duplicated name), as the decoder does.
-    let is_object = |v: Option<&RawValue>| v.is_some_and(|v| v.get().trim_start().starts_with('{'));
-    let flat = !is_object(p.get("before")) && !is_object(p.get("after")) && p.get("op").is_none();
+    // Exactly the decoder's test (`debezium::Decoder::decode`), on the `op` a reader keeps (the
+    // last of a duplicated name): a payload without a string `op` is read as a row, whatever its
+    // `before` and `after` hold. Deciding it here on the images as well left a ruled column of
+    // such a row in the clear (found by `fuzz/`'s redact target).
+    let flat = str_of(p.get("op")).is_none();
     write_object(out, p, |k, v| {
         if flat && let Some(r) = rules.get(k) {
             return column(p, k, v, *r, salt);

@@ -67,6 +67,28 @@ fn a_duplicated_member_is_rewritten_at_every_occurrence() {
     assert!(!out.contains("4333333333333333") && !out.contains("4111111111111111"), "{out}");
 }
 
+/// What the decoder reads as a row must be rewritten as one: a payload without a string `op` is
+/// read as a flattened row even when it has `before` or `after` objects (the fuzzer's finding).
+#[test]
+fn a_payload_the_decoder_reads_as_a_row_is_rewritten_as_one() {
+    use crate::decode::connect::FieldValue;
+    use crate::decode::debezium::Decoder;
+    use crate::decode::sales::MessageMeta;
+
+    let meta = MessageMeta { topic: "t", partition: 0, offset: 1, timestamp_ms: Some(1) };
+    for v in [
+        r#"{"after":{"id":1},"id":2,"card":"4111111111111111"}"#,
+        r#"{"before":{"id":1},"op":null,"id":2,"card":"4111111111111111"}"#,
+        r#"{"after":{"id":1},"op":5,"id":2,"card":"4111111111111111"}"#,
+    ] {
+        let read = |value: &str| Decoder::default().decode(&meta, None, Some(value)).unwrap().unwrap().row;
+        assert_eq!(read(v).get("card"), Some(&FieldValue::Str("4111111111111111".into())), "read as a row: {v}");
+        let out = redact(v, &rules(), "s").unwrap();
+        assert!(!out.contains("4111111111111111"), "{out}");
+        assert_eq!(read(&out).get("card"), Some(&FieldValue::Str("************1111".into())), "{out}");
+    }
+}
+
 #[test]
 fn values_without_rows_pass_through() {
     for v in ["null", "[1,2]", "42", r#""text""#, r#"{"payload":null,"schema":null}"#] {
@@ -115,14 +137,13 @@ fn tree_redact(value: &str, rules: &BTreeMap<String, PiiRule>, salt: &str) -> Op
     }
     let payload = if has_envelope { v.get_mut("payload") } else { Some(&mut v) };
     if let Some(Value::Object(p)) = payload {
-        let mut nested = false;
         for image in ["before", "after"] {
             if let Some(Value::Object(row)) = p.get_mut(image) {
                 tree_row(row, rules, salt);
-                nested = true;
             }
         }
-        if !nested && !p.contains_key("op") {
+        // The decoder reads a payload without a string `op` as a row.
+        if !p.get("op").is_some_and(Value::is_string) {
             tree_row(p, rules, salt);
         }
     }
@@ -173,7 +194,10 @@ fn payload() -> impl Strategy<Value = String> {
     let member = prop_oneof![
         (Just("before".to_string()), image()),
         (Just("after".to_string()), image()),
-        (Just("op".to_string()), Just("\"u\"".to_string())),
+        (
+            Just("op".to_string()),
+            prop_oneof![Just("\"u\"".to_string()), Just("null".to_string()), Just("5".to_string())]
+        ),
         (Just("source".to_string()), row()),
         (name(), leaf()),
     ];
