@@ -261,6 +261,29 @@ impl Changes {
     pub fn deletes_of(&self, e: Entity) -> impl Iterator<Item = &DeleteRow> {
         self.deletes.iter().filter(move |d| d.entity == e)
     }
+
+    /// How many rows each kind holds now, to take back what a failed step added after it.
+    pub fn mark(&self) -> [usize; 6] {
+        [
+            self.orders.len(),
+            self.items.len(),
+            self.products.len(),
+            self.customers.len(),
+            self.deletes.len(),
+            self.truncates.len(),
+        ]
+    }
+
+    /// Drops every row added since `mark`.
+    pub fn truncate(&mut self, mark: [usize; 6]) {
+        let [o, i, p, c, d, t] = mark;
+        self.orders.truncate(o);
+        self.items.truncate(i);
+        self.products.truncate(p);
+        self.customers.truncate(c);
+        self.deletes.truncate(d);
+        self.truncates.truncate(t);
+    }
 }
 
 /// A message that could not be decoded; lands in `bronze/_dead_letters`.

@@ -42,16 +42,44 @@ pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
             out.dead.push(dead(e, reason));
             continue;
         }
-        let meta = sales::MessageMeta::of(e);
-        match sales::decode(&meta, e.value.as_deref().map(str::as_bytes), now_us) {
-            Ok(line) => {
-                out.changes.orders.push(line.order);
-                out.changes.products.push(line.product);
-                out.changes.items.push(line.item);
-            }
-            Err(error) => out.dead.push(dead(e, error)),
-        }
+        guarded(e, out, |changes| {
+            let meta = sales::MessageMeta::of(e);
+            let line = sales::decode(&meta, e.value.as_deref().map(str::as_bytes), now_us)?;
+            changes.orders.push(line.order);
+            changes.products.push(line.product);
+            changes.items.push(line.item);
+            Ok(())
+        });
     }
+}
+
+/// Decodes one event with `f`; an error, or a panic, makes the event a dead letter and takes back
+/// any row `f` added for it. Decoding runs again on every restart (silver catches up from
+/// bronze), so a decoder bug that panicked on one message would otherwise stop silver, gold and
+/// MongoDB at that message for good. Returns whether `f` panicked.
+fn guarded(e: &RawEvent, out: &mut Decoded, f: impl FnOnce(&mut Changes) -> Result<(), String>) -> bool {
+    let mark = out.changes.mark();
+    let changes = &mut out.changes;
+    let (error, panicked) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(changes))) {
+        Ok(Ok(())) => return false,
+        Ok(Err(error)) => (error, false),
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!(
+                topic = %e.topic, partition = e.partition, offset = e.offset,
+                "the decoder panicked on this event ({why}); it goes to the dead letters and the batch goes on. \
+                 This is a bug in orderlake: please report it with the event from bronze/_dead_letters"
+            );
+            (format!("decoder panicked (a bug in orderlake, please report it with this event): {why}"), true)
+        }
+    };
+    out.changes.truncate(mark);
+    out.dead.push(dead(e, error));
+    panicked
 }
 
 fn dead(e: &RawEvent, error: String) -> DeadLetter {
@@ -79,17 +107,22 @@ pub fn decode_topic(topic: &str, events: &[RawEvent], cdc: Option<&CdcSettings>,
             out.dead.push(dead(e, reason));
             continue;
         }
-        let meta = sales::MessageMeta::of(e);
-        let res = decoder.decode(&meta, e.key.as_deref(), e.value.as_deref()).and_then(|c| match c {
-            Some(c) => mapping::apply(&c, table, truncate, now_us, &mut out.changes).map(|applied| {
-                if !applied && truncate == TruncateMode::Ignore {
-                    tracing::warn!(topic, offset = e.offset, "truncate ignored (cdc.truncate = \"ignore\")");
+        let panicked = guarded(e, out, |changes| {
+            let meta = sales::MessageMeta::of(e);
+            match decoder.decode(&meta, e.key.as_deref(), e.value.as_deref())? {
+                Some(c) => {
+                    let applied = mapping::apply(&c, table, truncate, now_us, changes)?;
+                    if !applied && truncate == TruncateMode::Ignore {
+                        tracing::warn!(topic, offset = e.offset, "truncate ignored (cdc.truncate = \"ignore\")");
+                    }
+                    Ok(())
                 }
-            }),
-            None => Ok(()), // tombstone: the delete before it did the work
+                None => Ok(()), // tombstone: the delete before it did the work
+            }
         });
-        if let Err(error) = res {
-            out.dead.push(dead(e, error));
+        if panicked {
+            // Its cached schemas may be half-updated.
+            decoder = debezium::Decoder::default();
         }
     }
 }
@@ -100,8 +133,32 @@ pub fn redact_topic(topic: &str, events: &mut [RawEvent], cdc: Option<&CdcSettin
     let Some(table) = c.table_for_topic(topic).filter(|t| !t.pii.is_empty()) else { return };
     let mut redactor = pii::Redactor::new(&table.pii, &c.pii_salt);
     for e in events.iter_mut() {
-        if let Some(v) = &e.value {
-            e.value = Some(redactor.redact(v).unwrap_or_else(|withheld| withheld));
+        let Some(v) = &e.value else { continue };
+        let (value, panicked) = redacted_or_withheld(v, |v| redactor.redact(v));
+        if panicked {
+            tracing::error!(
+                topic,
+                partition = e.partition,
+                offset = e.offset,
+                "PII redaction panicked on this event; its value is withheld and it goes to the dead letters. \
+                 This is a bug in orderlake: please report it"
+            );
+            redactor = pii::Redactor::new(&table.pii, &c.pii_salt);
+        }
+        e.value = Some(value);
+    }
+}
+
+/// The value `redact` makes of `v`, or a marker that withholds all of it when `redact` says it
+/// cannot check `v` or panics. Redaction runs before bronze, again on every restart, so a bug that
+/// panicked here would stop ingestion at this message; and the value may hold PII, so none of it
+/// is kept. Returns whether `redact` panicked.
+fn redacted_or_withheld(v: &str, redact: impl FnOnce(&str) -> Result<String, String>) -> (String, bool) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| redact(v))) {
+        Ok(r) => (r.unwrap_or_else(|withheld| withheld), false),
+        Err(_) => {
+            let n = v.len();
+            (format!("{{\"withheld\":\"PII redaction failed on this value ({n} bytes), which may hold PII\"}}"), true)
         }
     }
 }
@@ -110,8 +167,47 @@ pub fn redact_topic(topic: &str, events: &mut [RawEvent], cdc: Option<&CdcSettin
 mod prop_tests;
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use super::*;
+
+    /// A decoder bug that panics must cost one dead letter, not the pipeline: decoding runs again
+    /// on every restart, so the panic would recur at the same message for good.
+    #[test]
+    fn a_decoder_panic_dead_letters_the_event_and_takes_back_its_rows() {
+        let good = r#"{"TransactionNo":"1","Date":"1/2/2019","ProductNo":"P","Price":1,"Quantity":1}"#.to_string();
+        let mut out = Decoded::default();
+        decode_sales(&[raw(0, good.clone())], 0, &mut out);
+        let e = raw(1, good.clone());
+        let panicked = guarded(&e, &mut out, |c| {
+            c.orders.push(c.orders[0].clone());
+            c.deletes.push(crate::model::DeleteRow {
+                entity: crate::model::Entity::Orders,
+                key: "1".into(),
+                pos: c.orders[0].pos.clone(),
+            });
+            panic!("index out of bounds: the len is 3 but the index is 7")
+        });
+        assert!(panicked);
+        assert_eq!((out.changes.orders.len(), out.changes.deletes.len()), (1, 0), "the event's rows are taken back");
+        assert_eq!(out.dead.len(), 1);
+        assert_eq!((out.dead[0].offset, out.dead[0].value.as_deref()), (1, Some(good.as_str())));
+        assert!(out.dead[0].error.contains("decoder panicked") && out.dead[0].error.contains("index out of bounds"));
+        // The batch goes on.
+        decode_sales(&[raw(2, good)], 0, &mut out);
+        assert_eq!((out.changes.items.len(), out.dead.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_redaction_panic_withholds_the_whole_value() {
+        let v = r#"{"after":{"customer_id":1,"email":"ann@example.org"},"op":"c"}"#;
+        let (out, panicked) = redacted_or_withheld(v, |_| panic!("a bug"));
+        assert!(panicked);
+        assert!(!out.contains("ann@"), "{out}");
+        let marker: serde_json::Value = serde_json::from_str(&out).expect("the marker is JSON");
+        assert!(marker["withheld"].as_str().is_some_and(|s| s.contains("redaction failed")), "{out}");
+        assert_eq!(redacted_or_withheld(v, |v| Ok(v.replace("ann", "***"))), (v.replace("ann", "***"), false));
+        assert_eq!(redacted_or_withheld(v, |_| Err("{}".into())), ("{}".to_string(), false));
+    }
 
     fn raw(offset: i64, value: String) -> RawEvent {
         RawEvent {
