@@ -126,6 +126,19 @@ impl CdcSettings {
                 }
             }
             let pii = tf.map(|t| t.pii.clone()).unwrap_or_default();
+            // Silver merges by the key: masked keys of different rows collide, a dropped one is
+            // missing, and a hashed one would still arrive in the clear in the Kafka key, which
+            // bronze keeps and deletes fall back on.
+            let key = columns.get(e.key_column()).map_or(e.key_column(), String::as_str);
+            if pii.contains_key(key) {
+                return Err(Error::Config(format!(
+                    "cdc.tables.{}.pii.{key}: {key} is the table's key, which PII rules cannot rewrite; \
+                     key the table on a column without personal data (cdc.tables.{}.columns.{} = \"<column>\")",
+                    e.table(),
+                    e.table(),
+                    e.key_column()
+                )));
+            }
             tables.push(CdcTable { entity: e, topic, columns, pii });
         }
         if tables.is_empty() {
@@ -175,5 +188,23 @@ mod tests {
         assert!(CdcSettings::from_file(bad, None).unwrap_err().to_string().contains("cdc.tables.orders.columns.nope"));
         let hash: CdcFile = toml::from_str("prefix = \"p\"\n[tables.customers]\npii = { email = \"hash\" }\n").unwrap();
         assert!(CdcSettings::from_file(hash, None).unwrap_err().to_string().contains("pii_salt"));
+    }
+
+    #[test]
+    fn a_pii_rule_on_a_tables_key_is_refused() {
+        let err = |toml: &str| CdcSettings::from_file(toml::from_str(toml).unwrap(), None).unwrap_err().to_string();
+        let e = err("prefix = \"p\"\n[tables.customers]\npii = { customer_id = \"mask\" }\n");
+        assert!(
+            e.starts_with("configuration: cdc.tables.customers.pii.customer_id: customer_id is the table's key"),
+            "{e}"
+        );
+        // Through the column map: the source column that feeds the key.
+        let e = err(
+            "prefix = \"p\"\n[tables.customers]\ncolumns = { customer_id = \"email\" }\npii = { email = \"drop\" }\n",
+        );
+        assert!(e.contains("cdc.tables.customers.pii.email: email is the table's key"), "{e}");
+        // The column map moved the key elsewhere: the old key column is an ordinary one.
+        let ok = "prefix = \"p\"\npii_salt = \"long enough\"\n[tables.customers]\ncolumns = { customer_id = \"id\" }\npii = { customer_id = \"hash\" }\n";
+        assert!(CdcSettings::from_file(toml::from_str(ok).unwrap(), None).unwrap().is_some());
     }
 }

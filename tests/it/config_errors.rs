@@ -32,6 +32,13 @@ fn bad_settings_fail_at_start_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let typo = write(dir.path(), "typo.toml", "[kafka]\nbrokerz = \"x:1\"\n");
     assert!(config_error(&["--config", &typo], &[]).contains("brokerz"));
+    let key_rule = write(
+        dir.path(),
+        "pii.toml",
+        "[cdc]\nprefix = \"shop.public\"\n[cdc.tables.products]\npii = { product_id = \"mask\" }\n",
+    );
+    let e = config_error(&["--config", &key_rule], &[]);
+    assert!(e.contains("cdc.tables.products.pii.product_id: product_id is the table's key"), "{e}");
     assert!(
         config_error(&["--lake", "s3://bucket/x"], &[])
             .contains("--lake / ORDERLAKE_LAKE: scheme 's3' is not supported")
