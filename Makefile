@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(ORDERLAKE_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/orderlake
 AZURITE_KEY := Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
 
-.PHONY: demo test bench bench-pii bench-replay install services-up services-down build unit it lint clean-demo notebooks
+.PHONY: demo test bench bench-pii bench-replay install services-up services-down build unit it lint clean-demo notebooks fuzz
 
 install:
 	bash infra/local/install.sh
@@ -44,6 +44,19 @@ bench-pii:
 # the table's file count, and the cost per live file.
 bench-replay:
 	cargo bench --bench replay
+
+# Coverage-guided fuzzing of the decoders and PII rules (nightly Rust and cargo-fuzz; fuzz/README.md):
+# FUZZ_SECONDS per target (default 300). A finding is left in fuzz/artifacts/<target>/.
+fuzz:
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 2; }
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz needs cargo-fuzz: cargo install cargo-fuzz"; exit 2; }
+	python3 fuzz/seeds.py
+	@# The same dependency versions as the main build; cargo adds libfuzzer-sys to the copy.
+	[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+	cd fuzz && for t in decode redact; do \
+	  CARGO_TARGET_DIR=$(ORDERLAKE_CACHE)/fuzz-target cargo +nightly fuzz run $$t -s none --dev corpus/$$t -- \
+	    -max_total_time=$${FUZZ_SECONDS:-300} || exit 1; \
+	done
 
 # Installs and starts what the tests need, runs every test, stops the services it started even on failure.
 test: install
