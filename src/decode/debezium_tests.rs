@@ -187,3 +187,19 @@ fn a_decoder_reads_each_message_with_its_own_schema() {
     assert_eq!((a.key["id"].clone(), b.key["id"].clone()), (FieldValue::Int(1), FieldValue::Str("p1".into())));
     assert_eq!((a.pos.primary, a.source_ts_ms), (77, Some(5)), "an LSN written as a string");
 }
+
+/// Nanoseconds in a `ts_ms` field (the fuzzer's input, from a misconfigured transform): the change
+/// is refused with the reason rather than given a wrapped time (or, in a debug build, a panic).
+#[test]
+fn a_source_time_beyond_range_is_refused_not_wrapped() {
+    let v = r#"{"customer_id":7,"__deleted":"false","__source_ts_ms":1733060033060000000,"__lsn":24090001}"#;
+    let c = decode(&meta(), None, Some(v)).unwrap().expect("not a tombstone");
+    let err = apply(&c, &table(Entity::Customers), TruncateMode::Delete, 0, &mut Changes::default()).unwrap_err();
+    assert!(err.contains("source ts_ms 1733060033060000000 is out of range"), "{err}");
+    // An `updated_at` column takes precedence over the source time, as before.
+    let v = r#"{"customer_id":7,"updated_at":"2024-01-02T03:04:05Z","__source_ts_ms":1733060033060000000,"__lsn":1}"#;
+    let c = decode(&meta(), None, Some(v)).unwrap().expect("not a tombstone");
+    let mut out = Changes::default();
+    apply(&c, &table(Entity::Customers), TruncateMode::Delete, 0, &mut out).unwrap();
+    assert_eq!(out.customers[0].updated_at_us, 1_704_164_645_000_000);
+}

@@ -69,12 +69,12 @@ pub fn apply(
         CdcOp::Upsert => {}
     }
     let r = Row { t, fields: &c.row };
-    let updated_at_us = r
-        .get("updated_at")
-        .to_timestamp_us()
-        .map_err(|e| format!("updated_at: {e}"))?
-        .or(c.source_ts_ms.map(|ms| ms * 1000))
-        .unwrap_or(fallback_ts_us);
+    let updated_at_us =
+        match (r.get("updated_at").to_timestamp_us().map_err(|e| format!("updated_at: {e}"))?, c.source_ts_ms) {
+            (Some(us), _) => us,
+            (None, Some(ms)) => super::ms_to_us(ms, "source ts_ms")?,
+            (None, None) => fallback_ts_us,
+        };
     let (pos, extra) = (c.pos.clone(), r.extra());
     match t.entity {
         Entity::Orders => out.orders.push(OrderRow {
