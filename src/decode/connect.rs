@@ -61,7 +61,9 @@ fn checked_date(days: i64) -> Result<NaiveDate, String> {
         .ok_or_else(|| format!("date of {days} days since 1970-01-01 is out of range (years 1900-2200)"))
 }
 
-fn mul(v: i64, by: i64, what: &str) -> Result<i64, String> {
+/// `v × by`, or an error naming `what` when it does not fit (say nanoseconds in a `ts_ms` field,
+/// turned into microseconds): never a wrapped value.
+pub(crate) fn mul(v: i64, by: i64, what: &str) -> Result<i64, String> {
     v.checked_mul(by).ok_or_else(|| format!("{what} {v} is out of range"))
 }
 

@@ -72,7 +72,7 @@ pub fn apply(
     let updated_at_us =
         match (r.get("updated_at").to_timestamp_us().map_err(|e| format!("updated_at: {e}"))?, c.source_ts_ms) {
             (Some(us), _) => us,
-            (None, Some(ms)) => super::ms_to_us(ms, "source ts_ms")?,
+            (None, Some(ms)) => super::connect::mul(ms, 1000, "source ts_ms")?,
             (None, None) => fallback_ts_us,
         };
     let (pos, extra) = (c.pos.clone(), r.extra());

@@ -28,12 +28,6 @@ fn too_large(e: &RawEvent, limit: usize) -> Option<String> {
     (n > limit).then(|| format!("event of {n} bytes exceeds the {} MiB limit for this topic", limit >> 20))
 }
 
-/// Milliseconds since the epoch as microseconds; a value too large for that (a producer's or a
-/// transform's mistake, e.g. nanoseconds in a `ts_ms` field) is an error, not a wrapped time.
-pub(crate) fn ms_to_us(ms: i64, what: &str) -> Result<i64, String> {
-    ms.checked_mul(1000).ok_or_else(|| format!("{what} {ms} is out of range for milliseconds since 1970"))
-}
-
 /// Decodes raw events of the sales topic; undecodable ones become dead letters with the reason.
 pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
     // Sized once: grown by doubling, three vectors of a 50,000-event batch held up to twice their rows.

@@ -137,7 +137,7 @@ pub fn decode(meta: &MessageMeta<'_>, value: Option<&[u8]>, now_us: i64) -> Resu
     };
     // When the sale happened as far as the stream knows: the Kafka timestamp.
     let updated_at_us = match meta.timestamp_ms {
-        Some(ms) => super::ms_to_us(ms, "Kafka timestamp")?,
+        Some(ms) => super::connect::mul(ms, 1000, "Kafka timestamp")?,
         None => now_us,
     };
     let item_id = format!("{}-{}-{}", meta.topic, meta.partition, meta.offset);
