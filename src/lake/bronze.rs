@@ -59,7 +59,9 @@ pub async fn append(table: DeltaTable, group: &str, records: &[RawEvent], now_us
             long_col(records.iter().map(|r| Some(r.offset))),
             str_col(records.iter().map(|r| r.key.as_deref())),
             str_col(records.iter().map(|r| r.value.as_deref())),
-            ts_col(records.iter().map(|r| r.timestamp_ms.map(|t| t * 1000))),
+            // A producer sets the Kafka timestamp; one beyond microseconds' range is kept as none
+            // (the event itself lands) rather than wrapped, or a panic in a debug build.
+            ts_col(records.iter().map(|r| r.timestamp_ms.and_then(|t| t.checked_mul(1000)))),
             ts_col(records.iter().map(|_| Some(now_us))),
             date_col(records.iter().map(|_| today)),
         ],

@@ -52,6 +52,12 @@ async fn malformed_events_are_dead_lettered_with_a_reason_and_the_rest_goes_on()
         ("cdc-after-array", r#"{"op":"u","after":[1,2],"source":{"lsn":3}}"#, "'after' is not an object"),
         ("cdc-no-key", r#"{"op":"c","after":{"status":"paid"},"source":{"lsn":4}}"#, "order_id is missing"),
         ("", r#"{"op":"d","before":null,"source":{"lsn":5}}"#, "delete without a key"),
+        // Nanoseconds where a transform should have put milliseconds.
+        (
+            "cdc-ns-source-time",
+            r#"{"order_id":9,"__deleted":"false","__source_ts_ms":1733060033060000000,"__lsn":6}"#,
+            "source ts_ms 1733060033060000000 is out of range",
+        ),
     ];
 
     let p: FutureProducer =
@@ -69,6 +75,11 @@ async fn malformed_events_are_dead_lettered_with_a_reason_and_the_rest_goes_on()
     for (k, v, _) in &sales {
         send(s.sales_topic.clone(), k.to_string(), v.clone()).await;
     }
+    // A producer sets the Kafka timestamp: one beyond microseconds' range is no reason to lose the
+    // event (it broke the bronze write before: a wrapped time, or a panic in a debug build).
+    let far_line = GOOD.replace("900001", "900003");
+    let record = FutureRecord::to(&s.sales_topic).key("far-kafka-time").payload(&far_line).timestamp(i64::MAX / 10);
+    p.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
     // An empty key is no reason to reject a valid sales event.
     send(s.sales_topic.clone(), String::new(), GOOD.replace("900001", "900002").into_bytes()).await;
     for (k, v, _) in &cdc {
@@ -92,8 +103,12 @@ async fn malformed_events_are_dead_lettered_with_a_reason_and_the_rest_goes_on()
     // The raw bytes that were not UTF-8 are kept in bronze, recoverably.
     let bronze = read_table(&s, &format!("bronze/{}", s.sales_topic)).await;
     assert!(strs(&bronze, "value").into_iter().flatten().any(|v| v.starts_with(orderlake::model::NOT_UTF8_PREFIX)));
+    // The far Kafka timestamp is stored as none, the event kept.
+    let far = strs(&bronze, "key").iter().position(|k| k.as_deref() == Some("far-kafka-time")).expect("in bronze");
+    assert_eq!(ints(&bronze, "kafka_timestamp")[far], None, "no wrapped time in bronze");
     // The pipeline went on: the good events are in gold.
     let totals = keyed(&read_table(&s, "gold/order_totals").await, "order_id", &["total_amount"]);
     assert_eq!(totals.get("900001"), Some(&vec![1000]));
     assert_eq!(totals.get("900002"), Some(&vec![1000]));
+    assert_eq!(totals.get("900003"), Some(&vec![1000]));
 }
