@@ -46,17 +46,23 @@ bench-replay:
 	cargo bench --bench replay
 
 # Coverage-guided fuzzing of the decoders and PII rules (nightly Rust and cargo-fuzz; fuzz/README.md):
-# FUZZ_SECONDS per target (default 300). A finding is left in fuzz/artifacts/<target>/.
+# FUZZ_SECONDS per target (default 300). A finding is left in fuzz/artifacts/<target>/; inputs that
+# reach new code are added to fuzz/regressions/, which `make test` replays on stable Rust.
 fuzz:
 	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 2; }
 	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz needs cargo-fuzz: cargo install cargo-fuzz"; exit 2; }
 	python3 fuzz/seeds.py
 	@# The same dependency versions as the main build; cargo adds libfuzzer-sys to the copy.
 	[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+	@# New inputs go to corpus/ (not committed); regressions/ (committed, replayed by `make test`)
+	@# seeds the run and afterwards takes in the inputs that reach code it did not: commit them.
 	cd fuzz && for t in decode redact; do \
-	  CARGO_TARGET_DIR=$(ORDERLAKE_CACHE)/fuzz-target cargo +nightly fuzz run $$t -s none --dev corpus/$$t -- \
+	  CARGO_TARGET_DIR=$(ORDERLAKE_CACHE)/fuzz-target cargo +nightly fuzz run $$t -s none --dev corpus/$$t regressions/$$t -- \
 	    -max_total_time=$${FUZZ_SECONDS:-300} || exit 1; \
+	  CARGO_TARGET_DIR=$(ORDERLAKE_CACHE)/fuzz-target cargo +nightly fuzz run $$t -s none --dev regressions/$$t corpus/$$t -- \
+	    -merge=1 -use_counters=0 2>&1 | grep -E 'MERGE-OUTER: [0-9]+ new files' || exit 1; \
 	done
+	@echo "fuzz/regressions: $$(git status --short --untracked-files=all fuzz/regressions | wc -l) new inputs to commit"
 
 # Installs and starts what the tests need, runs every test, stops the services it started even on failure.
 test: install

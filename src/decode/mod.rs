@@ -1,5 +1,7 @@
 //! Decoders: raw Kafka messages in, canonical rows (or a dead-letter reason) out.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod checks;
 pub mod connect;
 pub mod debezium;
 pub mod decimal;
