@@ -57,6 +57,9 @@ pub struct Common {
     /// Object-store option KEY=VALUE, repeatable (e.g. azure_storage_use_emulator=true); AZURE_STORAGE_* variables are read too
     #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
     pub storage_options: Vec<String>,
+    /// Log lines on stderr as text, or as one JSON object per line for a log collector [default: text, or log.format]
+    #[arg(long, global = true, env = "ORDERLAKE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +226,7 @@ impl Common {
             sales_topic: self.sales_topic.clone(),
             storage_options: self.storage_options.clone(),
             cdc_prefix: self.cdc_prefix.clone(),
+            log_format: self.log_format,
         }
     }
 }

@@ -119,6 +119,18 @@ pub struct TablesFile {
 #[serde(deny_unknown_fields)]
 pub struct LogFile {
     pub level: Option<String>,
+    pub format: Option<String>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`), for log collectors
+    /// such as Azure Monitor, Loki or Elasticsearch.
+    Json,
 }
 
 /// Values given on the command line or through `ORDERLAKE_*` variables; they win over the file.
@@ -132,6 +144,7 @@ pub struct Overrides {
     pub sales_topic: Option<String>,
     pub storage_options: Vec<String>,
     pub cdc_prefix: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +205,7 @@ pub struct Settings {
     pub silver_prefix: String,
     pub gold_prefix: String,
     pub log_level: String,
+    pub log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long to finish the batch in hand.
     pub shutdown_timeout: Duration,
     /// Backoff cap between retries of a failed batch.
@@ -365,6 +379,12 @@ impl Settings {
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
             return Err(cfg("log.level", format!("'{level}' is not one of error, warn, info, debug, trace")));
         }
+        let log_format = match (o.log_format, fc.log.format.as_deref()) {
+            (Some(f), _) => f,
+            (None, None | Some("text")) => LogFormat::Text,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some(other)) => return Err(cfg("log.format", format!("'{other}' is not one of text, json"))),
+        };
         Ok(Settings {
             brokers,
             group,
@@ -389,6 +409,7 @@ impl Settings {
             silver_prefix: prefix(fc.tables.silver, "silver", "tables.silver")?,
             gold_prefix: prefix(fc.tables.gold, "gold", "tables.gold")?,
             log_level: level,
+            log_format,
             fail_at: std::env::var("ORDERLAKE_TEST_FAIL_AT").ok().filter(|s| !s.is_empty()),
             bronze_only: false,
             cdc: crate::cdc_config::CdcSettings::from_file(fc.cdc, o.cdc_prefix)?,

@@ -95,6 +95,18 @@ fn bad_settings_name_the_key() {
     let fc: FileConfig = toml::from_str("[batch]\nalign_topics_ms = 7200000\n").unwrap();
     let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
     assert!(e.contains("batch.align_topics_ms: ") && e.contains("0 turns alignment off"), "{e}");
+    let fc: FileConfig = toml::from_str("[log]\nformat = \"yaml\"\n").unwrap();
+    let e = Settings::from_parts(fc, Overrides::default()).unwrap_err().to_string();
+    assert!(e.contains("log.format: 'yaml' is not one of text, json"), "{e}");
+}
+
+#[test]
+fn log_format_comes_from_the_file_unless_overridden() {
+    let fc = || toml::from_str::<FileConfig>("[log]\nformat = \"json\"\n").unwrap();
+    assert_eq!(Settings::from_parts(FileConfig::default(), Overrides::default()).unwrap().log_format, LogFormat::Text);
+    assert_eq!(Settings::from_parts(fc(), Overrides::default()).unwrap().log_format, LogFormat::Json);
+    let o = Overrides { log_format: Some(LogFormat::Text), ..Default::default() };
+    assert_eq!(Settings::from_parts(fc(), o).unwrap().log_format, LogFormat::Text);
 }
 
 #[test]
@@ -108,6 +120,7 @@ fn the_example_config_is_valid_and_shows_the_defaults() {
     assert_eq!(s.batch.align_topics, d.batch.align_topics);
     assert_eq!(s.aggregates_lag, d.aggregates_lag);
     assert_eq!(s.hold_batches, d.hold_batches);
+    assert_eq!(s.log_format, d.log_format);
     let (m, dm) = (&s.maintenance, &d.maintenance);
     assert_eq!(
         (m.every_batches, m.target_file_bytes, m.keyed_file_rows, m.today_small_files, m.vacuum_retention),

@@ -66,17 +66,54 @@ async fn run() -> std::process::ExitCode {
             settings.log_level
         ))
     });
-    // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let json = settings.log_format == orderlake::config::LogFormat::Json;
+    if json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        // Colours only on a terminal: log files and collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    }
+    log_panics();
     match orderlake::cli::execute(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", orderlake::redact::redact(&e.to_string()));
+            let message = orderlake::redact::redact(&e.to_string());
+            if json {
+                tracing::error!(error = %message, "orderlake stopped");
+            } else {
+                eprintln!("error: {message}");
+            }
             std::process::ExitCode::from(match e {
                 orderlake::Error::Config(_) => 2,
                 _ => 1,
             })
         }
     }
+}
+
+/// A panic is logged like everything else (one JSON line when the logs are JSON), with its thread
+/// and place, instead of the default hook's free text on stderr. The pipeline turns a decoder's
+/// panic into a dead letter and goes on, so this line is how a bug shows in the collected logs.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        let thread = std::thread::current();
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        // Captured only when RUST_BACKTRACE asks for it, as the default hook does.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace =
+            (backtrace.status() == std::backtrace::BacktraceStatus::Captured).then(|| backtrace.to_string());
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = location.as_deref().unwrap_or("unknown"),
+            backtrace = backtrace.as_deref(),
+            "panicked: {message}"
+        );
+    }));
 }

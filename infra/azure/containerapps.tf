@@ -6,12 +6,14 @@ locals {
   # Plain settings. ORDERLAKE_KAFKA_<PROPERTY> variables become librdkafka properties
   # (security.protocol, sasl.mechanisms, ...), so the Kafka password can come from a secret.
   env = {
-    ORDERLAKE_BROKERS                 = local.brokers
-    ORDERLAKE_LAKE                    = local.lake_uri
-    ORDERLAKE_GROUP                   = var.consumer_group
-    ORDERLAKE_SALES_TOPIC             = var.sales_topic
-    ORDERLAKE_MONGODB_DATABASE        = var.mongodb_database
-    ORDERLAKE_CONFIG                  = "/etc/orderlake/orderlake-toml"
+    ORDERLAKE_BROKERS          = local.brokers
+    ORDERLAKE_LAKE             = local.lake_uri
+    ORDERLAKE_GROUP            = var.consumer_group
+    ORDERLAKE_SALES_TOPIC      = var.sales_topic
+    ORDERLAKE_MONGODB_DATABASE = var.mongodb_database
+    ORDERLAKE_CONFIG           = "/etc/orderlake/orderlake-toml"
+    # One JSON object per log line: Log Analytics' parse_json(Log_s) gets every field.
+    ORDERLAKE_LOG_FORMAT              = "json"
     ORDERLAKE_KAFKA_SECURITY_PROTOCOL = "SASL_SSL"
     ORDERLAKE_KAFKA_SASL_MECHANISMS   = "PLAIN"
     ORDERLAKE_KAFKA_SASL_USERNAME     = "$ConnectionString"

@@ -94,7 +94,9 @@ impl Ctx<'_> {
             .env("ORDERLAKE_MONGODB_DATABASE", self.database(phase))
             .env("ORDERLAKE_MONGODB_URI", if mongo { self.settings.mongodb_uri.as_deref().unwrap_or("") } else { "" })
             .env_remove("ORDERLAKE_CDC_PREFIX")
-            .env_remove("ORDERLAKE_TEST_FAIL_AT");
+            .env_remove("ORDERLAKE_TEST_FAIL_AT")
+            // The figures are read back from the children's text log lines.
+            .env("ORDERLAKE_LOG_FORMAT", "text");
         for (k, v) in &self.settings.storage_options {
             c.arg("--storage-option").arg(format!("{k}={v}"));
         }

@@ -47,13 +47,22 @@ pub fn decode_sales(events: &[RawEvent], now_us: i64, out: &mut Decoded) {
         guarded(e, out, |changes| {
             let meta = sales::MessageMeta::of(e);
             let line = sales::decode(&meta, e.value.as_deref().map(str::as_bytes), now_us)?;
+            let injected = *PANIC_FAULT && line.product.product_id == "PANIC";
             changes.orders.push(line.order);
             changes.products.push(line.product);
+            // After a row went in, so the guard must take it back.
+            assert!(!injected, "injected decoder panic (ORDERLAKE_TEST_FAIL_AT=decoder-panic)");
             changes.items.push(line.item);
             Ok(())
         });
     }
 }
+
+/// Test-only (`ORDERLAKE_TEST_FAIL_AT=decoder-panic`, read once): the sales decoder panics on a
+/// line of product `PANIC`, as a decoder bug would, so the guard below is proven end to end.
+static PANIC_FAULT: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    crate::config::fault_is(std::env::var("ORDERLAKE_TEST_FAIL_AT").ok().as_deref(), "decoder-panic")
+});
 
 /// Decodes one event with `f`; an error, or a panic, makes the event a dead letter and takes back
 /// any row `f` added for it. Decoding runs again on every restart (silver catches up from

@@ -16,6 +16,7 @@ mod gold_window;
 mod held;
 mod lake_format;
 mod late_changes;
+mod logs;
 mod maintain;
 mod metrics;
 mod moved;

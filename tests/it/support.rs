@@ -99,6 +99,7 @@ pub fn settings_with(name: &str, lake: &LakeKind, with_mongo: bool, extra_toml: 
         sales_topic: Some(name.to_string()),
         storage_options,
         cdc_prefix: None,
+        log_format: None,
     };
     // The extra TOML goes last: its sections (e.g. [cdc]) must not swallow the base keys.
     let text = format!("[batch]\nmax_records = 1200\nmax_latency_ms = 500\n[kafka]\npartitions = 3\n{extra_toml}");

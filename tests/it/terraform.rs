@@ -113,7 +113,14 @@ fn azure_terraform_is_formatted_and_deploys_what_orderlake_needs() {
         for k in env.iter().filter(|k| k.starts_with("ORDERLAKE_") && !k.starts_with("ORDERLAKE_KAFKA_")) {
             assert!(known.contains(k), "{rtype}: {k} is not a variable orderlake reads");
         }
-        for k in ["ORDERLAKE_KAFKA_SASL_PASSWORD", "ORDERLAKE_MONGODB_URI", "AZURE_CLIENT_ID", "ORDERLAKE_CONFIG"] {
+        let needed = [
+            "ORDERLAKE_KAFKA_SASL_PASSWORD",
+            "ORDERLAKE_MONGODB_URI",
+            "AZURE_CLIENT_ID",
+            "ORDERLAKE_CONFIG",
+            "ORDERLAKE_LOG_FORMAT",
+        ];
+        for k in needed {
             assert!(env.contains(&k.to_string()), "{rtype} sets {k}");
         }
         let body = &r[rtype]["orderlake"];
