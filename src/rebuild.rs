@@ -5,7 +5,8 @@
 //! key touched since `--from-version`), its markers go back to just before that version (which
 //! also makes the aggregates recompute from the order tables: their proof of equality names an
 //! order-table version before the marker commit, see `lake::commits`); silver is
-//! emptied (its ordering guard would otherwise keep whatever it holds), and gold with it. The
+//! emptied (its ordering guard would otherwise keep whatever it holds), and gold with it, and so
+//! are the dead letters of its topics (silver decodes bronze again, perhaps under new settings). The
 //! batch log's marker is lowered first, so a crash during the reset never makes a half-reset lake
 //! look complete. Then every stage below bronze catches up, 50 bronze versions per commit, each
 //! with its markers: an interrupted rebuild continues with `--resume` (or any `run`).
@@ -16,7 +17,7 @@ use tracing::info;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::lake::schema::{self, TableSpec};
-use crate::lake::{Lake, bronze, commit_with, mark, silver, version_of};
+use crate::lake::{Lake, bronze, commit_with, dead_letter, mark, silver, version_of};
 use crate::pipeline::{Pipeline, progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,14 +37,19 @@ async fn lower_markers(lake: &Lake, rel: &str, spec: &TableSpec, app_ids: &[Stri
     Ok(())
 }
 
-/// Empties `rel` and sets `app_ids` to "nothing applied" in the same commit.
-async fn empty_table(lake: &Lake, rel: &str, app_ids: &[String]) -> Result<()> {
+/// Empties `rel` (with `predicate`, of the rows it selects) and sets `app_ids` to "nothing
+/// applied" in the same commit.
+async fn empty_table(lake: &Lake, rel: &str, predicate: Option<String>, app_ids: &[String]) -> Result<()> {
     let Some(t) = lake.open(rel).await? else { return Ok(()) };
     let txns = app_ids.iter().map(|a| Transaction::new(a, progress::NONE)).collect();
     let props = commit_with(txns);
-    let t = t.delete().with_commit_properties(props).await?.0;
+    let delete = t.delete().with_commit_properties(props);
+    let (t, metrics) = match predicate {
+        Some(p) => delete.with_predicate(p).await?,
+        None => delete.await?,
+    };
     lake.keep(rel, &t);
-    info!(table = rel, version = version_of(&t), "emptied for the rebuild");
+    info!(table = rel, version = version_of(&t), rows = metrics.num_deleted_rows, "emptied for the rebuild");
     Ok(())
 }
 
@@ -55,10 +61,17 @@ async fn reset(lake: &Lake, s: &Settings, layer: Layer, from: i64) -> Result<()>
     let batches = &schema::BATCH_LOG;
     lower_markers(lake, progress::batches_table(), batches, &ids(progress::batches_app_id), before).await?;
     if layer == Layer::Silver {
+        // Silver decodes bronze again, with today's code and settings: the dead letters of these
+        // topics are listed afresh, so an event that decodes now leaves the list, and one that no
+        // longer does joins it rather than vanish from silver without a trace.
+        let listed = topics.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let dead_letters = dead_letter::table_name(&s.bronze_prefix);
+        let dl_ids = ids(progress::dead_letters_app_id);
+        empty_table(lake, &dead_letters, Some(format!("topic IN ({listed})")), &dl_ids).await?;
         for (n, _) in silver::TABLES {
-            empty_table(lake, &format!("{}/{n}", s.silver_prefix), &ids(silver::app_id)).await?;
+            empty_table(lake, &format!("{}/{n}", s.silver_prefix), None, &ids(silver::app_id)).await?;
         }
-        empty_table(lake, &format!("{}/{}", s.silver_prefix, silver::TOMBSTONES), &[]).await?;
+        empty_table(lake, &format!("{}/{}", s.silver_prefix, silver::TOMBSTONES), None, &[]).await?;
     }
     for (n, spec) in crate::gold::TABLES {
         lower_markers(lake, &format!("{}/{n}", s.gold_prefix), spec, &ids(crate::gold::app_id), before).await?;

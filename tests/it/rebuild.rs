@@ -74,3 +74,58 @@ async fn rebuild_repairs_silver_and_gold_from_bronze_and_resumes() {
         assert_eq!(table_version(&s, t).await, *v, "{t}");
     }
 }
+
+/// Silver decodes bronze again in a rebuild, with the settings of the day; the dead letters must
+/// follow: an event that decodes now leaves the list, one that no longer does joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silver_rebuild_lists_the_dead_letters_afresh_under_new_settings() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeKind::Local(dir.path().to_path_buf());
+    let name = unique("rebuild-dl");
+    let cdc = format!("[cdc]\nprefix = \"{name}.public\"\n");
+    let before = settings_with(&name, &lake, false, &cdc);
+    let orders = format!("{name}.public.orders");
+    orderlake::source::kafka::ensure_topics(&before, std::slice::from_ref(&orders)).await.unwrap();
+    let p: FutureProducer = orderlake::source::kafka::base_config(&before).create().unwrap();
+    let changes = [
+        ("by-id", r#"{"op":"c","after":{"id":1,"status":"paid"},"source":{"lsn":1}}"#),
+        ("by-order-id", r#"{"op":"c","after":{"order_id":2,"status":"paid"},"source":{"lsn":2}}"#),
+        ("bad-op", r#"{"op":"x","after":{"id":3,"order_id":3},"source":{"lsn":3}}"#),
+    ];
+    for (key, value) in changes {
+        let record = FutureRecord::to(&orders).key(key).payload(value);
+        p.send(record, std::time::Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let listed = |s: orderlake::config::Settings| async move {
+        let dl = read_table(&s, "bronze/_dead_letters").await;
+        let mut keys: Vec<(String, String)> = strs(&dl, "key")
+            .into_iter()
+            .map(Option::unwrap)
+            .zip(strs(&dl, "error").into_iter().map(Option::unwrap))
+            .collect();
+        keys.sort();
+        let silver = keyed(&read_table(&s, "silver/orders").await, "order_id", &[]);
+        (keys, silver.into_keys().collect::<Vec<_>>())
+    };
+
+    run_once(&before).await;
+    let (dead, silver) = listed(before.clone()).await;
+    assert_eq!(dead.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["bad-op", "by-id"], "{dead:?}");
+    assert_eq!(silver, ["2"]);
+
+    // The source renamed the key column: orders' order_id now comes from `id`.
+    let after =
+        settings_with(&name, &lake, false, &format!("{cdc}[cdc.tables.orders]\ncolumns = {{ order_id = \"id\" }}\n"));
+    orderlake::rebuild::run(after.clone(), orderlake::rebuild::Layer::Silver, 0, false).await.unwrap();
+    let (dead, silver) = listed(after.clone()).await;
+    assert_eq!(dead.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["bad-op", "by-order-id"], "{dead:?}");
+    assert!(dead[1].1.contains("order_id"), "the reason names the missing key: {}", dead[1].1);
+    assert!(dead[0].1.contains("unknown Debezium op 'x'"), "{}", dead[0].1);
+    assert_eq!(silver, ["1"]);
+
+    // Listed once: a run afterwards finds nothing to add.
+    run_once(&after).await;
+    assert_eq!(listed(after).await.0, dead);
+}
