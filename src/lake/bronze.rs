@@ -3,7 +3,7 @@
 //! consumer group, is the truth about what has been ingested. Bronze is also the replay log
 //! that lagging layers catch up from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
@@ -35,6 +35,34 @@ pub async fn stored_offsets(
     for p in partitions {
         if let Some(o) = lake.txn_version(table, &offset_app_id(group, topic, p)).await? {
             out.insert(p, o);
+        }
+    }
+    Ok(out)
+}
+
+/// How many of the newest commits [`writers`] reads.
+const WRITERS_LOOK_BACK: u64 = 32;
+
+/// The consumer groups whose offsets of `topic` the newest commits of `table` record (at most
+/// [`WRITERS_LOOK_BACK`] of them, so a run of compactions can hide them): who wrote this bronze.
+pub async fn writers(table: &DeltaTable, topic: &str) -> Result<BTreeSet<String>> {
+    let store = table.log_store();
+    let last = version_of(table);
+    let mut out = BTreeSet::new();
+    for v in (last.saturating_sub(WRITERS_LOOK_BACK - 1)..=last).rev() {
+        let Some(bytes) = store.read_commit_entry(v).await? else { break };
+        for line in bytes.split(|b| *b == b'\n') {
+            let Some((app, _)) = super::markers::txn_of(line) else { continue };
+            // `<group>/<topic>/<partition>` (a group holds no '/': refused at start).
+            let Some(rest) = app.rsplit_once('/').filter(|(_, p)| p.parse::<i32>().is_ok()).map(|(r, _)| r) else {
+                continue;
+            };
+            if let Some(group) = rest.strip_suffix(topic).and_then(|g| g.strip_suffix('/')) {
+                out.insert(group.to_string());
+            }
+        }
+        if !out.is_empty() {
+            break;
         }
     }
     Ok(out)

@@ -130,7 +130,7 @@ pub async fn commits_of(table: &DeltaTable, app_id: &str, after: i64, above: Opt
 /// `(appId, version)` when a log line is a `txn` action. Lines are parsed only when they can be
 /// one: a commit's `add` lines carry statistics and are most of its bytes (inside them, quotes are
 /// escaped, so `"txn"` cannot occur).
-fn txn_of(line: &[u8]) -> Option<(String, i64)> {
+pub(crate) fn txn_of(line: &[u8]) -> Option<(String, i64)> {
     if !line.windows(5).any(|w| w == b"\"txn\"") {
         return None;
     }

@@ -54,6 +54,40 @@ pub struct Pipeline {
     walks: std::sync::Arc<crate::gold::republish::Walks>,
 }
 
+/// A bronze table belongs to the consumer group whose offsets it records: they are where that
+/// group reads on. Another group has none there, so it would read the topic again from its start
+/// into the same table and land every event twice (silver keys a sales line by its Kafka
+/// position, so twice there too). Refused at start, naming the group that wrote it.
+async fn refuse_another_groups_bronze(settings: &Settings, lake: &Lake) -> Result<()> {
+    let consumer: rdkafka::consumer::BaseConsumer = kafka::base_config(settings).create()?;
+    for topic in settings.topics() {
+        let rel = bronze::table_name(&settings.bronze_prefix, &topic);
+        let Some(table) = lake.open(&rel).await? else { continue };
+        if table.snapshot()?.log_data().num_files() == 0 {
+            continue;
+        }
+        let parts = kafka::partitions(&consumer, settings, &topic)?;
+        if !bronze::stored_offsets(lake, &table, &settings.group, &topic, parts).await?.is_empty() {
+            continue;
+        }
+        let writers = bronze::writers(&table, &topic).await?;
+        let (by, fix) = match writers.iter().next() {
+            Some(g) if writers.len() == 1 => (format!("group '{g}'"), format!("run with --group {g}")),
+            Some(_) => {
+                let all = writers.iter().map(|g| format!("'{g}'")).collect::<Vec<_>>().join(", ");
+                (format!("groups {all}"), "run with the group that owns it".to_string())
+            }
+            None => ("another group".to_string(), "run with the group that wrote it".to_string()),
+        };
+        let group = &settings.group;
+        return Err(crate::error::Error::Config(format!(
+            "--group / ORDERLAKE_GROUP: {rel} in {} holds events of '{topic}' that {by} consumed, none of group              '{group}', which would read the topic again from its start and land every event twice; {fix}, or give              group '{group}' a lake (or tables.bronze folder) of its own",
+            settings.lake
+        )));
+    }
+    Ok(())
+}
+
 impl Pipeline {
     /// Connects to everything and creates what is missing (topics, tables), failing fast with a
     /// clear message when a service is unreachable.
@@ -61,6 +95,7 @@ impl Pipeline {
         let lake = Lake::new(&settings);
         lake.check().await?;
         kafka::ensure_topics(&settings, &settings.topics()).await?;
+        refuse_another_groups_bronze(&settings, &lake).await?;
         let mongo = match &settings.mongodb_uri {
             Some(uri) => Some(
                 MongoSink::connect(uri, &settings.mongodb_database, &settings.group)

@@ -223,23 +223,29 @@ fn unreachable_message(settings: &Settings) -> String {
     )
 }
 
+/// The partition ids of `topic`, from the broker's metadata.
+pub fn partitions<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    settings: &Settings,
+    topic: &str,
+) -> Result<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(topic), settings.connect_timeout).map_err(|e| match e {
+        rdkafka::error::KafkaError::MetadataFetch(_) => unreachable_broker(settings),
+        e => Error::Kafka(e),
+    })?;
+    Ok(md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect())
+}
+
 /// Partitions of `topic` and their high watermarks (the offset the next message will get).
 pub fn end_offsets<C: Consumer<X>, X: ConsumerContext>(
     consumer: &C,
     settings: &Settings,
     topic: &str,
 ) -> Result<HashMap<i32, i64>> {
-    let timeout = settings.connect_timeout;
-    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| match e {
-        rdkafka::error::KafkaError::MetadataFetch(_) => unreachable_broker(settings),
-        e => Error::Kafka(e),
-    })?;
     let mut out = HashMap::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let (_lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-            out.insert(p.id(), hi);
-        }
+    for p in partitions(consumer, settings, topic)? {
+        let (_lo, hi) = consumer.fetch_watermarks(topic, p, settings.connect_timeout)?;
+        out.insert(p, hi);
     }
     Ok(out)
 }

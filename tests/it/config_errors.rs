@@ -122,3 +122,34 @@ fn secrets_never_reach_logs_or_status() {
     }
     assert!(ran.contains("batch committed"), "the run did work: {ran}");
 }
+
+/// A lake's bronze belongs to the group that wrote it: another group would read every topic again
+/// from its start into the same tables (each event twice in bronze, and in silver and gold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_group_is_refused_on_a_lake_a_group_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(&unique("owner"), &LakeKind::Local(dir.path().to_path_buf()), false);
+    let records = renumbered(orderlake::produce::synthetic(200, 5), "8");
+    orderlake::produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    crate::e2e::run_once(&s).await;
+    let bronze = format!("bronze/{}", s.sales_topic);
+    let version = table_version(&s, &bronze).await;
+
+    let other = unique("other");
+    for extra in [&[][..], &["--bronze-only"][..]] {
+        let out =
+            orderlake_cmd(&s).args(["run", "--once"]).args(extra).env("ORDERLAKE_GROUP", &other).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: refused at start:\n{stderr}");
+        let last = stderr.lines().last().unwrap();
+        assert!(last.starts_with("error: configuration: --group / ORDERLAKE_GROUP: "), "{last}");
+        assert!(last.contains(&format!("group '{}' consumed", s.group)), "names the owner: {last}");
+        assert!(last.contains(&format!("run with --group {}", s.group)), "and the fix: {last}");
+    }
+    assert_eq!(table_version(&s, &bronze).await, version, "nothing written");
+    assert_bronze_exactly_once(&s, records.len()).await;
+
+    // The owner goes on as before.
+    let out = orderlake_cmd(&s).args(["run", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
