@@ -96,7 +96,17 @@ pub async fn run(settings: Settings, layer: Layer, from: i64, resume: bool) -> R
     let mut versions = Vec::new();
     for t in settings.topics() {
         match lake.open(&bronze::table_name(&settings.bronze_prefix, &t)).await? {
-            Some(b) => versions.push(format!("{t}: bronze version {}", version_of(&b))),
+            Some(b) => {
+                // Before anything is emptied: a rebuild that cannot read its way back through
+                // bronze would leave silver empty and every later run stuck at the same commit.
+                if !resume {
+                    let after = u64::try_from(from - 1).ok();
+                    bronze::check_history(&b, after)
+                        .await
+                        .map_err(|e| Error::Other(format!("rebuild: nothing changed, as it could not finish: {e}")))?;
+                }
+                versions.push(format!("{t}: bronze version {}", version_of(&b)));
+            }
             None => return Err(Error::Other(format!("no bronze table for topic '{t}' under {}", settings.lake))),
         }
     }

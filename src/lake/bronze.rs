@@ -126,34 +126,97 @@ pub fn records_from_batch(b: &RecordBatch) -> Result<Vec<RawEvent>> {
         .collect())
 }
 
-/// The records bronze commits `(after, upto]` added, grouped by version in ascending order.
-/// Reads the commit files directly, so the cost is that of the range, not of the table.
-pub async fn read_commits(table: &DeltaTable, after: Option<u64>, upto: u64) -> Result<Vec<(u64, Vec<RawEvent>)>> {
+/// The data files each commit `(after, upto]` added (not compaction rewrites), by version; the
+/// version whose commit the log no longer holds is the error.
+async fn added_files(
+    table: &DeltaTable,
+    after: Option<u64>,
+    upto: u64,
+) -> std::result::Result<Vec<(u64, Vec<Path>)>, GoneAt> {
     let log = table.log_store();
-    let store = log.object_store(None);
-    let start = after.map_or(0, |a| a + 1);
     let mut out = Vec::new();
-    for v in start..=upto {
-        let Some(bytes) = log.read_commit_entry(v).await? else {
-            return Err(Error::Other(format!(
-                "bronze commit {v} of {} is gone (log cleaned up?); run `orderlake rebuild`",
-                table.table_url()
-            )));
+    for v in after.map_or(0, |a| a + 1)..=upto {
+        let bytes = match log.read_commit_entry(v).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(GoneAt::Commit(v)),
+            Err(e) => return Err(GoneAt::Error(e.into())),
         };
-        let mut recs = Vec::new();
+        let mut paths = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value =
-                serde_json::from_slice(line).map_err(|e| Error::Other(format!("bronze commit {v}: {e}")))?;
-            let Some(add) = action.get("add") else {
-                continue;
-            };
+            let action: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| GoneAt::Error(Error::Other(format!("bronze commit {v}: {e}"))))?;
+            let Some(add) = action.get("add") else { continue };
             if add.get("dataChange").and_then(|d| d.as_bool()) == Some(false) {
                 continue; // compaction rewrites: the rows were already counted
             }
             let path = add.get("path").and_then(|p| p.as_str()).unwrap_or_default();
-            let path = Path::from_url_path(path).map_err(|e| Error::Other(format!("bronze path {path}: {e}")))?;
+            paths.push(
+                Path::from_url_path(path)
+                    .map_err(|e| GoneAt::Error(Error::Other(format!("bronze path {path}: {e}"))))?,
+            );
+        }
+        out.push((v, paths));
+    }
+    Ok(out)
+}
+
+/// Why a bronze commit cannot be read back.
+enum GoneAt {
+    /// Log cleanup removed the commit (older than `delta.logRetentionDuration`, 30 days by default).
+    Commit(u64),
+    /// The commit's file was packed into bigger ones by maintenance and VACUUM has removed it.
+    File(u64, Path),
+    Error(Error),
+}
+
+impl GoneAt {
+    fn into_error(self, table: &DeltaTable) -> Error {
+        let what = match self {
+            GoneAt::Error(e) => return e,
+            GoneAt::Commit(v) => format!(
+                "commit {v} is no longer in the log (log cleanup removes commits older than delta.logRetentionDuration, 30 days by default)"
+            ),
+            GoneAt::File(v, path) => format!(
+                "the file commit {v} added ({path}) is gone: maintenance packed it into bigger files and VACUUM removed it after maintenance.vacuum_retention_hours"
+            ),
+        };
+        Error::Other(format!(
+            "bronze {} cannot be read back commit by commit: {what}. Catching up from bronze, and rebuilding, replay each commit since the layer's position (README, Rebuilding)",
+            table.table_url()
+        ))
+    }
+}
+
+/// Checks that catching up from bronze can read every commit after `after`: each still in the log
+/// and every file it added still in storage (one listing of the table). Run before a rebuild
+/// empties anything, so one that cannot finish leaves the lake as it was.
+pub async fn check_history(table: &DeltaTable, after: Option<u64>) -> Result<()> {
+    use futures::TryStreamExt;
+    let versions = added_files(table, after, version_of(table)).await.map_err(|g| g.into_error(table))?;
+    let store = table.log_store().object_store(None);
+    let present: std::collections::HashSet<Path> = store.list(None).map_ok(|m| m.location).try_collect().await?;
+    for (v, paths) in versions {
+        if let Some(p) = paths.into_iter().find(|p| !present.contains(p)) {
+            return Err(GoneAt::File(v, p).into_error(table));
+        }
+    }
+    Ok(())
+}
+
+/// The records bronze commits `(after, upto]` added, grouped by version in ascending order.
+/// Reads the commit files directly, so the cost is that of the range, not of the table.
+pub async fn read_commits(table: &DeltaTable, after: Option<u64>, upto: u64) -> Result<Vec<(u64, Vec<RawEvent>)>> {
+    let store = table.log_store().object_store(None);
+    let mut out = Vec::new();
+    for (v, paths) in added_files(table, after, upto).await.map_err(|g| g.into_error(table))? {
+        let mut recs = Vec::new();
+        for path in paths {
             // A bronze file holds one batch of one topic: small enough to read whole.
-            let bytes = store.get(&path).await?.bytes().await?;
+            let bytes = match store.get(&path).await {
+                Ok(r) => r.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => return Err(GoneAt::File(v, path).into_error(table)),
+                Err(e) => return Err(e.into()),
+            };
             for b in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
                 recs.extend(records_from_batch(&b?)?);
             }

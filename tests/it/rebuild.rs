@@ -129,3 +129,43 @@ async fn a_silver_rebuild_lists_the_dead_letters_afresh_under_new_settings() {
     run_once(&after).await;
     assert_eq!(listed(after).await.0, dead);
 }
+
+/// A rebuild replays bronze commit by commit. Once maintenance has packed a day's files and VACUUM
+/// has removed the originals, it cannot: it must say so before it empties anything, or silver
+/// would stay empty and every later run fail at the same commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_cannot_read_bronze_back_changes_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let maintenance =
+        "[maintenance]\nvacuum_retention_hours = 0\nallow_short_retention = true\ntoday_small_files = 2\n";
+    let mut s = settings_with(&unique("rebuild-gone"), &LakeKind::Local(dir.path().to_path_buf()), false, maintenance);
+    s.batch.max_records = 300;
+    let records = renumbered(produce::synthetic(3000, 23), "7");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    run_once(&s).await;
+    let lake = Lake::new(&s);
+    let report = orderlake::maintain::all(&lake, &s, orderlake::maintain::Vacuum::Orphans).await.unwrap();
+    let bronze = format!("bronze/{}", s.sales_topic);
+    let packed = report.iter().find(|r| r.table == bronze).unwrap();
+    assert!(packed.compacted > 0 && packed.vacuumed > 0, "bronze packed and its originals removed: {packed:?}");
+    let mut before = Vec::new();
+    for t in SILVER.iter().chain(GOLD.iter()) {
+        before.push((table_version(&s, t).await, rows(&s, t).await));
+    }
+
+    for layer in ["silver", "gold"] {
+        let out = orderlake_cmd(&s).args(["rebuild", "--layer", layer]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{layer}: refused:\n{stderr}");
+        let last = stderr.lines().last().unwrap();
+        assert!(last.contains("rebuild: nothing changed, as it could not finish"), "{last}");
+        assert!(last.contains("packed it into bigger files and VACUUM removed it"), "{last}");
+    }
+    let mut after = Vec::new();
+    for t in SILVER.iter().chain(GOLD.iter()) {
+        after.push((table_version(&s, t).await, rows(&s, t).await));
+    }
+    assert_eq!(after, before, "no table touched");
+    run_once(&s).await;
+    assert_lake_matches(&s, &reference::compute(&records)).await;
+}
