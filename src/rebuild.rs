@@ -9,7 +9,9 @@
 //! are the dead letters of its topics (silver decodes bronze again, perhaps under new settings). The
 //! batch log's marker is lowered first, so a crash during the reset never makes a half-reset lake
 //! look complete. Then every stage below bronze catches up, 50 bronze versions per commit, each
-//! with its markers: an interrupted rebuild continues with `--resume` (or any `run`).
+//! with its markers: an interrupted rebuild continues with `--resume` (or any `run`). A bronze
+//! that cannot be replayed commit by commit (packed and vacuumed, or its log cleaned up) is
+//! re-based first (`lake::rebase`), and its layers' markers set to the re-base's start.
 
 use deltalake::kernel::Transaction;
 use tracing::info;
@@ -17,7 +19,9 @@ use tracing::info;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::lake::schema::{self, TableSpec};
-use crate::lake::{Lake, bronze, commit_with, dead_letter, mark, silver, version_of};
+use std::collections::HashMap;
+
+use crate::lake::{Lake, bronze, commit_with, dead_letter, mark, rebase, silver, version_of};
 use crate::pipeline::{Pipeline, progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,20 +32,20 @@ pub enum Layer {
     Gold,
 }
 
-/// Lowers `app_ids` to `version` in `rel` with one commit without data (the rows stay).
-async fn lower_markers(lake: &Lake, rel: &str, spec: &TableSpec, app_ids: &[String], version: i64) -> Result<()> {
+/// Lowers each app id to its version in `rel` with one commit without data (the rows stay).
+async fn lower_markers(lake: &Lake, rel: &str, spec: &TableSpec, markers: &[(String, i64)]) -> Result<()> {
     let Some(t) = lake.open(rel).await? else { return Ok(()) };
-    let txns = app_ids.iter().map(|a| Transaction::new(a, version)).collect();
+    let txns = markers.iter().map(|(a, v)| Transaction::new(a, *v)).collect();
     let t = mark(t, spec, txns).await?;
     lake.keep(rel, &t);
     Ok(())
 }
 
-/// Empties `rel` (with `predicate`, of the rows it selects) and sets `app_ids` to "nothing
-/// applied" in the same commit.
-async fn empty_table(lake: &Lake, rel: &str, predicate: Option<String>, app_ids: &[String]) -> Result<()> {
+/// Empties `rel` (with `predicate`, of the rows it selects) and sets each app id to its version
+/// ("nothing applied", or a re-base's start) in the same commit.
+async fn empty_table(lake: &Lake, rel: &str, predicate: Option<String>, markers: &[(String, i64)]) -> Result<()> {
     let Some(t) = lake.open(rel).await? else { return Ok(()) };
-    let txns = app_ids.iter().map(|a| Transaction::new(a, progress::NONE)).collect();
+    let txns = markers.iter().map(|(a, v)| Transaction::new(a, *v)).collect();
     let props = commit_with(txns);
     let delete = t.delete().with_commit_properties(props);
     let (t, metrics) = match predicate {
@@ -53,13 +57,14 @@ async fn empty_table(lake: &Lake, rel: &str, predicate: Option<String>, app_ids:
     Ok(())
 }
 
-/// Resets `layer` to just before bronze version `from` for every topic.
-async fn reset(lake: &Lake, s: &Settings, layer: Layer, from: i64) -> Result<()> {
+/// Resets `layer` to just before bronze version `from` for every topic, or to the start of its
+/// re-base for a topic in `rebased` (the versions after it hold all of its rows).
+async fn reset(lake: &Lake, s: &Settings, layer: Layer, from: i64, rebased: &HashMap<String, u64>) -> Result<()> {
     let topics = s.topics();
-    let ids = |f: fn(&str, &str) -> String| topics.iter().map(|t| f(&s.group, t)).collect::<Vec<_>>();
-    let before = from - 1;
+    let before = |t: &str| rebased.get(t).map_or(from - 1, |v| *v as i64);
+    let ids = |f: fn(&str, &str) -> String| topics.iter().map(|t| (f(&s.group, t), before(t))).collect::<Vec<_>>();
     let batches = &schema::BATCH_LOG;
-    lower_markers(lake, progress::batches_table(), batches, &ids(progress::batches_app_id), before).await?;
+    lower_markers(lake, progress::batches_table(), batches, &ids(progress::batches_app_id)).await?;
     if layer == Layer::Silver {
         // Silver decodes bronze again, with today's code and settings: the dead letters of these
         // topics are listed afresh, so an event that decodes now leaves the list, and one that no
@@ -74,7 +79,7 @@ async fn reset(lake: &Lake, s: &Settings, layer: Layer, from: i64) -> Result<()>
         empty_table(lake, &format!("{}/{}", s.silver_prefix, silver::TOMBSTONES), None, &[]).await?;
     }
     for (n, spec) in crate::gold::TABLES {
-        lower_markers(lake, &format!("{}/{n}", s.gold_prefix), spec, &ids(crate::gold::app_id), before).await?;
+        lower_markers(lake, &format!("{}/{n}", s.gold_prefix), spec, &ids(crate::gold::app_id)).await?;
     }
     info!(?layer, from_version = from, "layer reset; rebuilding from bronze");
     Ok(())
@@ -93,30 +98,60 @@ pub async fn run(settings: Settings, layer: Layer, from: i64, resume: bool) -> R
     settings.mongodb_uri = None;
     let lake = Lake::new(&settings);
     lake.check().await?;
+    let topics = settings.topics();
+    // A re-base an earlier rebuild started and did not finish: this one finishes it, silver too.
+    let mut rebased = rebase::unfinished(&lake, &settings.bronze_prefix, &settings.group, &topics).await?;
+    let (layer, from) = if rebased.is_empty() { (layer, from) } else { (Layer::Silver, 0) };
     let mut versions = Vec::new();
-    for t in settings.topics() {
-        match lake.open(&bronze::table_name(&settings.bronze_prefix, &t)).await? {
-            Some(b) => {
-                // Before anything is emptied: a rebuild that cannot read its way back through
-                // bronze would leave silver empty and every later run stuck at the same commit.
-                if !resume {
-                    let after = u64::try_from(from - 1).ok();
-                    bronze::check_history(&b, after)
-                        .await
-                        .map_err(|e| Error::Other(format!("rebuild: nothing changed, as it could not finish: {e}")))?;
-                }
-                versions.push(format!("{t}: bronze version {}", version_of(&b)));
+    let mut unreadable = Vec::new();
+    for t in &topics {
+        let rel = bronze::table_name(&settings.bronze_prefix, t);
+        let Some(b) = lake.open(&rel).await? else {
+            return Err(Error::Other(format!("no bronze table for topic '{t}' under {}", settings.lake)));
+        };
+        // Before anything is emptied: a rebuild that cannot read its way back through bronze
+        // would leave silver empty and every later run stuck at the same commit.
+        if !resume
+            && !rebased.contains_key(t)
+            && let Some(why) = bronze::history_gone(&b, u64::try_from(from - 1).ok()).await?
+        {
+            if layer != Layer::Silver {
+                return Err(Error::Other(format!(
+                    "rebuild: nothing changed, as it could not finish: {why}. `--layer silver` re-bases bronze first"
+                )));
             }
-            None => return Err(Error::Other(format!("no bronze table for topic '{t}' under {}", settings.lake))),
+            info!(table = rel, "bronze cannot be replayed commit by commit ({why}); re-basing it first");
+            unreadable.push((rel, b));
         }
+        versions.push(t.clone());
     }
-    if !resume {
-        reset(&lake, &settings, layer, from).await?;
+    if !resume || !rebased.is_empty() {
+        for (rel, b) in unreadable {
+            let topic = rel.trim_start_matches(&format!("{}/", settings.bronze_prefix)).to_string();
+            let (_, started) = rebase::start(&lake, &rel, b, &settings.group, &topic).await?;
+            rebased.insert(topic, started);
+        }
+        reset(&lake, &settings, layer, from, &rebased).await?;
+        for (topic, started) in &rebased {
+            let rel = bronze::table_name(&settings.bronze_prefix, topic);
+            let b = lake.open(&rel).await?.expect("bronze exists");
+            let rows = settings.batch.max_records as u64;
+            let fail_at = settings.fail_at.as_deref();
+            let app = rebase::app_id(&settings.group, topic);
+            let (_, n) = rebase::finish(&lake, &rel, b, &app, *started, rows, fail_at).await?;
+            info!(table = rel, rows = n, "bronze re-based");
+        }
     }
     let started = std::time::Instant::now();
     lake.settle_checkpoints(settings.shutdown_timeout).await;
+    let prefix = settings.bronze_prefix.clone();
     let mut p = Pipeline::open_lake(settings).await?;
     p.catch_up().await?;
     p.settle_checkpoints().await;
-    Ok(format!("rebuilt up to {} in {:.1} s\n", versions.join(", "), started.elapsed().as_secs_f64()))
+    let mut upto = Vec::new();
+    for t in versions {
+        let b = lake.open(&bronze::table_name(&prefix, &t)).await?.map_or(0, |b| version_of(&b));
+        upto.push(format!("{t}: bronze version {b}"));
+    }
+    Ok(format!("rebuilt up to {} in {:.1} s\n", upto.join(", "), started.elapsed().as_secs_f64()))
 }

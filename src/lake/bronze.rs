@@ -187,20 +187,24 @@ impl GoneAt {
     }
 }
 
-/// Checks that catching up from bronze can read every commit after `after`: each still in the log
-/// and every file it added still in storage (one listing of the table). Run before a rebuild
-/// empties anything, so one that cannot finish leaves the lake as it was.
-pub async fn check_history(table: &DeltaTable, after: Option<u64>) -> Result<()> {
+/// Whether catching up from bronze can read every commit after `after`: each still in the log
+/// and every file it added still in storage (one listing of the table). `Some` says why not. Run
+/// before a rebuild empties anything.
+pub async fn history_gone(table: &DeltaTable, after: Option<u64>) -> Result<Option<String>> {
     use futures::TryStreamExt;
-    let versions = added_files(table, after, version_of(table)).await.map_err(|g| g.into_error(table))?;
+    let versions = match added_files(table, after, version_of(table)).await {
+        Ok(v) => v,
+        Err(GoneAt::Error(e)) => return Err(e),
+        Err(g) => return Ok(Some(g.into_error(table).to_string())),
+    };
     let store = table.log_store().object_store(None);
     let present: std::collections::HashSet<Path> = store.list(None).map_ok(|m| m.location).try_collect().await?;
     for (v, paths) in versions {
         if let Some(p) = paths.into_iter().find(|p| !present.contains(p)) {
-            return Err(GoneAt::File(v, p).into_error(table));
+            return Ok(Some(GoneAt::File(v, p).into_error(table).to_string()));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The records bronze commits `(after, upto]` added, grouped by version in ascending order.

@@ -14,6 +14,7 @@ mod markers;
 pub use markers::{Walked, commits_of};
 pub mod merge;
 pub mod read;
+pub mod rebase;
 pub mod retention;
 pub mod rewrite;
 pub mod rows;

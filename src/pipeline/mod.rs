@@ -96,6 +96,16 @@ impl Pipeline {
         lake.check().await?;
         kafka::ensure_topics(&settings, &settings.topics()).await?;
         refuse_another_groups_bronze(&settings, &lake).await?;
+        let topics = settings.topics();
+        let rebasing =
+            crate::lake::rebase::unfinished(&lake, &settings.bronze_prefix, &settings.group, &topics).await?;
+        if let Some(topic) = rebasing.keys().next() {
+            return Err(crate::error::Error::Other(format!(
+                "{}: an interrupted `orderlake rebuild` is re-basing it, and a run now would miss the rows it has not \
+                 re-based yet; finish it with `orderlake rebuild --resume`",
+                bronze::table_name(&settings.bronze_prefix, topic)
+            )));
+        }
         let mongo = match &settings.mongodb_uri {
             Some(uri) => Some(
                 MongoSink::connect(uri, &settings.mongodb_database, &settings.group)

@@ -131,10 +131,11 @@ async fn a_silver_rebuild_lists_the_dead_letters_afresh_under_new_settings() {
 }
 
 /// A rebuild replays bronze commit by commit. Once maintenance has packed a day's files and VACUUM
-/// has removed the originals, it cannot: it must say so before it empties anything, or silver
-/// would stay empty and every later run fail at the same commit.
+/// has removed the originals, it cannot as it is: a gold rebuild says so and changes nothing; a
+/// silver one re-bases bronze first (the same rows, rewritten a batch per commit) and survives a
+/// crash in the middle of it, a run meanwhile being refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_that_cannot_read_bronze_back_changes_nothing_and_says_why() {
+async fn a_rebuild_of_bronze_packed_and_vacuumed_re_bases_it_first() {
     let dir = tempfile::tempdir().unwrap();
     let maintenance =
         "[maintenance]\nvacuum_retention_hours = 0\nallow_short_retention = true\ntoday_small_files = 2\n";
@@ -153,19 +154,44 @@ async fn a_rebuild_that_cannot_read_bronze_back_changes_nothing_and_says_why() {
         before.push((table_version(&s, t).await, rows(&s, t).await));
     }
 
-    for layer in ["silver", "gold"] {
-        let out = orderlake_cmd(&s).args(["rebuild", "--layer", layer]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{layer}: refused:\n{stderr}");
-        let last = stderr.lines().last().unwrap();
-        assert!(last.contains("rebuild: nothing changed, as it could not finish"), "{last}");
-        assert!(last.contains("packed it into bigger files and VACUUM removed it"), "{last}");
-    }
+    let out = orderlake_cmd(&s).args(["rebuild", "--layer", "gold"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "refused:\n{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.contains("rebuild: nothing changed, as it could not finish"), "{last}");
+    assert!(last.contains("packed it into bigger files and VACUUM removed it"), "{last}");
+    assert!(last.contains("`--layer silver` re-bases bronze first"), "{last}");
     let mut after = Vec::new();
     for t in SILVER.iter().chain(GOLD.iter()) {
         after.push((table_version(&s, t).await, rows(&s, t).await));
     }
     assert_eq!(after, before, "no table touched");
-    run_once(&s).await;
+
+    // A silver rebuild re-bases bronze, here stopped after its first re-base commit.
+    let mut failing = s.clone();
+    failing.fail_at = Some("mid-rebase".into());
+    let e = orderlake::rebuild::run(failing, orderlake::rebuild::Layer::Silver, 0, false).await.unwrap_err();
+    assert!(e.to_string().contains("mid-rebase"), "{e}");
+    let out = orderlake_cmd(&s).args(["run", "--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a run meanwhile is refused:\n{stderr}");
+    assert!(stderr.lines().last().unwrap().contains("finish it with `orderlake rebuild --resume`"), "{stderr}");
+    orderlake::rebuild::run(s.clone(), orderlake::rebuild::Layer::Gold, 0, true).await.unwrap();
+
     assert_lake_matches(&s, &reference::compute(&records)).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+    let silver_rows: Vec<usize> = before.iter().take(SILVER.len()).map(|(_, n)| *n).collect();
+    let mut now = Vec::new();
+    for t in SILVER {
+        now.push(rows(&s, t).await);
+    }
+    assert_eq!(now, silver_rows, "silver refilled, nothing twice");
+
+    // The pipeline goes on from there: new events land once, and nothing else moves.
+    let more = renumbered(produce::synthetic(500, 29), "6");
+    produce::publish(&s, &s.sales_topic, &more, None).await.unwrap();
+    run_once(&s).await;
+    let all: Vec<_> = records.iter().chain(more.iter()).cloned().collect();
+    assert_lake_matches(&s, &reference::compute(&all)).await;
+    assert_bronze_exactly_once(&s, all.len()).await;
 }

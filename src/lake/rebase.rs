@@ -1,0 +1,152 @@
+//! Re-basing bronze: making a table's live rows readable commit by commit again. Catching up from
+//! bronze (and so `rebuild`) replays the files each commit added, but maintenance packs each
+//! closed day into bigger files, VACUUM removes the originals a week later, and log cleanup
+//! removes commits after 30 days. A silver rebuild of an older lake re-bases first: it rewrites
+//! the files that were live when it started, a group of about a batch's rows per commit, each
+//! commit removing the originals and adding the same rows as new data. The layers' markers are
+//! set to the re-base's start, so the ordinary catch-up replays exactly those commits, a batch at
+//! a time, as it replays any other.
+//!
+//! Bronze records `<group>/rebase/<topic>` → the version of its start while it runs, and
+//! [`NOT_RUNNING`] when done. An interrupted re-base is finished by `rebuild --resume`: the files
+//! live at its start that are still live are what is left. A `run` meanwhile is refused, as its
+//! catch-up would miss the rows not yet re-based.
+
+use std::collections::{BTreeSet, HashMap};
+
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::TryStreamExt;
+use tracing::info;
+
+use super::rewrite::conform;
+use super::{Lake, mark, schema, version_of};
+use crate::error::Result;
+
+/// The marker value of a re-base that is not running (finished, or never started).
+pub const NOT_RUNNING: i64 = -1;
+
+pub fn app_id(group: &str, topic: &str) -> String {
+    format!("{group}/rebase/{topic}")
+}
+
+/// The version a re-base of `table` by `group` started at, while it has not finished.
+pub async fn running(lake: &Lake, table: &DeltaTable, group: &str, topic: &str) -> Result<Option<u64>> {
+    Ok(lake.txn_version(table, &app_id(group, topic)).await?.and_then(|v| u64::try_from(v).ok()))
+}
+
+/// Records that a re-base starts; returns the table and the version of that commit (the start).
+pub async fn start(lake: &Lake, rel: &str, table: DeltaTable, group: &str, topic: &str) -> Result<(DeltaTable, u64)> {
+    let at = version_of(&table) + 1;
+    let table = mark(table, &schema::BRONZE, vec![Transaction::new(app_id(group, topic), at as i64)]).await?;
+    lake.keep(rel, &table);
+    let v = version_of(&table);
+    Ok((table, v))
+}
+
+/// Rewrites the files live at version `started` that are still live, about `rows` rows per
+/// commit (a bigger file alone), then records the re-base (`app`: its [`app_id`]) as finished.
+/// Returns the table and the rows rewritten. A packed file makes one commit of its rows, which
+/// the catch-up reads at once: no more than the 50 batches a catch-up step may read anyway.
+pub async fn finish(
+    lake: &Lake,
+    rel: &str,
+    table: DeltaTable,
+    app: &str,
+    started: u64,
+    rows: u64,
+    fail_at: Option<&str>,
+) -> Result<(DeltaTable, u64)> {
+    let mut then = table.clone();
+    then.load_version(started).await?;
+    let originals: BTreeSet<String> = then.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect();
+    let mut left: Vec<(String, u64, i64)> = table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .filter(|f| originals.contains(f.path().as_ref()))
+        .map(|f| (f.path().to_string(), f.num_records().unwrap_or(0) as u64, f.modification_time()))
+        .collect();
+    // Oldest first: the commits replay in about the order the rows first arrived.
+    left.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut in_group = u64::MAX;
+    for (path, n, _) in left {
+        if in_group.saturating_add(n) > rows.max(1) {
+            groups.push(Vec::new());
+            in_group = 0;
+        }
+        in_group += n;
+        groups.last_mut().expect("a group").push(path);
+    }
+    let (mut table, mut rewritten) = (table, 0u64);
+    let total = groups.len();
+    for (i, paths) in groups.into_iter().enumerate() {
+        let (t, n) = rewrite(table, &paths).await?;
+        lake.keep(rel, &t);
+        table = t;
+        rewritten += n;
+        info!(table = rel, commit = i + 1, of = total, rows = rewritten, "re-basing bronze");
+        if i + 1 < total {
+            // Test-only: a crash between two re-base commits.
+            crate::config::fault_point(fail_at, "mid-rebase")?;
+        }
+    }
+    let table = mark(table, &schema::BRONZE, vec![Transaction::new(app, NOT_RUNNING)]).await?;
+    lake.keep(rel, &table);
+    Ok((table, rewritten))
+}
+
+/// One commit: the rows of `paths` in new files, added as data, and `paths` removed.
+async fn rewrite(table: DeltaTable, paths: &[String]) -> Result<(DeltaTable, u64)> {
+    let ctx = super::read::session();
+    table.update_datafusion_session(&ctx.state())?;
+    let mut writer = RecordBatchWriter::for_table(&table)?.with_writer_properties(super::splice::writer_properties());
+    let schema = writer.arrow_schema();
+    let provider = table.table_provider().with_file_paths(paths.iter().cloned()).await?;
+    let mut stream = ctx.read_table(provider)?.execute_stream().await?;
+    let mut rows = 0u64;
+    while let Some(b) = stream.try_next().await? {
+        rows += b.num_rows() as u64;
+        writer.write(conform(&b, &schema)?).await?;
+    }
+    let mut actions: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
+    let gone: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
+    for f in table.snapshot()?.log_data().iter() {
+        if gone.contains(f.path().as_ref()) {
+            actions.push(Action::Remove(f.remove_action(true)));
+        }
+    }
+    let props = CommitProperties::default().with_create_checkpoint(false).with_cleanup_expired_logs(Some(false));
+    let op = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: None,
+        predicate: Some("orderlake re-base: the same rows, readable commit by commit".into()),
+    };
+    let finalized =
+        CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op).await?;
+    let mut table = table;
+    table.state = Some(finalized.snapshot());
+    Ok((table, rows))
+}
+
+/// Topics of `topics` whose re-base by `group` has started and not finished, by start version.
+pub async fn unfinished(
+    lake: &Lake,
+    bronze_prefix: &str,
+    group: &str,
+    topics: &[String],
+) -> Result<HashMap<String, u64>> {
+    let mut out = HashMap::new();
+    for t in topics {
+        if let Some(table) = lake.open(&super::bronze::table_name(bronze_prefix, t)).await?
+            && let Some(v) = running(lake, &table, group, t).await?
+        {
+            out.insert(t.clone(), v);
+        }
+    }
+    Ok(out)
+}
