@@ -195,3 +195,36 @@ async fn a_rebuild_of_bronze_packed_and_vacuumed_re_bases_it_first() {
     assert_lake_matches(&s, &reference::compute(&all)).await;
     assert_bronze_exactly_once(&s, all.len()).await;
 }
+
+/// Log cleanup removes the commits a checkpoint covers once they are older than the retention:
+/// the rebuild cannot replay them either, and re-bases bronze as it does when files are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_after_log_cleanup_re_bases_bronze() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&unique("rebuild-log"), &LakeKind::Local(dir.path().to_path_buf()), false);
+    s.batch.max_records = 300;
+    let records = renumbered(produce::synthetic(3000, 31), "5");
+    produce::publish(&s, &s.sales_topic, &records, None).await.unwrap();
+    run_once(&s).await;
+    let lake = Lake::new(&s);
+    orderlake::maintain::all(&lake, &s, orderlake::maintain::Vacuum::Off).await.unwrap();
+    // As log cleanup does 30 days later: every commit below the newest checkpoint goes.
+    let log = dir.path().join(format!("bronze/{}/_delta_log", s.sales_topic));
+    let checkpoint: u64 = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".checkpoint.parquet")?.parse().ok())
+        .max()
+        .expect("maintenance wrote a checkpoint");
+    assert!(checkpoint > 1, "several commits before it: {checkpoint}");
+    for v in 0..checkpoint {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).unwrap();
+    }
+
+    orderlake::rebuild::run(s.clone(), orderlake::rebuild::Layer::Silver, 0, false).await.unwrap();
+    let bronze = Lake::new(&s).open(&format!("bronze/{}", s.sales_topic)).await.unwrap().unwrap();
+    let rebase = orderlake::lake::rebase::app_id(&s.group, &s.sales_topic);
+    let marker = Lake::new(&s).txn_version(&bronze, &rebase).await.unwrap();
+    assert_eq!(marker, Some(orderlake::lake::rebase::NOT_RUNNING), "bronze was re-based, and the re-base finished");
+    assert_lake_matches(&s, &reference::compute(&records)).await;
+    assert_bronze_exactly_once(&s, records.len()).await;
+}
