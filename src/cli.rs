@@ -133,6 +133,17 @@ pub enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Apply the current PII rules (cdc.tables.<table>.pii) to what was ingested before they were
+    /// turned on: bronze's values of those topics are rewritten (a re-base, as a rebuild of old
+    /// bronze does), then silver and gold are rebuilt and the dead letters listed afresh. Give the
+    /// time the rules started: masking and dropping twice change nothing, but hashing twice does.
+    /// Older table versions keep the values until VACUUM removes their files. Interrupted?
+    /// `orderlake rebuild --resume` finishes it
+    Scrub {
+        /// Rewrite the values ingested before this time: 2026-11-20T09:30:00Z, or a day (midnight UTC)
+        #[arg(long, value_name = "TIME")]
+        ingested_before: String,
+    },
     /// Run SQL over the lake's tables (DataFusion) and print the result as a table. Tables are named
     /// by layer: gold.order_totals, gold.order_lines, gold.customer_totals, gold.daily_sales,
     /// gold.product_sales, silver.orders, silver.order_items, silver.products, silver.customers,
@@ -325,6 +336,11 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             print!("{}", crate::rebuild::run(settings, layer, from_version.max(0), resume).await?);
             Ok(())
         }
+        Command::Scrub { ingested_before } => {
+            let before_us = parse_time(&ingested_before)?;
+            print!("{}", crate::rebuild::scrub(settings, before_us).await?);
+            Ok(())
+        }
         Command::Query { sql, limit } => {
             print!("{}", crate::query::run(&settings, &sql, limit).await?);
             Ok(())
@@ -378,4 +394,18 @@ pub async fn execute(cli: Cli, settings: Settings) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--ingested-before`: an RFC 3339 time, or a day (midnight UTC), as microseconds since the epoch.
+fn parse_time(text: &str) -> Result<i64> {
+    let t = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(t.timestamp_micros());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros());
+    }
+    Err(crate::error::Error::Config(format!(
+        "--ingested-before: '{text}' is neither an RFC 3339 time (2026-11-20T09:30:00Z) nor a day (2026-11-20)"
+    )))
 }

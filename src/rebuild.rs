@@ -88,6 +88,30 @@ async fn reset(lake: &Lake, s: &Settings, layer: Layer, from: i64, rebased: &Has
 /// Rebuilds `layer` from bronze version `from` (silver always from the first), or with `resume`
 /// only finishes an interrupted rebuild.
 pub async fn run(settings: Settings, layer: Layer, from: i64, resume: bool) -> Result<String> {
+    rebuild(settings, layer, from, resume, None).await
+}
+
+/// `orderlake scrub`: applies the PII rules of today to the values of every CDC topic that has
+/// rules, as ingested before `before_us` (when the rules were turned on: masking and dropping
+/// twice change nothing, hashing twice does), by re-basing its bronze with them, then rebuilds
+/// silver and gold from it. The dead letters are listed afresh from the rewritten values.
+pub async fn scrub(settings: Settings, before_us: i64) -> Result<String> {
+    if !settings.cdc.as_ref().is_some_and(|c| c.tables.iter().any(|t| !t.pii.is_empty())) {
+        return Err(Error::Config(
+            "cdc.tables.<table>.pii: no CDC table has PII rules, so there is nothing to scrub (docs/security.md)"
+                .into(),
+        ));
+    }
+    let mut out = rebuild(settings, Layer::Silver, 0, false, Some(before_us)).await?;
+    out.push_str(
+        "Older versions of bronze and the dead letters keep the values until VACUUM removes their files: with no \
+         reader running, `orderlake maintain` with maintenance.vacuum_retention_hours = 0 and \
+         maintenance.allow_short_retention = true.\n",
+    );
+    Ok(out)
+}
+
+async fn rebuild(settings: Settings, layer: Layer, from: i64, resume: bool, scrub: Option<i64>) -> Result<String> {
     if layer == Layer::Silver && from > 0 {
         return Err(Error::Config(
             "--from-version: silver is rebuilt from the first bronze version (its ordering guard keeps newer rows); use --layer gold to start later".into(),
@@ -111,7 +135,11 @@ pub async fn run(settings: Settings, layer: Layer, from: i64, resume: bool) -> R
         };
         // Before anything is emptied: a rebuild that cannot read its way back through bronze
         // would leave silver empty and every later run stuck at the same commit.
-        if !resume
+        let ruled = settings.cdc.as_ref().and_then(|c| c.table_for_topic(t)).is_some_and(|c| !c.pii.is_empty());
+        if scrub.is_some() && ruled && !rebased.contains_key(t) {
+            info!(table = rel, "scrubbing: re-basing bronze with the PII rules");
+            unreadable.push((rel, b));
+        } else if !resume
             && !rebased.contains_key(t)
             && let Some(why) = bronze::history_gone(&b, u64::try_from(from - 1).ok()).await?
         {
@@ -128,17 +156,19 @@ pub async fn run(settings: Settings, layer: Layer, from: i64, resume: bool) -> R
     if !resume || !rebased.is_empty() {
         for (rel, b) in unreadable {
             let topic = rel.trim_start_matches(&format!("{}/", settings.bronze_prefix)).to_string();
-            let (_, started) = rebase::start(&lake, &rel, b, &settings.group, &topic).await?;
+            let (_, started) = rebase::start(&lake, &rel, b, &settings.group, &topic, scrub).await?;
             rebased.insert(topic, started);
         }
         reset(&lake, &settings, layer, from, &rebased).await?;
         for (topic, started) in &rebased {
             let rel = bronze::table_name(&settings.bronze_prefix, topic);
             let b = lake.open(&rel).await?.expect("bronze exists");
-            let rows = settings.batch.max_records as u64;
-            let fail_at = settings.fail_at.as_deref();
-            let app = rebase::app_id(&settings.group, topic);
-            let (_, n) = rebase::finish(&lake, &rel, b, &app, *started, rows, fail_at).await?;
+            // A scrub's time, recorded with its start, so that a resumed one redacts the rest.
+            let before_us =
+                lake.txn_version(&b, &rebase::scrub_app_id(&settings.group, topic)).await?.filter(|t| *t >= 0);
+            let cdc = settings.cdc.as_ref();
+            let with = cdc.zip(before_us).map(|(cdc, before_us)| rebase::Scrub { cdc, topic, before_us });
+            let (_, n) = rebase::finish(&lake, &settings, b, topic, *started, with).await?;
             info!(table = rel, rows = n, "bronze re-based");
         }
     }

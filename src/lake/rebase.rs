@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
@@ -33,33 +34,90 @@ pub fn app_id(group: &str, topic: &str) -> String {
     format!("{group}/rebase/{topic}")
 }
 
+/// While a scrub's re-base runs: the time (µs) before which values are rewritten with the PII
+/// rules, so that `--resume` applies them to the rest too.
+pub fn scrub_app_id(group: &str, topic: &str) -> String {
+    format!("{group}/scrub/{topic}")
+}
+
+/// What a scrub does to each re-based row: the topic's PII rules, on the values ingested before
+/// `before_us` (see `orderlake scrub`).
+#[derive(Clone, Copy)]
+pub struct Scrub<'a> {
+    pub cdc: &'a crate::cdc_config::CdcSettings,
+    pub topic: &'a str,
+    pub before_us: i64,
+}
+
+impl Scrub<'_> {
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        use arrow::array::{Array, AsArray, StringArray};
+        use arrow::datatypes::TimestampMicrosecondType;
+        let schema = batch.schema();
+        let (Ok(vi), Ok(ti)) = (schema.index_of("value"), schema.index_of("ingested_at")) else { return Ok(batch) };
+        let values = batch.column(vi).as_string::<i32>();
+        let times = batch.column(ti).as_primitive::<TimestampMicrosecondType>();
+        let mut events: Vec<crate::model::RawEvent> = (0..batch.num_rows())
+            .map(|i| crate::model::RawEvent {
+                topic: self.topic.to_string(),
+                partition: 0,
+                offset: i as i64,
+                key: None,
+                value: (values.is_valid(i) && times.value(i) < self.before_us).then(|| values.value(i).to_string()),
+                timestamp_ms: None,
+            })
+            .collect();
+        crate::decode::redact_topic(self.topic, &mut events, Some(self.cdc));
+        let new: StringArray = (0..batch.num_rows())
+            .map(|i| match &events[i].value {
+                Some(v) => Some(v.clone()),
+                None => values.is_valid(i).then(|| values.value(i).to_string()),
+            })
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[vi] = std::sync::Arc::new(new);
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
 /// The version a re-base of `table` by `group` started at, while it has not finished.
 pub async fn running(lake: &Lake, table: &DeltaTable, group: &str, topic: &str) -> Result<Option<u64>> {
     Ok(lake.txn_version(table, &app_id(group, topic)).await?.and_then(|v| u64::try_from(v).ok()))
 }
 
 /// Records that a re-base starts; returns the table and the version of that commit (the start).
-pub async fn start(lake: &Lake, rel: &str, table: DeltaTable, group: &str, topic: &str) -> Result<(DeltaTable, u64)> {
+pub async fn start(
+    lake: &Lake,
+    rel: &str,
+    table: DeltaTable,
+    group: &str,
+    topic: &str,
+    scrub_before_us: Option<i64>,
+) -> Result<(DeltaTable, u64)> {
     let at = version_of(&table) + 1;
-    let table = mark(table, &schema::BRONZE, vec![Transaction::new(app_id(group, topic), at as i64)]).await?;
+    let mut txns = vec![Transaction::new(app_id(group, topic), at as i64)];
+    txns.extend(scrub_before_us.map(|t| Transaction::new(scrub_app_id(group, topic), t)));
+    let table = mark(table, &schema::BRONZE, txns).await?;
     lake.keep(rel, &table);
     let v = version_of(&table);
     Ok((table, v))
 }
 
-/// Rewrites the files live at version `started` that are still live, about `rows` rows per
-/// commit (a bigger file alone), then records the re-base (`app`: its [`app_id`]) as finished.
+/// Rewrites the files live at version `started` that are still live, about a batch of rows
+/// (`batch.max_records`) per commit (a bigger file alone), with `scrub`'s rules when given, then records the re-base of
+/// `topic` by `group` as finished.
 /// Returns the table and the rows rewritten. A packed file makes one commit of its rows, which
 /// the catch-up reads at once: no more than the 50 batches a catch-up step may read anyway.
 pub async fn finish(
     lake: &Lake,
-    rel: &str,
+    settings: &crate::config::Settings,
     table: DeltaTable,
-    app: &str,
+    topic: &str,
     started: u64,
-    rows: u64,
-    fail_at: Option<&str>,
+    scrub: Option<Scrub<'_>>,
 ) -> Result<(DeltaTable, u64)> {
+    let (group, rows, fail_at) = (&settings.group, settings.batch.max_records as u64, settings.fail_at.as_deref());
+    let rel = &super::bronze::table_name(&settings.bronze_prefix, topic);
     let mut then = table.clone();
     then.load_version(started).await?;
     let originals: BTreeSet<String> = then.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect();
@@ -85,7 +143,7 @@ pub async fn finish(
     let (mut table, mut rewritten) = (table, 0u64);
     let total = groups.len();
     for (i, paths) in groups.into_iter().enumerate() {
-        let (t, n) = rewrite(table, &paths).await?;
+        let (t, n) = rewrite(table, &paths, scrub).await?;
         lake.keep(rel, &t);
         table = t;
         rewritten += n;
@@ -95,13 +153,15 @@ pub async fn finish(
             crate::config::fault_point(fail_at, "mid-rebase")?;
         }
     }
-    let table = mark(table, &schema::BRONZE, vec![Transaction::new(app, NOT_RUNNING)]).await?;
+    let mut done = vec![Transaction::new(app_id(group, topic), NOT_RUNNING)];
+    done.extend(scrub.map(|_| Transaction::new(scrub_app_id(group, topic), NOT_RUNNING)));
+    let table = mark(table, &schema::BRONZE, done).await?;
     lake.keep(rel, &table);
     Ok((table, rewritten))
 }
 
 /// One commit: the rows of `paths` in new files, added as data, and `paths` removed.
-async fn rewrite(table: DeltaTable, paths: &[String]) -> Result<(DeltaTable, u64)> {
+async fn rewrite(table: DeltaTable, paths: &[String], scrub: Option<Scrub<'_>>) -> Result<(DeltaTable, u64)> {
     let ctx = super::read::session();
     table.update_datafusion_session(&ctx.state())?;
     let mut writer = RecordBatchWriter::for_table(&table)?.with_writer_properties(super::splice::writer_properties());
@@ -111,7 +171,13 @@ async fn rewrite(table: DeltaTable, paths: &[String]) -> Result<(DeltaTable, u64
     let mut rows = 0u64;
     while let Some(b) = stream.try_next().await? {
         rows += b.num_rows() as u64;
-        writer.write(conform(&b, &schema)?).await?;
+        let b = conform(&b, &schema)?;
+        writer
+            .write(match scrub {
+                Some(s) => s.apply(b)?,
+                None => b,
+            })
+            .await?;
     }
     let mut actions: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
     let gone: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
