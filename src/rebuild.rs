@@ -125,6 +125,12 @@ async fn rebuild(settings: Settings, layer: Layer, from: i64, resume: bool, scru
     let topics = settings.topics();
     // A re-base an earlier rebuild started and did not finish: this one finishes it, silver too.
     let mut rebased = rebase::unfinished(&lake, &settings.bronze_prefix, &settings.group, &topics).await?;
+    if scrub.is_some() && !rebased.is_empty() {
+        return Err(Error::Other(
+            "scrub: an interrupted rebuild is re-basing bronze; finish it with `orderlake rebuild --resume` first"
+                .into(),
+        ));
+    }
     let (layer, from) = if rebased.is_empty() { (layer, from) } else { (Layer::Silver, 0) };
     let mut versions = Vec::new();
     let mut unreadable = Vec::new();
@@ -138,7 +144,7 @@ async fn rebuild(settings: Settings, layer: Layer, from: i64, resume: bool, scru
         let ruled = settings.cdc.as_ref().and_then(|c| c.table_for_topic(t)).is_some_and(|c| !c.pii.is_empty());
         if scrub.is_some() && ruled && !rebased.contains_key(t) {
             info!(table = rel, "scrubbing: re-basing bronze with the PII rules");
-            unreadable.push((rel, b));
+            unreadable.push((t.clone(), rel, b));
         } else if !resume
             && !rebased.contains_key(t)
             && let Some(why) = bronze::history_gone(&b, u64::try_from(from - 1).ok()).await?
@@ -149,13 +155,12 @@ async fn rebuild(settings: Settings, layer: Layer, from: i64, resume: bool, scru
                 )));
             }
             info!(table = rel, "bronze cannot be replayed commit by commit ({why}); re-basing it first");
-            unreadable.push((rel, b));
+            unreadable.push((t.clone(), rel, b));
         }
         versions.push(t.clone());
     }
     if !resume || !rebased.is_empty() {
-        for (rel, b) in unreadable {
-            let topic = rel.trim_start_matches(&format!("{}/", settings.bronze_prefix)).to_string();
+        for (topic, rel, b) in unreadable {
             let (_, started) = rebase::start(&lake, &rel, b, &settings.group, &topic, scrub).await?;
             rebased.insert(topic, started);
         }
