@@ -121,7 +121,8 @@ pub enum Command {
     },
     /// Rebuild silver and/or gold from bronze alone (no Kafka, MongoDB untouched), through the same
     /// path a restarted run takes. Gold keeps serving its rows while it is recomputed; silver is
-    /// emptied and refilled. Interrupted? `--resume` (or any `run`) continues where it stopped
+    /// emptied and refilled. Interrupted? `--resume` (or any `run`, except while bronze is being
+    /// re-based) continues where it stopped
     Rebuild {
         /// silver: silver from the first bronze version, then gold; gold: gold only
         #[arg(long, value_enum, default_value_t = crate::rebuild::Layer::Gold)]

@@ -9,7 +9,8 @@
 //! are the dead letters of its topics (silver decodes bronze again, perhaps under new settings). The
 //! batch log's marker is lowered first, so a crash during the reset never makes a half-reset lake
 //! look complete. Then every stage below bronze catches up, 50 bronze versions per commit, each
-//! with its markers: an interrupted rebuild continues with `--resume` (or any `run`). A bronze
+//! with its markers: an interrupted rebuild continues with `--resume` (or any `run`, but for a
+//! re-base, which only `--resume` finishes). A bronze
 //! that cannot be replayed commit by commit (packed and vacuumed, or its log cleaned up) is
 //! re-based first (`lake::rebase`), and its layers' markers set to the re-base's start.
 
@@ -142,7 +143,7 @@ async fn rebuild(settings: Settings, layer: Layer, from: i64, resume: bool, scru
         // Before anything is emptied: a rebuild that cannot read its way back through bronze
         // would leave silver empty and every later run stuck at the same commit.
         let ruled = settings.cdc.as_ref().and_then(|c| c.table_for_topic(t)).is_some_and(|c| !c.pii.is_empty());
-        if scrub.is_some() && ruled && !rebased.contains_key(t) {
+        if scrub.is_some() && ruled {
             info!(table = rel, "scrubbing: re-basing bronze with the PII rules");
             unreadable.push((t.clone(), rel, b));
         } else if !resume

@@ -197,19 +197,31 @@ pub(super) fn live_groups(table: &DeltaTable, groups: Vec<Vec<String>>) -> Resul
 /// aimed at.
 pub(super) async fn commit_rewrite(
     table: DeltaTable,
-    mut actions: Vec<Action>,
+    actions: Vec<Action>,
     gone: &BTreeSet<String>,
     target_size: i64,
+) -> Result<(DeltaTable, Compacted)> {
+    let op = DeltaOperation::Optimize { predicate: None, target_size };
+    commit_replacing(table, actions, gone, false, op).await
+}
+
+/// Commits `actions` (the new files) with the removal of the live files among `gone`, marked
+/// `data_change` as the adds are; the checkpoint and log cleanup are left to `lake::checkpoints`.
+pub(super) async fn commit_replacing(
+    table: DeltaTable,
+    mut actions: Vec<Action>,
+    gone: &BTreeSet<String>,
+    data_change: bool,
+    op: DeltaOperation,
 ) -> Result<(DeltaTable, Compacted)> {
     let mut done = Compacted { files_added: actions.len() as u64, ..Compacted::default() };
     for f in table.snapshot()?.log_data().iter() {
         if gone.contains(f.path().as_ref()) {
-            actions.push(Action::Remove(f.remove_action(false)));
+            actions.push(Action::Remove(f.remove_action(data_change)));
             done.files_removed += 1;
         }
     }
     let props = CommitProperties::default().with_create_checkpoint(false).with_cleanup_expired_logs(Some(false));
-    let op = DeltaOperation::Optimize { predicate: None, target_size };
     let finalized =
         CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op).await?;
     let mut table = table;

@@ -16,7 +16,6 @@ use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -179,23 +178,15 @@ async fn rewrite(table: DeltaTable, paths: &[String], scrub: Option<Scrub<'_>>) 
             })
             .await?;
     }
-    let mut actions: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
-    let gone: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
-    for f in table.snapshot()?.log_data().iter() {
-        if gone.contains(f.path().as_ref()) {
-            actions.push(Action::Remove(f.remove_action(true)));
-        }
-    }
-    let props = CommitProperties::default().with_create_checkpoint(false).with_cleanup_expired_logs(Some(false));
+    // Added as data, unlike a compaction's rewrite: the catch-up reads exactly these commits.
+    let adds: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
     let op = DeltaOperation::Write {
         mode: SaveMode::Append,
         partition_by: None,
         predicate: Some("orderlake re-base: the same rows, readable commit by commit".into()),
     };
-    let finalized =
-        CommitBuilder::from(props).with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op).await?;
-    let mut table = table;
-    table.state = Some(finalized.snapshot());
+    let gone: BTreeSet<String> = paths.iter().cloned().collect();
+    let (table, _) = super::compact::commit_replacing(table, adds, &gone, true, op).await?;
     Ok((table, rows))
 }
 
